@@ -1,0 +1,152 @@
+//! Accounts: users, logins, tokens.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::auth::{new_token, token_hash};
+use super::error::{Error, Kind, Result};
+use super::model::{check_name, Role, User, UserId, Workspace};
+use super::{Caller, Core};
+use crate::store::TokenRecord;
+
+/// What `create_user` needs.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    pub workspace: Workspace,
+    pub display_name: Option<String>,
+}
+
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+impl Core {
+    /// The caller behind a bearer token, or `UNAUTHENTICATED`.
+    pub fn authenticate(&self, token: &str) -> Result<Caller> {
+        if token.is_empty() || token.len() > 256 {
+            return Err(Error::unauthenticated());
+        }
+        let hash = token_hash(token);
+        let rec = self.store.token(&hash)?.ok_or_else(Error::unauthenticated)?;
+        let user = self.store.user(rec.user)?.ok_or_else(Error::unauthenticated)?;
+        Ok(Caller { user, token: hash })
+    }
+
+    pub fn user(&self, id: UserId) -> Result<Option<User>> {
+        Ok(self.store.user(id)?)
+    }
+
+    /// A user the caller may see: same workspace. Anything else looks
+    /// exactly like a user that does not exist.
+    pub fn visible_user(&self, caller: &User, id: UserId) -> Result<User> {
+        match self.store.user(id)? {
+            Some(u) if u.workspace == caller.workspace => Ok(u),
+            _ => Err(Error::not_found("no such user")),
+        }
+    }
+
+    pub async fn create_user(&self, new: NewUser) -> Result<UserId> {
+        check_name("username", &new.username)?;
+        if let Some(d) = &new.display_name {
+            check_name("display name", d)?;
+        }
+        if new.password.is_empty() || new.password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::bad_request(format!(
+                "password must be 1 to {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        if self.store.user_id_by_name(&new.username)?.is_some() {
+            return Err(username_taken());
+        }
+        let password_hash = self.passwords.hash(new.password).await?;
+        self.commit
+            .run(move |tx| {
+                // Checked again here: the writer is the only place where
+                // check-then-insert cannot race.
+                if tx.store.user_id_by_name(&new.username)?.is_some() {
+                    return Err(username_taken());
+                }
+                let id = tx.next_user_id();
+                tx.batch.put_user(&User {
+                    id,
+                    display_name: new.display_name.unwrap_or_else(|| new.username.clone()),
+                    username: new.username,
+                    role: new.role,
+                    workspace: new.workspace,
+                    password_hash,
+                    created_ms: tx.now_ms,
+                });
+                Ok((id, vec![]))
+            })
+            .await
+    }
+
+    /// `POST /auth/login`. Throttled on failures only (see `limits`).
+    pub async fn login(&self, username: &str, password: String, addr: IpAddr) -> Result<(String, UserId)> {
+        if let Err(wait) = self.login_throttle.check(username, addr, Instant::now()) {
+            return Err(Error::rate_limited(wait));
+        }
+        let user = match self.store.user_id_by_name(username)? {
+            Some(id) => self.store.user(id)?,
+            None => None,
+        };
+        let ok = self
+            .passwords
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        match user {
+            Some(user) if ok => {
+                self.login_throttle.succeeded(username);
+                let token = self.issue_token_for(user.id).await?;
+                Ok((token, user.id))
+            }
+            _ => {
+                self.login_throttle.failed(username, addr, Instant::now());
+                Err(Error::new(Kind::InvalidCredentials, "wrong username or password"))
+            }
+        }
+    }
+
+    /// A fresh token for a user named by the operator (`parlor token issue`).
+    pub async fn issue_token(&self, username: &str) -> Result<String> {
+        let id = self
+            .store
+            .user_id_by_name(username)?
+            .ok_or_else(|| Error::not_found(format!("no user named {username:?}")))?;
+        self.issue_token_for(id).await
+    }
+
+    async fn issue_token_for(&self, user: UserId) -> Result<String> {
+        let (token, hash) = new_token();
+        self.commit
+            .run(move |tx| {
+                let rec = TokenRecord {
+                    user,
+                    created_ms: tx.now_ms,
+                };
+                tx.batch.put_token(&hash, &rec);
+                Ok(((), vec![]))
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// `POST /auth/logout`: the token stops working at once, and the
+    /// sockets opened with it are closed.
+    pub async fn logout(&self, caller: &Caller) -> Result<()> {
+        let hash = caller.token;
+        self.commit
+            .run(move |tx| {
+                tx.batch.remove_token(&hash);
+                Ok(((), vec![]))
+            })
+            .await?;
+        self.hub.revoke(caller.user.id, &caller.token);
+        Ok(())
+    }
+}
+
+fn username_taken() -> Error {
+    Error::conflict("that username is taken")
+}

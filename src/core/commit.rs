@@ -1,0 +1,243 @@
+//! The sequencer: the store's one writer, and where the ordering and
+//! durability invariants are enforced.
+//!
+//! Every write is a *job* run on one dedicated thread, in arrival order:
+//!
+//! 1. the job reads what it needs, checks its rules, assigns ids from the
+//!    counters owned here, and fills a batch, which is applied atomically;
+//! 2. jobs arriving while the previous flush ran are taken together
+//!    (group commit), up to `MAX_BATCH`;
+//! 3. the store is synced: sled flush, then fsync;
+//! 4. only then is `visible` raised to the newest message id, the jobs'
+//!    events are published to the hub and their callers answered — in id
+//!    order.
+//!
+//! Consequences: ids are assigned in commit order and never reused (the
+//! counters resume from the log's last key, and no id is seen before it is
+//! on disk); readers bound every scan by `visible`, so no reader can see id
+//! N+1 and later discover N; nothing is acknowledged before its batch is
+//! durable. A failed fsync cannot be retried safely, so it stops the
+//! process (systemd restarts it; what was acknowledged is on disk).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{Error, Result};
+use super::hub::{Event, Hub};
+use super::model::{MsgId, RoomId, UserId};
+use crate::store::{Store, WriteBatch};
+
+const MAX_BATCH: usize = 1024;
+const QUEUE: usize = 4096;
+
+type Done = Box<dyn FnOnce(&Hub) + Send>;
+type Job = Box<dyn FnOnce(&mut Tx) -> Done + Send>;
+
+/// What a job sees: the store to read, a batch to fill, and id allocation.
+pub struct Tx<'a> {
+    pub store: &'a Store,
+    pub batch: WriteBatch,
+    ids: &'a mut Counters,
+    /// The commit time of this job, Unix ms; never decreases.
+    pub now_ms: u64,
+}
+
+impl Tx<'_> {
+    pub fn next_user_id(&mut self) -> UserId {
+        self.ids.user += 1;
+        UserId(self.ids.user)
+    }
+    pub fn next_room_id(&mut self) -> RoomId {
+        self.ids.room += 1;
+        RoomId(self.ids.room)
+    }
+    pub fn next_msg_id(&mut self) -> MsgId {
+        self.ids.msg += 1;
+        MsgId(self.ids.msg)
+    }
+}
+
+struct Counters {
+    user: u64,
+    room: u64,
+    msg: u64,
+    last_ms: u64,
+}
+
+/// Batch sizes and sync latencies, for the log and for `parlor bench`.
+#[derive(Default, Debug, Clone)]
+pub struct CommitStats {
+    pub batches: u64,
+    pub jobs: u64,
+    pub max_batch: u64,
+    pub sync_micros_total: u64,
+    pub sync_micros_max: u64,
+}
+
+pub struct Committer {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    visible: Arc<AtomicU64>,
+    stats: Arc<Mutex<CommitStats>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Committer {
+    pub fn start(store: Arc<Store>, hub: Arc<Hub>) -> std::io::Result<Committer> {
+        let s = store.summary().map_err(|e| std::io::Error::other(e.0))?;
+        let visible = Arc::new(AtomicU64::new(s.last_msg));
+        let stats = Arc::new(Mutex::new(CommitStats::default()));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let counters = Counters {
+            user: s.last_user,
+            room: s.last_room,
+            msg: s.last_msg,
+            last_ms: 0,
+        };
+        let thread = std::thread::Builder::new().name("parlor-commit".into()).spawn({
+            let visible = visible.clone();
+            let stats = stats.clone();
+            move || writer_loop(rx, store, hub, counters, visible, stats)
+        })?;
+        Ok(Committer {
+            tx: Mutex::new(Some(tx)),
+            visible,
+            stats,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The newest message id that is durable and published. Every read of
+    /// messages is bounded by it.
+    pub fn visible(&self) -> MsgId {
+        MsgId(self.visible.load(Ordering::Acquire))
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Queues a job; the returned receiver answers once it is durable.
+    /// Jobs run in the order this is called, so a connection that submits
+    /// without awaiting the answer still has its writes ordered.
+    pub async fn submit<T, F>(&self, f: F) -> Result<oneshot::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<(T, Vec<Event>)> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |tx: &mut Tx| match f(tx) {
+            Ok((value, events)) => Box::new(move |hub: &Hub| {
+                for ev in events {
+                    hub.publish(Arc::new(ev));
+                }
+                let _ = reply.send(Ok(value));
+            }),
+            Err(e) => {
+                tx.batch = WriteBatch::default();
+                Box::new(move |_: &Hub| {
+                    let _ = reply.send(Err(e));
+                })
+            }
+        });
+        let sender = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(shutting_down)?;
+        sender.send(job).await.map_err(|_| shutting_down())?;
+        Ok(rx)
+    }
+
+    /// Runs a job and waits until it is durable.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<(T, Vec<Event>)> + Send + 'static,
+    {
+        self.submit(f).await?.await.map_err(|_| shutting_down())?
+    }
+
+    /// Stops taking jobs, finishes the queued ones, and waits for the writer.
+    pub fn shutdown(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn shutting_down() -> Error {
+    Error::new(super::error::Kind::Internal, "the server is shutting down")
+}
+
+fn writer_loop(
+    mut rx: mpsc::Receiver<Job>,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    mut ids: Counters,
+    visible: Arc<AtomicU64>,
+    stats: Arc<Mutex<CommitStats>>,
+) {
+    let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(job) = next {
+            ids.last_ms = ids.last_ms.max(unix_ms());
+            let now_ms = ids.last_ms;
+            let mut tx = Tx {
+                store: &store,
+                batch: WriteBatch::default(),
+                ids: &mut ids,
+                now_ms,
+            };
+            let d = job(&mut tx);
+            let batch = std::mem::take(&mut tx.batch);
+            if let Err(e) = store.apply(batch) {
+                fail_stop(&e);
+            }
+            done.push(d);
+            next = if done.len() < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let t0 = Instant::now();
+        if let Err(e) = store.sync() {
+            fail_stop(&e);
+        }
+        let micros = t0.elapsed().as_micros() as u64;
+        // Durable: now, and only now, may anyone see these ids.
+        visible.store(ids.msg, Ordering::Release);
+        {
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.batches += 1;
+            s.jobs += done.len() as u64;
+            s.max_batch = s.max_batch.max(done.len() as u64);
+            s.sync_micros_total += micros;
+            s.sync_micros_max = s.sync_micros_max.max(micros);
+        }
+        for d in done.drain(..) {
+            d(&hub);
+        }
+    }
+    if let Err(e) = store.sync() {
+        fail_stop(&e);
+    }
+}
+
+fn fail_stop(e: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %e, "the store could not be written or synced; stopping so nothing unsynced is acknowledged");
+    std::process::abort();
+}

@@ -1,0 +1,103 @@
+//! The core's one error type. A `Kind` says what went wrong in terms every
+//! dialect can map to its own wire shape (see each dialect's `error` fn);
+//! the message is a sentence safe to show a client. Internal causes are
+//! logged where they happen and never put into a message.
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    BadRequest,
+    InvalidCredentials,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    RateLimited,
+    Internal,
+}
+
+impl Kind {
+    /// The UPPER_SNAKE code of API.md §1.
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::BadRequest => "BAD_REQUEST",
+            Kind::InvalidCredentials => "INVALID_CREDENTIALS",
+            Kind::Unauthenticated => "UNAUTHENTICATED",
+            Kind::Forbidden => "FORBIDDEN",
+            Kind::NotFound => "NOT_FOUND",
+            Kind::Conflict => "CONFLICT",
+            Kind::TooLarge => "TOO_LARGE",
+            Kind::RateLimited => "RATE_LIMITED",
+            Kind::Internal => "INTERNAL",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+    /// For `RateLimited`: when the caller may try again.
+    pub retry_after: Option<Duration>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Error {
+        Error::new(Kind::BadRequest, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Error {
+        Error::new(Kind::NotFound, m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Error {
+        Error::new(Kind::Forbidden, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Error {
+        Error::new(Kind::Conflict, m)
+    }
+    pub fn too_large(m: impl Into<String>) -> Error {
+        Error::new(Kind::TooLarge, m)
+    }
+    pub fn unauthenticated() -> Error {
+        Error::new(
+            Kind::Unauthenticated,
+            "missing, invalid or revoked token",
+        )
+    }
+    pub fn rate_limited(retry_after: Duration) -> Error {
+        Error {
+            kind: Kind::RateLimited,
+            message: "too many requests; slow down".into(),
+            retry_after: Some(retry_after),
+        }
+    }
+    pub fn with_message(mut self, m: impl Into<String>) -> Error {
+        self.message = m.into();
+        self
+    }
+    /// An internal failure: the cause is logged here, the client sees only
+    /// that something went wrong on our side.
+    pub fn internal(cause: impl fmt::Display) -> Error {
+        tracing::error!(%cause, "internal error");
+        Error::new(Kind::Internal, "internal server error")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,230 @@
+//! The one vocabulary every dialect shares: ids, users, rooms, messages.
+//! Plain data with validation; no I/O here.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use super::error::{Error, Result};
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl $name {
+            /// Parses the decimal form a dialect renders as a JSON string.
+            pub fn parse(s: &str) -> Option<Self> {
+                if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                s.parse().ok().map($name)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A user, unique across the daemon.
+    UserId
+);
+id_type!(
+    /// A room (a chat), unique across the daemon.
+    RoomId
+);
+id_type!(
+    /// A message. Global and assigned in commit order: see `core::commit`.
+    MsgId
+);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Patient,
+    Staff,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "patient" => Some(Role::Patient),
+            "staff" => Some(Role::Staff),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Patient => "patient",
+            Role::Staff => "staff",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A tenancy boundary, named by `(tenant, instance)`. Nothing crosses it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Workspace {
+    pub tenant: String,
+    pub instance: String,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Workspace {
+            tenant: "default".into(),
+            instance: "default".into(),
+        }
+    }
+}
+
+impl Workspace {
+    pub fn new(tenant: &str, instance: &str) -> Result<Workspace> {
+        check_name("tenant", tenant)?;
+        check_name("instance", instance)?;
+        Ok(Workspace {
+            tenant: tenant.into(),
+            instance: instance.into(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub workspace: Workspace,
+    /// argon2id PHC string; never leaves the core.
+    pub password_hash: String,
+    pub created_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomKind {
+    /// Two users (or one, talking to themself); closed.
+    Dm,
+    /// Created by an admin with a fixed member list; closed.
+    Group,
+    /// Anyone of the workspace may join.
+    Open,
+    /// A patient and their care team.
+    Patient,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Room {
+    pub id: RoomId,
+    pub kind: RoomKind,
+    pub name: Option<String>,
+    pub workspace: Workspace,
+    pub created_ms: u64,
+}
+
+impl Room {
+    /// Whether a user of the room's workspace may join on their own.
+    pub fn is_open(&self) -> bool {
+        self.kind == RoomKind::Open
+    }
+}
+
+/// A user's membership in a room, with their read marker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Participant {
+    /// Newest message the user has read; `MsgId(0)` when none.
+    pub last_read: MsgId,
+    /// When the marker last moved (Unix ms); 0 if never.
+    pub last_read_ms: u64,
+    pub joined_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MsgId,
+    pub room: RoomId,
+    pub sender: UserId,
+    pub text: String,
+    /// Commit time, Unix ms; never decreases as ids grow.
+    pub at_ms: u64,
+}
+
+/// Longest message text, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 16_384;
+/// Longest username or display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A message text: 1..=16,384 bytes, kept exactly as sent (not trimmed).
+pub fn check_text(text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(Error::bad_request("message text is empty"));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Error::too_large(format!(
+            "message text is {} bytes; at most {MAX_TEXT_BYTES} are allowed",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A username, display name, tenant or instance: 1..=64 characters, no
+/// control characters.
+pub fn check_name(what: &str, s: &str) -> Result<()> {
+    let n = s.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS {
+        return Err(Error::bad_request(format!(
+            "{what} must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Error::bad_request(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::error::Kind;
+
+    #[test]
+    fn text_limits_are_bytes_not_chars() {
+        assert_eq!(check_text("").unwrap_err().kind, Kind::BadRequest);
+        assert!(check_text(&"a".repeat(MAX_TEXT_BYTES)).is_ok());
+        assert_eq!(
+            check_text(&"a".repeat(MAX_TEXT_BYTES + 1)).unwrap_err().kind,
+            Kind::TooLarge
+        );
+        // 4-byte characters: 4,096 of them is exactly the limit.
+        assert!(check_text(&"😀".repeat(4096)).is_ok());
+        assert!(check_text(&"😀".repeat(4097)).is_err());
+        // Not trimmed: whitespace alone is a message.
+        assert!(check_text("  ").is_ok());
+    }
+
+    #[test]
+    fn id_parse_rejects_signs_spaces_and_overflow() {
+        assert_eq!(UserId::parse("42"), Some(UserId(42)));
+        assert_eq!(UserId::parse("+42"), None);
+        assert_eq!(UserId::parse(" 42"), None);
+        assert_eq!(UserId::parse(""), None);
+        assert_eq!(UserId::parse("18446744073709551616"), None);
+    }
+
+    #[test]
+    fn names_are_counted_in_characters() {
+        assert!(check_name("username", &"é".repeat(64)).is_ok());
+        assert!(check_name("username", &"é".repeat(65)).is_err());
+        assert!(check_name("username", "a\nb").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! Rooms: DMs, admin-made group rooms, membership, room info, live sessions.
+
+use super::error::{Error, Result};
+use super::hub::Subscription;
+use super::model::{check_name, Participant, Role, Room, RoomId, RoomKind, User, UserId};
+use super::{Caller, Core};
+
+/// What a participant of a room may learn about it.
+#[derive(Clone, Debug)]
+pub struct RoomInfo {
+    pub room: Room,
+    pub participants: Vec<(UserId, Participant)>,
+}
+
+impl Core {
+    /// Opens a live session: authenticates, then registers with the hub
+    /// (before any backlog is read, so nothing committed afterwards is
+    /// missed), then checks the token was not revoked in between.
+    pub fn open_session(&self, token: &str) -> Result<(Caller, Subscription)> {
+        let caller = self.authenticate(token)?;
+        let sub = self.hub.subscribe(caller.user.id, caller.token).ok_or_else(|| {
+            Error::rate_limited(std::time::Duration::from_secs(1)).with_message(format!(
+                "a user may hold at most {} open connections",
+                self.limits.conns_per_user
+            ))
+        })?;
+        self.authenticate(token)?;
+        Ok((caller, sub))
+    }
+
+    /// A room the user takes part in. A room that does not exist and one the
+    /// user is not in look the same.
+    pub fn room_for(&self, user: &User, room: RoomId) -> Result<Room> {
+        if self.store.participant(room, user.id)?.is_none() {
+            return Err(no_such_room());
+        }
+        self.store.room(room)?.ok_or_else(no_such_room)
+    }
+
+    /// `room_info`: the room and its participants, for a participant.
+    pub fn room_info(&self, user: &User, room: RoomId) -> Result<RoomInfo> {
+        let room = self.room_for(user, room)?;
+        let participants = self.store.participants(room.id)?;
+        Ok(RoomInfo { room, participants })
+    }
+
+    /// The rooms a user is in.
+    pub fn rooms_of(&self, user: &User) -> Result<Vec<RoomId>> {
+        Ok(self.store.rooms_of(user.id)?)
+    }
+
+    /// `create_dm`: the one DM room of a pair, made on first use.
+    pub async fn create_dm(&self, caller: &User, other: UserId) -> Result<RoomId> {
+        let other = self.visible_user(caller, other)?;
+        if let Some(room) = self.store.dm(caller.id, other.id)? {
+            return Ok(room);
+        }
+        let (a, b, workspace) = (caller.id, other.id, caller.workspace.clone());
+        self.commit
+            .run(move |tx| {
+                // Looked up again in the writer: two concurrent first calls
+                // must still make one room.
+                if let Some(room) = tx.store.dm(a, b)? {
+                    return Ok((room, vec![]));
+                }
+                let id = tx.next_room_id();
+                tx.batch.put_room(&Room {
+                    id,
+                    kind: RoomKind::Dm,
+                    name: None,
+                    workspace,
+                    created_ms: tx.now_ms,
+                });
+                let p = Participant {
+                    joined_ms: tx.now_ms,
+                    ..Participant::default()
+                };
+                tx.batch.put_participant(id, a, &p);
+                tx.batch.put_participant(id, b, &p);
+                tx.batch.put_dm(a, b, id);
+                Ok((id, vec![]))
+            })
+            .await
+    }
+
+    /// `POST /admin/rooms`: a closed group room. Admins only; all members in
+    /// one workspace.
+    pub async fn create_group_room(
+        &self,
+        caller: &User,
+        name: Option<String>,
+        members: Vec<UserId>,
+    ) -> Result<RoomId> {
+        if caller.role != Role::Admin {
+            return Err(Error::forbidden("only an admin may create group rooms"));
+        }
+        if let Some(n) = &name {
+            check_name("room name", n)?;
+        }
+        if members.is_empty() {
+            return Err(Error::bad_request("a room needs at least one member"));
+        }
+        let mut users = Vec::with_capacity(members.len());
+        for id in &members {
+            users.push(
+                self.store
+                    .user(*id)?
+                    .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?,
+            );
+        }
+        let workspace = users[0].workspace.clone();
+        if users.iter().any(|u| u.workspace != workspace) {
+            return Err(Error::bad_request("all members must be in one workspace"));
+        }
+        let mut ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+        ids.sort();
+        ids.dedup();
+        self.commit
+            .run(move |tx| {
+                let id = tx.next_room_id();
+                tx.batch.put_room(&Room {
+                    id,
+                    kind: RoomKind::Group,
+                    name,
+                    workspace,
+                    created_ms: tx.now_ms,
+                });
+                let p = Participant {
+                    joined_ms: tx.now_ms,
+                    ..Participant::default()
+                };
+                for u in ids {
+                    tx.batch.put_participant(id, u, &p);
+                }
+                Ok((id, vec![]))
+            })
+            .await
+    }
+}
+
+fn no_such_room() -> Error {
+    Error::not_found("no such room")
+}

@@ -1,0 +1,21 @@
+//! parlor: one chat daemon, one store, several chat APIs ("dialects").
+//!
+//! The map, from the wire inwards:
+//!
+//! - [`net`]: the hyper 1 server, the router table, the hand-rolled
+//!   WebSocket upgrade (RFC 6455) and the WebSocket session loop.
+//! - [`dialects`]: one module per wire protocol. Each parses frames into
+//!   core operations and renders replies, events and errors back. No
+//!   dialect touches the store or another dialect.
+//! - [`core`]: every rule. The sequencer (`core::commit`) is the only
+//!   writer: it assigns ids, applies, syncs, and only then publishes to the
+//!   hub (`core::hub`) and answers — so ids become visible in order and
+//!   nothing is acknowledged before it is on disk.
+//! - [`store`]: the only code that imports sled: key layouts, value codec,
+//!   flush + fsync.
+//! - [`control`]: the operator's Unix socket, so the CLI works while the
+//!   daemon holds the store; [`cli`]: the subcommands; [`config`]: flags
+//!   and `PARLOR_*` variables.
+
+pub mod core;
+pub mod store;

@@ -1,0 +1,99 @@
+//! Every key the store writes, built here and nowhere else.
+//!
+//! All data lives in ONE sled tree, split into keyspaces by a leading tag
+//! byte, so that one `apply_batch` is atomic across users, rooms, the log
+//! and its indexes. Integers are big-endian so byte order is numeric order.
+//!
+//! | tag | key                          | value                         |
+//! |-----|------------------------------|-------------------------------|
+//! | `0` | `0` name                     | meta (format version, …)      |
+//! | `u` | `u` user:u64                 | `User`                        |
+//! | `n` | `n` username bytes           | user:u64                      |
+//! | `t` | `t` sha256(token):32         | `TokenRec`                    |
+//! | `r` | `r` room:u64                 | `Room`                        |
+//! | `p` | `p` room:u64 user:u64        | `Participant` (read marker)   |
+//! | `m` | `m` user:u64 room:u64        | empty: the rooms of a user    |
+//! | `d` | `d` low user:u64 high:u64    | room:u64: the pair's DM       |
+//! | `l` | `l` msg:u64                  | room:u64: the global log      |
+//! | `i` | `i` room:u64 msg:u64         | `Message`: a room's messages  |
+
+pub const META: u8 = b'0';
+pub const USER: u8 = b'u';
+pub const USERNAME: u8 = b'n';
+pub const TOKEN: u8 = b't';
+pub const ROOM: u8 = b'r';
+pub const PARTICIPANT: u8 = b'p';
+pub const MEMBERSHIP: u8 = b'm';
+pub const DM: u8 = b'd';
+pub const LOG: u8 = b'l';
+pub const ROOM_MSG: u8 = b'i';
+
+pub const FORMAT_VERSION_KEY: &[u8] = b"0format_version";
+
+pub fn one(tag: u8, a: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = tag;
+    k[1..9].copy_from_slice(&a.to_be_bytes());
+    k
+}
+
+pub fn two(tag: u8, a: u64, b: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = tag;
+    k[1..9].copy_from_slice(&a.to_be_bytes());
+    k[9..17].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+pub fn bytes(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// The last big-endian u64 of a key (the second id of `two`, the id of `one`).
+pub fn tail_u64(key: &[u8]) -> u64 {
+    let n = key.len();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[n - 8..]);
+    u64::from_be_bytes(b)
+}
+
+pub fn u64_value(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub fn read_u64(v: &[u8]) -> Option<u64> {
+    v.try_into().ok().map(u64::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_keys_sort_numerically() {
+        assert!(one(LOG, 2) < one(LOG, 10));
+        assert!(one(LOG, 255) < one(LOG, 256));
+        assert!(one(LOG, u64::MAX - 1) < one(LOG, u64::MAX));
+        assert!(two(ROOM_MSG, 1, u64::MAX) < two(ROOM_MSG, 2, 0));
+        assert!(two(ROOM_MSG, 7, 2) < two(ROOM_MSG, 7, 10));
+    }
+
+    #[test]
+    fn keyspaces_do_not_interleave() {
+        // Every key of a keyspace lies between its tag and the next byte.
+        let lo = [ROOM_MSG];
+        let hi = [ROOM_MSG + 1];
+        let k = two(ROOM_MSG, u64::MAX, u64::MAX);
+        assert!(lo.as_slice() < k.as_slice() && k.as_slice() < hi.as_slice());
+        assert!(FORMAT_VERSION_KEY[0] == META);
+    }
+
+    #[test]
+    fn tail_reads_back_the_last_id() {
+        assert_eq!(tail_u64(&two(PARTICIPANT, 3, 99)), 99);
+        assert_eq!(tail_u64(&one(USER, 12345)), 12345);
+    }
+}

@@ -1,0 +1,463 @@
+//! The store: the only code that imports sled. Typed reads, typed write
+//! batches, and `sync` (flush, then fsync). It knows nothing of ordering or
+//! fan-out; `core::commit` is its only writer.
+//!
+//! Key layouts: `keys`. Value encoding: `codec`.
+
+mod codec;
+pub mod keys;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::core::model::{Message, MsgId, Participant, Room, RoomId, User, UserId};
+use keys::*;
+
+/// Bumped when the layout in `keys` changes incompatibly; checked at open.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A stored token: only the SHA-256 of the token string is the key.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    pub user: UserId,
+    pub created_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process (a running daemon) holds the store.
+    Locked,
+    Other(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Locked => write!(f, "the store is locked by another process"),
+            OpenError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<StoreError> for crate::core::error::Error {
+    fn from(e: StoreError) -> Self {
+        crate::core::error::Error::internal(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What `open` found, for the startup log line.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub recovered: bool,
+    pub last_user: u64,
+    pub last_room: u64,
+    pub last_msg: u64,
+}
+
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+    /// sled's data file; `sync` fsyncs it after sled's own flush.
+    data_file: File,
+    /// Blob files already fsynced (sled writes values too big for a log
+    /// segment to files of their own, and never fsyncs them).
+    synced_blobs: Mutex<HashSet<OsString>>,
+    /// Items read by range scans; lets tests prove a scan's cost.
+    scanned: AtomicU64,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, checks the format version and
+    /// that the log's tail is consistent with its index.
+    pub fn open(dir: &Path) -> std::result::Result<(Store, Summary), OpenError> {
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(format!("{dir:?}: {e}")))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            let s = e.to_string();
+            if s.contains("lock") {
+                OpenError::Locked
+            } else {
+                OpenError::Other(format!("opening the store in {dir:?}: {s}"))
+            }
+        })?;
+        let data_file = File::open(dir.join("db"))
+            .map_err(|e| OpenError::Other(format!("opening the data file: {e}")))?;
+        let store = Store {
+            db,
+            dir: dir.to_path_buf(),
+            data_file,
+            synced_blobs: Mutex::new(HashSet::new()),
+            scanned: AtomicU64::new(0),
+        };
+        let other = |e: StoreError| OpenError::Other(e.0);
+        store.check_format().map_err(other)?;
+        let summary = Summary {
+            recovered: store.db.was_recovered(),
+            last_user: store.last_id(USER).map_err(other)?,
+            last_room: store.last_id(ROOM).map_err(other)?,
+            last_msg: store.last_id(LOG).map_err(other)?,
+        };
+        store.check_log_tail(summary.last_msg).map_err(other)?;
+        store
+            .sync()
+            .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
+        Ok((store, summary))
+    }
+
+    fn check_format(&self) -> Result<()> {
+        match self.db.get(FORMAT_VERSION_KEY)? {
+            Some(v) => match read_u64(&v) {
+                Some(FORMAT_VERSION) => Ok(()),
+                other => Err(StoreError(format!(
+                    "store format {other:?}, this parlor reads {FORMAT_VERSION}"
+                ))),
+            },
+            None if self.db.is_empty() => {
+                self.db
+                    .insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION))?;
+                Ok(())
+            }
+            None => Err(StoreError("store has data but no format version".into())),
+        }
+    }
+
+    /// The newest log entry must have its room-index entry: both are written
+    /// by one atomic batch, so anything else means the files were damaged.
+    fn check_log_tail(&self, last_msg: u64) -> Result<()> {
+        if last_msg == 0 {
+            return Ok(());
+        }
+        let room = self.db.get(one(LOG, last_msg))?.and_then(|v| read_u64(&v));
+        let Some(room) = room else {
+            return Err(StoreError(format!("log entry {last_msg} is unreadable")));
+        };
+        if self.db.get(two(ROOM_MSG, room, last_msg))?.is_none() {
+            return Err(StoreError(format!(
+                "message {last_msg} is in the log but not in room {room}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn last_id(&self, tag: u8) -> Result<u64> {
+        Ok(self
+            .db
+            .scan_prefix([tag])
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| tail_u64(&k))
+            .unwrap_or(0))
+    }
+
+    /// Makes everything applied so far durable: sled's flush (which ends in
+    /// `sync_file_range`, not a full fsync), then `fsync` of the data file
+    /// and of any new blob files. Only after this may anything be
+    /// acknowledged.
+    pub fn sync(&self) -> io::Result<()> {
+        self.db.flush().map_err(io::Error::other)?;
+        self.data_file.sync_all()?;
+        self.sync_blobs()
+    }
+
+    fn sync_blobs(&self) -> io::Result<()> {
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = false;
+        for entry in entries {
+            let entry = entry?;
+            if synced.contains(&entry.file_name()) {
+                continue;
+            }
+            match File::open(entry.path()) {
+                Ok(f) => f.sync_all()?,
+                // sled removes blobs it has rewritten; nothing to sync.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            synced.insert(entry.file_name());
+            new = true;
+        }
+        if new {
+            File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    pub fn apply(&self, batch: WriteBatch) -> Result<()> {
+        self.db.apply_batch(batch.0)?;
+        Ok(())
+    }
+
+    /// How many items range scans have read since open.
+    pub fn scanned(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed)
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get(key)? {
+            Some(v) => codec::decode(&v).map(Some).map_err(StoreError),
+            None => Ok(None),
+        }
+    }
+
+    pub fn summary(&self) -> Result<Summary> {
+        Ok(Summary {
+            recovered: self.db.was_recovered(),
+            last_user: self.last_id(USER)?,
+            last_room: self.last_id(ROOM)?,
+            last_msg: self.last_id(LOG)?,
+        })
+    }
+
+    // ---- users and tokens ----
+
+    pub fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.get(&one(USER, id.0))
+    }
+
+    pub fn user_id_by_name(&self, username: &str) -> Result<Option<UserId>> {
+        Ok(self
+            .db
+            .get(bytes(USERNAME, username.as_bytes()))?
+            .and_then(|v| read_u64(&v))
+            .map(UserId))
+    }
+
+    pub fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>> {
+        self.get(&bytes(TOKEN, hash))
+    }
+
+    // ---- rooms and membership ----
+
+    pub fn room(&self, id: RoomId) -> Result<Option<Room>> {
+        self.get(&one(ROOM, id.0))
+    }
+
+    pub fn participant(&self, room: RoomId, user: UserId) -> Result<Option<Participant>> {
+        self.get(&two(PARTICIPANT, room.0, user.0))
+    }
+
+    /// A room's participants, by user id.
+    pub fn participants(&self, room: RoomId) -> Result<Vec<(UserId, Participant)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(one(PARTICIPANT, room.0)) {
+            let (k, v) = kv?;
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            out.push((
+                UserId(tail_u64(&k)),
+                codec::decode(&v).map_err(StoreError)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The rooms a user is in, ascending by id.
+    pub fn rooms_of(&self, user: UserId) -> Result<Vec<RoomId>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(one(MEMBERSHIP, user.0)) {
+            let (k, _) = kv?;
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            out.push(RoomId(tail_u64(&k)));
+        }
+        Ok(out)
+    }
+
+    pub fn dm(&self, a: UserId, b: UserId) -> Result<Option<RoomId>> {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        Ok(self
+            .db
+            .get(two(DM, lo.0, hi.0))?
+            .and_then(|v| read_u64(&v))
+            .map(RoomId))
+    }
+
+    // ---- messages ----
+
+    pub fn message(&self, id: MsgId) -> Result<Option<Message>> {
+        let Some(room) = self.db.get(one(LOG, id.0))?.and_then(|v| read_u64(&v)) else {
+            return Ok(None);
+        };
+        self.get(&two(ROOM_MSG, room, id.0))
+    }
+
+    /// A room's messages with `after < id <= upto`, oldest first, read
+    /// lazily: the cost is the messages taken, never the room's history.
+    pub fn room_messages(
+        &self,
+        room: RoomId,
+        after: MsgId,
+        upto: MsgId,
+    ) -> impl DoubleEndedIterator<Item = Result<Message>> + '_ {
+        let lo = two(ROOM_MSG, room.0, after.0.saturating_add(1));
+        let hi = two(ROOM_MSG, room.0, upto.0);
+        use std::ops::Bound::{Excluded, Included};
+        let range = if after >= upto {
+            (Included(lo), Excluded(lo))
+        } else {
+            (Included(lo), Included(hi))
+        };
+        self.db
+            .range::<[u8; 17], _>(range)
+            .map(move |kv| {
+                self.scanned.fetch_add(1, Ordering::Relaxed);
+                let (_, v) = kv?;
+                codec::decode(&v).map_err(StoreError)
+            })
+    }
+
+    /// The id of a room's newest message, if any.
+    pub fn last_message_in(&self, room: RoomId) -> Result<Option<MsgId>> {
+        Ok(self
+            .db
+            .scan_prefix(one(ROOM_MSG, room.0))
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| MsgId(tail_u64(&k))))
+    }
+}
+
+/// Writes to apply atomically. Built by `core::commit` jobs only.
+#[derive(Default)]
+pub struct WriteBatch(sled::Batch);
+
+impl WriteBatch {
+    fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
+        self.0.insert(key, codec::encode(value));
+    }
+
+    pub fn put_user(&mut self, user: &User) {
+        self.put(&one(USER, user.id.0), user);
+        self.0.insert(
+            bytes(USERNAME, user.username.as_bytes()),
+            &u64_value(user.id.0),
+        );
+    }
+
+    pub fn put_token(&mut self, hash: &[u8; 32], rec: &TokenRecord) {
+        self.put(&bytes(TOKEN, hash), rec);
+    }
+
+    pub fn remove_token(&mut self, hash: &[u8; 32]) {
+        self.0.remove(bytes(TOKEN, hash));
+    }
+
+    pub fn put_room(&mut self, room: &Room) {
+        self.put(&one(ROOM, room.id.0), room);
+    }
+
+    /// Adds or updates a participant, and the user→room membership index.
+    pub fn put_participant(&mut self, room: RoomId, user: UserId, p: &Participant) {
+        self.put(&two(PARTICIPANT, room.0, user.0), p);
+        self.0.insert(&two(MEMBERSHIP, user.0, room.0), &[]);
+    }
+
+    pub fn put_dm(&mut self, a: UserId, b: UserId, room: RoomId) {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        self.0
+            .insert(&two(DM, lo.0, hi.0), &u64_value(room.0));
+    }
+
+    /// Appends a message to the global log and its room's index.
+    pub fn put_message(&mut self, m: &Message) {
+        self.0.insert(&one(LOG, m.id.0), &u64_value(m.room.0));
+        self.put(&two(ROOM_MSG, m.room.0, m.id.0), m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{RoomKind, Workspace};
+
+    fn msg(id: u64, room: u64) -> Message {
+        Message {
+            id: MsgId(id),
+            room: RoomId(room),
+            sender: UserId(1),
+            text: format!("m{id}"),
+            at_ms: id,
+        }
+    }
+
+    #[test]
+    fn reopen_resumes_ids_from_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, sum) = Store::open(dir.path()).unwrap();
+            assert_eq!(sum.last_msg, 0);
+            let mut b = WriteBatch::default();
+            b.put_room(&Room {
+                id: RoomId(4),
+                kind: RoomKind::Group,
+                name: None,
+                workspace: Workspace::default(),
+                created_ms: 0,
+            });
+            for id in [1, 2, 300] {
+                b.put_message(&msg(id, 4));
+            }
+            s.apply(b).unwrap();
+            s.sync().unwrap();
+        }
+        let (s, sum) = Store::open(dir.path()).unwrap();
+        assert_eq!((sum.last_msg, sum.last_room), (300, 4));
+        assert_eq!(s.message(MsgId(2)).unwrap().unwrap().text, "m2");
+        assert!(s.message(MsgId(3)).unwrap().is_none());
+    }
+
+    #[test]
+    fn room_messages_respect_both_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let mut b = WriteBatch::default();
+        for id in 1..=10 {
+            b.put_message(&msg(id, 1 + id % 2));
+        }
+        s.apply(b).unwrap();
+        let ids = |after, upto| -> Vec<u64> {
+            s.room_messages(RoomId(1), MsgId(after), MsgId(upto))
+                .map(|m| m.unwrap().id.0)
+                .collect()
+        };
+        assert_eq!(ids(0, 10), vec![2, 4, 6, 8, 10]);
+        assert_eq!(ids(4, 8), vec![6, 8]);
+        assert_eq!(ids(8, 8), Vec::<u64>::new());
+        assert_eq!(ids(9, 3), Vec::<u64>::new());
+        assert_eq!(s.last_message_in(RoomId(2)).unwrap(), Some(MsgId(9)));
+    }
+
+    #[test]
+    fn second_open_of_a_locked_store_says_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(OpenError::Locked)));
+    }
+}
