@@ -17,5 +17,11 @@
 //!   daemon holds the store; [`cli`]: the subcommands; [`config`]: flags
 //!   and `PARLOR_*` variables.
 
+pub mod cli;
+pub mod config;
+pub mod control;
 pub mod core;
+pub mod daemon;
+pub mod dialects;
+pub mod net;
 pub mod store;

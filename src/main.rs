@@ -1,1 +1,38 @@
-fn main() {}
+//! Thin: flags → logging → the subcommand. See `lib.rs` for the map.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use parlor::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        None => serve(&cli.data_dir, cli.serve),
+        Some(Command::Serve(args)) => serve(&cli.data_dir, args),
+        Some(Command::User(cmd)) => parlor::cli::user(&cli.data_dir, cmd),
+        Some(Command::Token(cmd)) => parlor::cli::token(&cli.data_dir, cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parlor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(data_dir: &std::path::Path, args: parlor::config::ServeArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(parlor::daemon::run(data_dir, args))
+}

@@ -28,8 +28,14 @@ impl Core {
             return Err(Error::unauthenticated());
         }
         let hash = token_hash(token);
-        let rec = self.store.token(&hash)?.ok_or_else(Error::unauthenticated)?;
-        let user = self.store.user(rec.user)?.ok_or_else(Error::unauthenticated)?;
+        let rec = self
+            .store
+            .token(&hash)?
+            .ok_or_else(Error::unauthenticated)?;
+        let user = self
+            .store
+            .user(rec.user)?
+            .ok_or_else(Error::unauthenticated)?;
         Ok(Caller { user, token: hash })
     }
 
@@ -83,7 +89,12 @@ impl Core {
     }
 
     /// `POST /auth/login`. Throttled on failures only (see `limits`).
-    pub async fn login(&self, username: &str, password: String, addr: IpAddr) -> Result<(String, UserId)> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: String,
+        addr: IpAddr,
+    ) -> Result<(String, UserId)> {
         if let Err(wait) = self.login_throttle.check(username, addr, Instant::now()) {
             return Err(Error::rate_limited(wait));
         }
@@ -103,7 +114,10 @@ impl Core {
             }
             _ => {
                 self.login_throttle.failed(username, addr, Instant::now());
-                Err(Error::new(Kind::InvalidCredentials, "wrong username or password"))
+                Err(Error::new(
+                    Kind::InvalidCredentials,
+                    "wrong username or password",
+                ))
             }
         }
     }

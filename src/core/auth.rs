@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use rand::RngCore;
@@ -94,7 +96,10 @@ mod tests {
         let p = Passwords::new(2);
         let h = p.hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(p.verify("correct horse".into(), Some(h.clone())).await.unwrap());
+        assert!(p
+            .verify("correct horse".into(), Some(h.clone()))
+            .await
+            .unwrap());
         assert!(!p.verify("wrong".into(), Some(h)).await.unwrap());
         assert!(!p.verify("parlor-dummy".into(), None).await.unwrap());
     }

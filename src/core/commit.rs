@@ -103,11 +103,13 @@ impl Committer {
             msg: s.last_msg,
             last_ms: 0,
         };
-        let thread = std::thread::Builder::new().name("parlor-commit".into()).spawn({
-            let visible = visible.clone();
-            let stats = stats.clone();
-            move || writer_loop(rx, store, hub, counters, visible, stats)
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("parlor-commit".into())
+            .spawn({
+                let visible = visible.clone();
+                let stats = stats.clone();
+                move || writer_loop(rx, store, hub, counters, visible, stats)
+            })?;
         Ok(Committer {
             tx: Mutex::new(Some(tx)),
             visible,

@@ -70,10 +70,7 @@ impl Error {
         Error::new(Kind::TooLarge, m)
     }
     pub fn unauthenticated() -> Error {
-        Error::new(
-            Kind::Unauthenticated,
-            "missing, invalid or revoked token",
-        )
+        Error::new(Kind::Unauthenticated, "missing, invalid or revoked token")
     }
     pub fn rate_limited(retry_after: Duration) -> Error {
         Error {

@@ -67,7 +67,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate.max(0.001)))
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.rate.max(0.001),
+            ))
         }
     }
 }
@@ -129,15 +131,26 @@ impl LoginThrottle {
 
     /// Whether an attempt may be made now; `Err(wait)` if not.
     pub fn check(&self, username: &str, addr: IpAddr, now: Instant) -> Result<(), Duration> {
-        if let Some(&(n, start)) = self.addrs.lock().unwrap_or_else(|p| p.into_inner()).get(&addr) {
+        if let Some(&(n, start)) = self
+            .addrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+        {
             let elapsed = now.saturating_duration_since(start);
             if n >= self.per_addr && elapsed < WINDOW {
                 return Err(WINDOW - elapsed);
             }
         }
-        if let Some(&(n, last)) = self.accounts.lock().unwrap_or_else(|p| p.into_inner()).get(username) {
+        if let Some(&(n, last)) = self
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(username)
+        {
             if n >= self.per_account {
-                let delay = Duration::from_secs(1u64 << (n - self.per_account).min(16)).min(MAX_DELAY);
+                let delay =
+                    Duration::from_secs(1u64 << (n - self.per_account).min(16)).min(MAX_DELAY);
                 let elapsed = now.saturating_duration_since(last);
                 if elapsed < delay {
                     return Err(delay - elapsed);
@@ -151,7 +164,8 @@ impl LoginThrottle {
         {
             let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
             if accounts.len() > 100_000 {
-                accounts.retain(|_, (_, last)| now.saturating_duration_since(*last) < MAX_DELAY * 2);
+                accounts
+                    .retain(|_, (_, last)| now.saturating_duration_since(*last) < MAX_DELAY * 2);
             }
             let e = accounts.entry(username.to_owned()).or_insert((0, now));
             e.0 = e.0.saturating_add(1);

@@ -174,7 +174,12 @@ mod tests {
             .map(|m| m.unwrap().text)
             .collect();
         assert_eq!(texts, ["m0", "m1", "m3", "m4"]);
-        let first = core.messages_after(&ann, MsgId(0)).unwrap().next().unwrap().unwrap();
+        let first = core
+            .messages_after(&ann, MsgId(0))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
         let after_first: Vec<u64> = core
             .messages_after(&ann, first.id)
             .unwrap()
@@ -225,7 +230,10 @@ mod tests {
         assert!(page.windows(2).all(|w| w[0].id < w[1].id));
         assert!(page[0].id > cursor);
         // 50 returned + one look-ahead per room + the membership index.
-        assert!(scanned <= 50 + 2 + 2, "scanned {scanned} items for a page of 50");
+        assert!(
+            scanned <= 50 + 2 + 2,
+            "scanned {scanned} items for a page of 50"
+        );
         core.shutdown();
     }
 }

@@ -202,7 +202,9 @@ mod tests {
         assert_eq!(check_text("").unwrap_err().kind, Kind::BadRequest);
         assert!(check_text(&"a".repeat(MAX_TEXT_BYTES)).is_ok());
         assert_eq!(
-            check_text(&"a".repeat(MAX_TEXT_BYTES + 1)).unwrap_err().kind,
+            check_text(&"a".repeat(MAX_TEXT_BYTES + 1))
+                .unwrap_err()
+                .kind,
             Kind::TooLarge
         );
         // 4-byte characters: 4,096 of them is exactly the limit.

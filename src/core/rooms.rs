@@ -18,12 +18,15 @@ impl Core {
     /// missed), then checks the token was not revoked in between.
     pub fn open_session(&self, token: &str) -> Result<(Caller, Subscription)> {
         let caller = self.authenticate(token)?;
-        let sub = self.hub.subscribe(caller.user.id, caller.token).ok_or_else(|| {
-            Error::rate_limited(std::time::Duration::from_secs(1)).with_message(format!(
-                "a user may hold at most {} open connections",
-                self.limits.conns_per_user
-            ))
-        })?;
+        let sub = self
+            .hub
+            .subscribe(caller.user.id, caller.token)
+            .ok_or_else(|| {
+                Error::rate_limited(std::time::Duration::from_secs(1)).with_message(format!(
+                    "a user may hold at most {} open connections",
+                    self.limits.conns_per_user
+                ))
+            })?;
         self.authenticate(token)?;
         Ok((caller, sub))
     }

@@ -271,10 +271,7 @@ impl Store {
         for kv in self.db.scan_prefix(one(PARTICIPANT, room.0)) {
             let (k, v) = kv?;
             self.scanned.fetch_add(1, Ordering::Relaxed);
-            out.push((
-                UserId(tail_u64(&k)),
-                codec::decode(&v).map_err(StoreError)?,
-            ));
+            out.push((UserId(tail_u64(&k)), codec::decode(&v).map_err(StoreError)?));
         }
         Ok(out)
     }
@@ -324,13 +321,11 @@ impl Store {
         } else {
             (Included(lo), Included(hi))
         };
-        self.db
-            .range::<[u8; 17], _>(range)
-            .map(move |kv| {
-                self.scanned.fetch_add(1, Ordering::Relaxed);
-                let (_, v) = kv?;
-                codec::decode(&v).map_err(StoreError)
-            })
+        self.db.range::<[u8; 17], _>(range).map(move |kv| {
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            let (_, v) = kv?;
+            codec::decode(&v).map_err(StoreError)
+        })
     }
 
     /// The id of a room's newest message, if any.
@@ -381,8 +376,7 @@ impl WriteBatch {
 
     pub fn put_dm(&mut self, a: UserId, b: UserId, room: RoomId) {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        self.0
-            .insert(&two(DM, lo.0, hi.0), &u64_value(room.0));
+        self.0.insert(&two(DM, lo.0, hi.0), &u64_value(room.0));
     }
 
     /// Appends a message to the global log and its room's index.

@@ -1,0 +1,74 @@
+//! `parlor serve`: open the store, bind, serve, and shut down cleanly on
+//! SIGTERM/SIGINT (stop accepting, close sockets with 1001, finish queued
+//! writes, sync, exit 0).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::ServeArgs;
+use crate::core::limits::Limits;
+use crate::core::Core;
+use crate::{control, net};
+
+const GRACE: Duration = Duration::from_secs(4);
+
+pub fn limits(args: &ServeArgs) -> Limits {
+    Limits {
+        msg_burst: args.msg_burst,
+        msg_rate: args.msg_rate,
+        conns_per_user: args.conns_per_user,
+        max_connections: args.max_connections,
+        ..Limits::default()
+    }
+}
+
+pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    let core = Core::open(&data_dir.join("store"), limits(&args))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let control = control::bind(data_dir).context("binding the control socket")?;
+    let control_task = tokio::spawn(control::serve(core.clone(), control));
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+
+    tracing::info!(%addr, public_url = args.public_url.as_deref().unwrap_or(""), "serving");
+    // Tools and tests read the bound address (port 0 picks a free one).
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+    }
+
+    net::serve(core.clone(), listener, stopped, GRACE).await;
+    control_task.abort();
+    let _ = std::fs::remove_file(control::socket_path(data_dir));
+    finish(core);
+    Ok(())
+}
+
+/// Finishes queued writes and syncs; the last thing before exit.
+fn finish(core: Arc<Core>) {
+    core.shutdown();
+    tracing::info!("stopped");
+}

@@ -1,0 +1,33 @@
+//! One module per wire protocol. Each parses its frames into core
+//! operations and renders replies, events and errors in its own shape.
+//! None touches the store or another dialect.
+//!
+//! - `accounts`: API.md §1 — login, logout, admin users and rooms, healthz
+//! - `rooms`: API.md §2 — `/chat/connect`, create_dm, room_info, retrieve
+
+pub mod accounts;
+pub mod rooms;
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::core::error::{Error, Result};
+use crate::core::{Caller, Core};
+use crate::net::http;
+
+/// The caller of an HTTP request, by its bearer token.
+pub fn caller(core: &Core, req: &Request<Incoming>) -> Result<Caller> {
+    core.authenticate(http::bearer(req).ok_or_else(Error::unauthenticated)?)
+}
+
+/// Context every handler gets.
+#[derive(Clone)]
+pub struct Ctx {
+    pub core: Arc<Core>,
+    pub peer: std::net::SocketAddr,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Held while anything of the connection runs (see `net::serve`).
+    pub guard: Arc<dyn std::any::Any + Send + Sync>,
+}

@@ -1,0 +1,198 @@
+//! HTTP plumbing shared by every dialect's REST endpoints: body reading
+//! with a size cap, bearer tokens, JSON replies, and the one mapping from
+//! core errors to API.md §1's `{"error","error_code"}` responses.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::mpsc;
+
+use crate::core::error::{Error, Kind, Result};
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Resp = Response<Body>;
+
+/// Request bodies larger than this are refused with 413 (API.md §1: at
+/// least 128 KiB, so a 16 KiB message may come `\u`-escaped).
+pub const MAX_BODY: usize = 128 * 1024;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
+    let body = serde_json::to_vec(value).expect("serializing a reply");
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::InvalidCredentials | Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The REST error body of API.md §1, with `Retry-After` when rate limited.
+pub fn error(e: &Error) -> Resp {
+    let mut r = json(
+        status_of(e.kind),
+        &serde_json::json!({ "error": e.message, "error_code": e.kind.code() }),
+    );
+    if let Some(wait) = e.retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    r
+}
+
+/// Reads a JSON body of at most `MAX_BODY` bytes.
+pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T> {
+    let too_large = || Error::too_large(format!("request body is over {MAX_BODY} bytes"));
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Error::bad_request("the request body could not be read")
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// The token of `Authorization: Bearer <token>`.
+pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    let v = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Writes a streamed body from a blocking producer, in chunks of ~16 KiB
+/// through a small bounded channel: memory stays flat however long the
+/// body is, and a client that stops reading stops the producer.
+pub struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+}
+
+const CHUNK: usize = 16 * 1024;
+
+impl ChunkWriter {
+    /// `false` once the client has gone away.
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            return self.flush();
+        }
+        true
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).is_ok()
+    }
+}
+
+/// A `200 application/json` response whose body `produce` writes on the
+/// blocking pool. If `produce` fails midway the body is cut off (the client
+/// sees an incomplete response, never a wrong one).
+pub fn stream_json<F>(produce: F) -> Resp
+where
+    F: FnOnce(&mut ChunkWriter) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            buf: Vec::with_capacity(CHUNK),
+            tx: tx.clone(),
+        };
+        match produce(&mut w) {
+            Ok(()) => {
+                w.flush();
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item.map(Frame::data), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_takes_the_token_case_insensitively() {
+        let req = |v: &str| {
+            Request::builder()
+                .header(AUTHORIZATION, v)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(bearer(&req("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&req("bearer abc")), Some("abc"));
+        assert_eq!(bearer(&req("Basic abc")), None);
+        assert_eq!(bearer(&req("Bearer ")), None);
+        assert_eq!(bearer(&Request::new(())), None);
+    }
+
+    #[test]
+    fn errors_map_to_status_code_and_retry_after() {
+        let r = error(&Error::rate_limited(std::time::Duration::from_millis(1500)));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "2");
+        assert_eq!(
+            status_of(Kind::InvalidCredentials),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status_of(Kind::TooLarge), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

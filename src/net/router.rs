@@ -1,0 +1,29 @@
+//! The route table: every endpoint of every dialect, in one place.
+
+use std::convert::Infallible;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+use super::http::{self, Resp};
+use crate::core::error::Error;
+use crate::dialects::{accounts, rooms, Ctx};
+
+pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let reply = match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => Ok(http::json(StatusCode::OK, &json!({ "status": "ok" }))),
+        (&Method::POST, "/auth/login") => accounts::login(ctx, req).await,
+        (&Method::POST, "/auth/logout") => accounts::logout(ctx, req).await,
+        (&Method::POST, "/admin/users") => accounts::add_user(ctx, req).await,
+        (&Method::POST, "/admin/rooms") => accounts::add_room(ctx, req).await,
+        (&Method::GET, "/chat/connect") => Ok(rooms::connect(ctx, req)),
+        (&Method::POST, "/chat/create_dm") => rooms::create_dm(ctx, req).await,
+        (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,
+        (&Method::POST, "/chat/retrieve") => rooms::retrieve(ctx, req).await,
+        _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
+    };
+    Ok(reply.unwrap_or_else(|e| http::error(&e)))
+}

@@ -1,0 +1,178 @@
+//! The WebSocket opening handshake (RFC 6455 §4.2), by hand: validate the
+//! request, compute `Sec-WebSocket-Accept`, answer 101, and hand the
+//! upgraded connection to tokio-tungstenite with small, explicit limits.
+
+use base64::Engine;
+use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use super::http::{self, Resp};
+use crate::core::error::Error;
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Per-socket limits. tungstenite's defaults allocate a 128 KiB read buffer
+/// per socket; a small one keeps an idle socket cheap.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(http::MAX_BODY))
+        .max_frame_size(Some(http::MAX_BODY))
+}
+
+/// `Sec-WebSocket-Accept` for a client's key.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Checks an opening handshake; `Ok(accept)` or the HTTP error to answer.
+pub fn check<B>(req: &Request<B>) -> Result<String, Resp> {
+    let h = req.headers();
+    if req.method() != Method::GET
+        || !has_token(h, CONNECTION, "upgrade")
+        || !has_token(h, UPGRADE, "websocket")
+    {
+        return Err(http::error(&Error::bad_request(
+            "this endpoint speaks WebSocket: send a GET with Connection: Upgrade and Upgrade: websocket",
+        )));
+    }
+    if h.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
+        let mut r = http::error(&Error::bad_request(
+            "only WebSocket version 13 is supported",
+        ));
+        *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+        r.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return Err(r);
+    }
+    let key = h
+        .get("sec-websocket-key")
+        .map(|v| v.as_bytes().trim_ascii())
+        .unwrap_or_default();
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
+        _ => Err(http::error(&Error::bad_request(
+            "Sec-WebSocket-Key must be 16 bytes, base64-encoded",
+        ))),
+    }
+}
+
+/// Answers the handshake and runs `session` on the upgraded socket,
+/// holding the connection's `guard` until it ends.
+pub fn upgrade<B, F, Fut>(
+    guard: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    mut req: Request<B>,
+    session: F,
+) -> Resp
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let accept = match check(&req) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _guard = guard;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config()),
+                )
+                .await;
+                session(ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut r = http::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = r.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(Method::GET).uri("/chat/connect");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    const OK: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "WebSocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn rfc6455_sample_key_gives_the_sample_accept() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK8xOo="
+        );
+        // Firefox's `keep-alive, Upgrade` and any case of `websocket`.
+        assert_eq!(check(&req(&OK)).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK8xOo=");
+    }
+
+    #[test]
+    fn wrong_version_is_426_with_the_supported_version() {
+        let mut h = OK;
+        h[2] = ("sec-websocket-version", "8");
+        let r = check(&req(&h)).unwrap_err();
+        assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(r.headers()["sec-websocket-version"], "13");
+    }
+
+    #[test]
+    fn bad_key_or_missing_upgrade_is_400() {
+        let mut h = OK;
+        h[3] = ("sec-websocket-key", "c2hvcnQ=");
+        assert_eq!(
+            check(&req(&h)).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        let mut h = OK;
+        h[0] = ("connection", "keep-alive");
+        assert_eq!(
+            check(&req(&h)).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check(&req(&[])).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

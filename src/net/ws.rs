@@ -1,0 +1,180 @@
+//! The WebSocket session loop shared by every WebSocket dialect: reads
+//! frames, hands text to the dialect, writes what it answers, forwards hub
+//! events the dialect renders, pings idle peers, enforces the per-connection
+//! rate and the authentication deadline, and always ends with a close frame
+//! that says why.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tracing::Instrument;
+
+use super::upgrade::Socket;
+use crate::core::hub::{Event, Kick, Subscription};
+use crate::core::limits::Bucket;
+use crate::core::Core;
+
+/// What a dialect asks the loop to do after a frame.
+pub enum Out {
+    Text(String),
+    /// Start receiving hub events (after authentication).
+    Subscribe(Subscription),
+    Close(CloseCode, String),
+}
+
+/// A wire protocol spoken over WebSocket: translation only.
+pub trait Dialect: Send + 'static {
+    /// Handles one text frame.
+    fn on_text(&mut self, text: &str) -> impl Future<Output = Vec<Out>> + Send;
+    /// Handles one binary frame; by default ignored.
+    fn on_binary(&mut self) -> Vec<Out> {
+        Vec::new()
+    }
+    /// Renders a hub event for this connection, if it shows it.
+    fn render(&mut self, ev: &Event) -> Option<String>;
+}
+
+/// Peers that send nothing for this long get a ping…
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// …and are closed if still silent after this long.
+const IDLE_LIMIT: Duration = Duration::from_secs(75);
+/// A socket that has not authenticated by then is closed.
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// A write that cannot complete in this long means the peer stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a session until either side closes. `sub` is given when the socket
+/// was authenticated during the upgrade; otherwise the dialect subscribes
+/// after its own authentication frame, within `AUTH_DEADLINE`.
+pub async fn run<D: Dialect>(
+    name: &'static str,
+    core: Arc<Core>,
+    mut ws: Socket,
+    mut dialect: D,
+    mut sub: Option<Subscription>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("conn", dialect = name, user = tracing::field::Empty);
+    async move {
+        let mut bucket = Bucket::new(core.limits.msg_burst, core.limits.msg_rate);
+        let auth_deadline = tokio::time::sleep(AUTH_DEADLINE);
+        tokio::pin!(auth_deadline);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        let mut last_heard = Instant::now();
+        let close = loop {
+            tokio::select! {
+                _ = shutdown.changed() => break (CloseCode::Away, "server shutting down".into()),
+                _ = &mut auth_deadline, if sub.is_none() => {
+                    break (CloseCode::Policy, "not authenticated in time".into());
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_LIMIT {
+                        break (CloseCode::Away, "no answer to pings".into());
+                    }
+                    if send(&mut ws, WsMessage::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
+                ev = recv(&mut sub) => match ev {
+                    Ok(ev) => {
+                        if let Some(text) = dialect.render(&ev) {
+                            if send(&mut ws, WsMessage::text(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(Kick::TooSlow) => break (CloseCode::Again, "too slow: reconnect and catch up from history".into()),
+                    Err(Kick::LoggedOut) => break (CloseCode::Policy, "logged out".into()),
+                },
+                frame = ws.next() => {
+                    last_heard = Instant::now();
+                    let outs = match frame {
+                        None => return,
+                        Some(Err(e)) => match close_for(&e) {
+                            Some(close) => break close,
+                            None => return,
+                        },
+                        Some(Ok(WsMessage::Close(_))) => {
+                            // tungstenite has queued the reply; flush it.
+                            let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
+                            return;
+                        }
+                        Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) if bucket.take(Instant::now()).is_err() => {
+                            break (CloseCode::Policy, "rate limit exceeded".into());
+                        }
+                        Some(Ok(WsMessage::Text(t))) => dialect.on_text(t.as_str()).await,
+                        Some(Ok(WsMessage::Binary(_))) => dialect.on_binary(),
+                        Some(Ok(_)) => continue,
+                    };
+                    let mut closing = None;
+                    for out in outs {
+                        match out {
+                            Out::Text(t) => {
+                                if send(&mut ws, WsMessage::text(t)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Out::Subscribe(s) => sub = Some(s),
+                            Out::Close(code, reason) => {
+                                closing = Some((code, reason));
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(c) = closing {
+                        break c;
+                    }
+                }
+            }
+        };
+        tracing::debug!(code = ?close.0, reason = %close.1, "closing");
+        let frame = CloseFrame {
+            code: close.0,
+            reason: close.1.into(),
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+            if ws.send(WsMessage::Close(Some(frame))).await.is_ok() {
+                // Wait briefly for the peer's close so the handshake completes.
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn recv(sub: &mut Option<Subscription>) -> Result<Arc<Event>, Kick> {
+    match sub {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(ws: &mut Socket, msg: WsMessage) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// The close to send for a read error, or `None` when the peer is gone.
+fn close_for(e: &WsError) -> Option<(CloseCode, String)> {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some((CloseCode::Size, "message too big".into()))
+        }
+        WsError::Capacity(_) => Some((CloseCode::Size, "frame too big".into())),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8".into())),
+        WsError::Protocol(p) => Some((CloseCode::Protocol, p.to_string())),
+        _ => None,
+    }
+}
