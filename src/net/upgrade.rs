@@ -44,25 +44,45 @@ fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) 
     })
 }
 
-/// Checks an opening handshake; `Ok(accept)` or the HTTP error to answer.
-pub fn check<B>(req: &Request<B>) -> Result<String, Resp> {
+/// Why a handshake was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not an upgrade request, or a bad key: 400.
+    Bad(&'static str),
+    /// Not version 13: 426 with `Sec-WebSocket-Version: 13`.
+    Version,
+}
+
+impl Refusal {
+    fn response(&self) -> Resp {
+        match self {
+            Refusal::Bad(why) => http::error(&Error::bad_request(*why)),
+            Refusal::Version => {
+                let mut r = http::error(&Error::bad_request(
+                    "only WebSocket version 13 is supported",
+                ));
+                *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+                r.headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+                r
+            }
+        }
+    }
+}
+
+/// Checks an opening handshake; `Ok(accept)` or why it is refused.
+pub fn check<B>(req: &Request<B>) -> Result<String, Refusal> {
     let h = req.headers();
     if req.method() != Method::GET
         || !has_token(h, CONNECTION, "upgrade")
         || !has_token(h, UPGRADE, "websocket")
     {
-        return Err(http::error(&Error::bad_request(
+        return Err(Refusal::Bad(
             "this endpoint speaks WebSocket: send a GET with Connection: Upgrade and Upgrade: websocket",
-        )));
+        ));
     }
     if h.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
-        let mut r = http::error(&Error::bad_request(
-            "only WebSocket version 13 is supported",
-        ));
-        *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
-        r.headers_mut()
-            .insert("sec-websocket-version", HeaderValue::from_static("13"));
-        return Err(r);
+        return Err(Refusal::Version);
     }
     let key = h
         .get("sec-websocket-key")
@@ -70,9 +90,9 @@ pub fn check<B>(req: &Request<B>) -> Result<String, Resp> {
         .unwrap_or_default();
     match base64::engine::general_purpose::STANDARD.decode(key) {
         Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
-        _ => Err(http::error(&Error::bad_request(
+        _ => Err(Refusal::Bad(
             "Sec-WebSocket-Key must be 16 bytes, base64-encoded",
-        ))),
+        )),
     }
 }
 
@@ -89,7 +109,7 @@ where
 {
     let accept = match check(&req) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(refusal) => return refusal.response(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -151,7 +171,7 @@ mod tests {
     fn wrong_version_is_426_with_the_supported_version() {
         let mut h = OK;
         h[2] = ("sec-websocket-version", "8");
-        let r = check(&req(&h)).unwrap_err();
+        let r = check(&req(&h)).unwrap_err().response();
         assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
         assert_eq!(r.headers()["sec-websocket-version"], "13");
     }
@@ -161,17 +181,17 @@ mod tests {
         let mut h = OK;
         h[3] = ("sec-websocket-key", "c2hvcnQ=");
         assert_eq!(
-            check(&req(&h)).unwrap_err().status(),
+            check(&req(&h)).unwrap_err().response().status(),
             StatusCode::BAD_REQUEST
         );
         let mut h = OK;
         h[0] = ("connection", "keep-alive");
         assert_eq!(
-            check(&req(&h)).unwrap_err().status(),
+            check(&req(&h)).unwrap_err().response().status(),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            check(&req(&[])).unwrap_err().status(),
+            check(&req(&[])).unwrap_err().response().status(),
             StatusCode::BAD_REQUEST
         );
     }
