@@ -31,8 +31,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(data_dir: &std::path::Path, args: parlor::config::ServeArgs) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(parlor::daemon::run(data_dir, args))
+        .build()?;
+    let result = rt.block_on(parlor::daemon::run(data_dir, args));
+    // Everything acknowledged is synced by now; don't wait on stragglers.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
