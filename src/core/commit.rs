@@ -30,7 +30,9 @@ use super::hub::{Event, Hub};
 use super::model::{MsgId, RoomId, UserId};
 use crate::store::{Store, WriteBatch};
 
-const MAX_BATCH: usize = 1024;
+/// Jobs taken into one commit at most. One batch is published at once, so
+/// a connection's queue must hold several (see `Core::open`).
+pub const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 4096;
 
 type Done = Box<dyn FnOnce(&Hub) + Send>;

@@ -17,7 +17,9 @@ pub struct Limits {
     pub login_fails_per_account: u32,
     /// Failed logins per client address per minute before it is refused.
     pub login_fails_per_addr: u32,
-    /// Events a connection may lag behind before it is closed.
+    /// Events a connection may lag behind before it is closed. At least
+    /// two commit batches (`commit::MAX_BATCH`): one batch is published at
+    /// once, and a client that keeps up must never be closed for that.
     pub conn_queue: usize,
     /// Open WebSocket connections per user.
     pub conns_per_user: usize,
@@ -32,7 +34,7 @@ impl Default for Limits {
             msg_rate: 50,
             login_fails_per_account: 10,
             login_fails_per_addr: 100,
-            conn_queue: 256,
+            conn_queue: 4 * super::commit::MAX_BATCH,
             conns_per_user: 32,
             max_connections: 16_384,
         }

@@ -56,7 +56,8 @@ impl Core {
             "store opened cleanly"
         );
         let store = Arc::new(store);
-        let hub = Arc::new(Hub::new(limits.conn_queue, limits.conns_per_user));
+        let queue = limits.conn_queue.max(2 * commit::MAX_BATCH);
+        let hub = Arc::new(Hub::new(queue, limits.conns_per_user));
         let commit = Committer::start(store.clone(), hub.clone())
             .map_err(|e| OpenError::Other(format!("starting the writer: {e}")))?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

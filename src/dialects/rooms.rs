@@ -76,7 +76,7 @@ struct Send {
 impl Dialect for Session {
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         let Some(caller) = &self.caller else {
-            let opened = serde_json::from_str::<Auth>(text)
+            let opened = http::json_object::<Auth>(text.as_bytes())
                 .map_err(|_| Error::unauthenticated())
                 .and_then(|a| self.core.open_session(&a.auth_token));
             return match opened {
@@ -96,7 +96,7 @@ impl Dialect for Session {
         };
         // Sends get no reply, whatever happens (the seed's "small security
         // feature"); failures are logged.
-        let send = match serde_json::from_str::<Send>(text) {
+        let send = match http::json_object::<Send>(text.as_bytes()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::info!(error = %e, "ignored a frame that is not a send");

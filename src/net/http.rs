@@ -91,8 +91,18 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T>
             }
         })?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| Error::bad_request(format!("malformed JSON body: {e}")))
+    json_object(&body)
+}
+
+/// Parses a body or frame that must be a JSON object into `T`. (serde alone
+/// would also accept a struct written as an array, which nobody means.)
+pub fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::bad_request("expected a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| Error::bad_request(format!("malformed request: {e}")))
 }
 
 /// The token of `Authorization: Bearer <token>`.
@@ -182,6 +192,21 @@ mod tests {
         assert_eq!(bearer(&req("Basic abc")), None);
         assert_eq!(bearer(&req("Bearer ")), None);
         assert_eq!(bearer(&Request::new(())), None);
+    }
+
+    #[test]
+    fn json_object_refuses_arrays_that_serde_would_take_for_structs() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Login {
+            username: String,
+            password: String,
+        }
+        assert!(json_object::<Login>(br#"{"username":"a","password":"b"}"#).is_ok());
+        let e = json_object::<Login>(br#"["a","b"]"#).unwrap_err();
+        assert_eq!(e.kind, Kind::BadRequest);
+        assert!(json_object::<Login>(b"{").is_err());
+        assert!(json_object::<Login>(br#"{"username":"a"}"#).is_err());
     }
 
     #[test]

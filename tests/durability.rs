@@ -1,0 +1,270 @@
+//! Durability (API.md §0): a message is acknowledged only once durable, so
+//! every message any client has seen pushed survives `kill -9`; ids are
+//! never reused and keep growing across restarts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const USERS: usize = 4;
+const PER_USER: usize = 75; // 4 × 75 = 300 messages per cycle
+const CYCLES: usize = 3;
+
+struct Setup {
+    srv: Server,
+    /// (username, password, id)
+    users: Vec<(String, String, String)>,
+    room: String,
+}
+
+/// A daemon with USERS members of one admin-created group room.
+async fn setup() -> Setup {
+    let mut srv = Server::new();
+    srv.user_add("admin", "admin", "admin-pw");
+    let mut users = Vec::new();
+    for u in 0..USERS {
+        let (name, pw) = (format!("w{u}"), format!("pw-w{u}"));
+        let id = srv.user_add(&name, "staff", &pw);
+        users.push((name, pw, id));
+    }
+    srv.start();
+    let a = srv.addr();
+    let (admin_tok, _) = login(&a, "admin", "admin-pw").await;
+    let ids: Vec<&str> = users.iter().map(|u| u.2.as_str()).collect();
+    let room = admin_room(&a, &admin_tok, Some("durable"), &ids).await;
+    Setup { srv, users, room }
+}
+
+/// Checks the history after a restart against what was acknowledged:
+/// ascending ids, every acknowledged message present exactly once and
+/// unchanged, every stored message one that was sent.
+fn check_history(history: &[Value], acked: &BTreeMap<u64, Value>, sent: &HashSet<String>) {
+    assert_ascending(history);
+    let mut texts = HashSet::new();
+    for m in history {
+        let t = msg_text(m).to_string();
+        assert!(
+            sent.contains(&t),
+            "history holds a message that was never sent: {m}"
+        );
+        assert!(texts.insert(t), "message stored twice: {m}");
+    }
+    let by_id: BTreeMap<u64, &Value> = history.iter().map(|m| (msg_id(m), m)).collect();
+    let missing: Vec<&Value> = acked
+        .iter()
+        .filter(|(id, _)| !by_id.contains_key(id))
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost after kill -9, e.g. {}",
+        missing.len(),
+        missing[0]
+    );
+    for (id, m) in acked {
+        assert_eq!(
+            by_id[id], m,
+            "acknowledged message {id} changed after restart"
+        );
+    }
+}
+
+/// Records a push as acknowledged (any live delivery acknowledges).
+fn ack(acked: &mut BTreeMap<u64, Value>, m: Value) {
+    let id = msg_id(&m);
+    if let Some(prev) = acked.get(&id) {
+        assert_eq!(prev, &m, "two different messages pushed with id {id}");
+    } else {
+        acked.insert(id, m);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_messages_survive_repeated_kill9() {
+    let Setup {
+        mut srv,
+        users,
+        room,
+    } = setup().await;
+    let mut pacers: Vec<Pacer> = (0..USERS).map(|_| Pacer::new()).collect();
+    let mut acked: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut sent: HashSet<String> = HashSet::new();
+
+    for cycle in 0..CYCLES {
+        let a = srv.addr();
+        // Send 300 messages from 4 users at once; each is acknowledged when
+        // pushed back to its sender.
+        let runs =
+            users
+                .iter()
+                .zip(pacers.iter_mut())
+                .enumerate()
+                .map(|(u, ((name, pw, id), pacer))| {
+                    let (a, room) = (a.clone(), room.clone());
+                    async move {
+                        let (tok, _) = login(&a, name, pw).await;
+                        let mut ws = Ws::auth(&a, &tok).await;
+                        let texts: Vec<String> = (0..PER_USER)
+                            .map(|n| format!("c{cycle}-w{u}-{n}"))
+                            .collect();
+                        let pushes = send_until_echoed(
+                            &mut ws,
+                            id,
+                            &room,
+                            &texts,
+                            pacer,
+                            Duration::from_secs(60),
+                        )
+                        .await;
+                        (texts, pushes)
+                    }
+                });
+        for (texts, pushes) in futures_util::future::join_all(runs).await {
+            sent.extend(texts);
+            for p in pushes {
+                ack(&mut acked, p);
+            }
+        }
+        assert_eq!(
+            acked.len(),
+            sent.len(),
+            "cycle {cycle}: every sent message was pushed back"
+        );
+
+        srv.kill9();
+        srv.start();
+        let a = srv.addr();
+        let (name, pw, _) = &users[0];
+        let (tok, _) = login(&a, name, pw).await;
+        let history = retrieve(&a, &tok, 0, None).await;
+        check_history(&history, &acked, &sent);
+        assert_eq!(
+            history.len(),
+            acked.len(),
+            "cycle {cycle}: history after restart"
+        );
+
+        // A new message gets an id above every earlier one.
+        let max_before = msg_id(history.last().unwrap());
+        let mut ws = Ws::auth(&a, &tok).await;
+        let text = format!("after-restart-{cycle}");
+        pacers[0].take().await;
+        ws.send_msg(&room, &text).await;
+        let m = ws.recv_message(WS_TIMEOUT).await;
+        assert_eq!(msg_text(&m), text);
+        assert!(
+            msg_id(&m) > max_before,
+            "id {} reused/not above {max_before} after restart",
+            msg_id(&m)
+        );
+        sent.insert(text);
+        ack(&mut acked, m);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_mid_stream_loses_no_acknowledged_message() {
+    let Setup {
+        mut srv,
+        users,
+        room,
+    } = setup().await;
+    let a = srv.addr();
+    let acked: Arc<Mutex<BTreeMap<u64, Value>>> = Arc::default();
+    let mut sent: HashSet<String> = HashSet::new();
+
+    let mut tasks = Vec::new();
+    for (u, (name, pw, _)) in users.iter().enumerate() {
+        let (tok, _) = login(&a, name, pw).await;
+        let ws = Ws::auth(&a, &tok).await;
+        let texts: Vec<String> = (0..PER_USER).map(|n| format!("mid-w{u}-{n}")).collect();
+        sent.extend(texts.iter().cloned());
+        let (mut sink, mut stream) = ws.stream.split();
+        let acked_r = acked.clone();
+        // Reader: every push received is acknowledged; ends when the daemon dies.
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+                    Ok(Some(Ok(Message::Text(s)))) => {
+                        let v: Value = serde_json::from_str(s.as_str()).expect("push is JSON");
+                        let m = v["message"].clone();
+                        check_message(&m);
+                        ack(&mut acked_r.lock().unwrap(), m);
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(Some(Err(_)) | None) => break,
+                    Err(_) => panic!("reader: daemon neither pushed nor closed within 60 s"),
+                }
+            }
+        }));
+        // Writer: stops at the first failed send.
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut pacer = Pacer::new();
+            for t in texts {
+                pacer.take().await;
+                let f = json!({"room": room, "messages": t}).to_string();
+                match tokio::time::timeout(WS_TIMEOUT, sink.send(Message::text(f))).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+        }));
+    }
+
+    // Kill once a good part is acknowledged, while senders are still going.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than 100 pushes within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    srv.kill9();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(70), t)
+            .await
+            .expect("client task did not end after kill -9")
+            .expect("client task panicked");
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+
+    srv.start();
+    let a = srv.addr();
+    let (name, pw, _) = &users[0];
+    let (tok, _) = login(&a, name, pw).await;
+    let history = retrieve(&a, &tok, 0, None).await;
+    check_history(&history, &acked, &sent);
+    let max_before = history.last().map(msg_id).unwrap_or(0);
+
+    // A second crash without traffic changes nothing.
+    srv.kill9();
+    srv.start();
+    let a = srv.addr();
+    let (tok, _) = login(&a, name, pw).await;
+    let again = retrieve(&a, &tok, 0, None).await;
+    assert_eq!(
+        again, history,
+        "history changed across a crash without traffic"
+    );
+
+    let mut ws = Ws::auth(&a, &tok).await;
+    ws.send_msg(&room, "after the crash").await;
+    let m = ws.recv_message(WS_TIMEOUT).await;
+    assert_eq!(msg_text(&m), "after the crash");
+    assert!(
+        msg_id(&m) > max_before,
+        "id {} not above {max_before} after restart",
+        msg_id(&m)
+    );
+    let acked_max = acked.keys().next_back().copied().unwrap_or(0);
+    assert!(msg_id(&m) > acked_max);
+}
