@@ -103,7 +103,8 @@ impl Committer {
             user: s.last_user,
             room: s.last_room,
             msg: s.last_msg,
-            last_ms: 0,
+            // Resumed so commit times never go back, even if the clock did.
+            last_ms: s.last_msg_ms,
         };
         let thread = std::thread::Builder::new()
             .name("parlor-commit".into())

@@ -11,23 +11,34 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::model::{Message, UserId};
+use super::model::{Message, MsgId, Participant, RoomId, UserId};
 
-/// Events a connection may be told about.
+/// Something committed in a room, for the room's participants.
 #[derive(Debug)]
-pub enum Event {
-    /// A committed message, for every participant of its room.
-    Message {
-        msg: Message,
-        audience: Arc<[UserId]>,
+pub struct Event {
+    pub room: RoomId,
+    /// Who is told: the room's participants at commit time.
+    pub audience: Arc<[UserId]>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug)]
+pub enum EventKind {
+    /// A new message; `new_chat` when it is the first of a chat created
+    /// with it (the actions dialect shows that as `create_chat`).
+    Message { msg: Message, new_chat: bool },
+    /// A participant's read marker moved.
+    Read { user: UserId, marker: Participant },
+    /// A user joined the room (with the read marker they gave, if any).
+    Joined {
+        user: UserId,
+        last_read: Option<MsgId>,
     },
 }
 
 impl Event {
     fn audience(&self) -> &[UserId] {
-        match self {
-            Event::Message { audience, .. } => audience,
-        }
+        &self.audience
     }
 }
 
@@ -178,24 +189,31 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{MsgId, RoomId};
 
     fn ev(id: u64, audience: &[u64]) -> Arc<Event> {
-        Arc::new(Event::Message {
-            msg: Message {
-                id: MsgId(id),
-                room: RoomId(1),
-                sender: UserId(audience[0]),
-                text: "x".into(),
-                at_ms: 0,
-            },
+        Arc::new(Event {
+            room: RoomId(1),
             audience: audience.iter().map(|&u| UserId(u)).collect(),
+            kind: EventKind::Message {
+                new_chat: false,
+                msg: Message {
+                    id: MsgId(id),
+                    room: RoomId(1),
+                    sender: UserId(audience[0]),
+                    text: "x".into(),
+                    at_ms: 0,
+                    author: None,
+                    is_read: false,
+                    archived: false,
+                },
+            },
         })
     }
 
     fn id_of(e: &Event) -> u64 {
-        match e {
-            Event::Message { msg, .. } => msg.id.0,
+        match &e.kind {
+            EventKind::Message { msg, .. } => msg.id.0,
+            _ => 0,
         }
     }
 

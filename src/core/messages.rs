@@ -3,56 +3,241 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
-
 use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
-use super::hub::Event;
-use super::model::{check_text, Message, MsgId, RoomId, User, UserId};
+use super::hub::{Event, EventKind};
+use super::model::{check_text, Message, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 use super::Core;
+
+/// How a message is posted, beyond its text.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostAs {
+    /// Post it as this participant's message (staff writing for a patient).
+    pub on_behalf_of: Option<UserId>,
+    /// The sender's read flag (typed dialect).
+    pub is_read: bool,
+}
+
+/// Which of a room's messages to read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    /// Only messages committed at or after this (Unix ms).
+    pub from_ms: Option<u64>,
+    /// Only messages committed before this (Unix ms).
+    pub until_ms: Option<u64>,
+    /// Keep only the newest N of what is left.
+    pub last: Option<usize>,
+}
 
 impl Core {
     /// Queues a message; the receiver answers once it is durable and
-    /// published. Rules checked before queueing: text limits and the
-    /// sender's rate; in the writer: that the sender is in the room.
+    /// published. Checked before queueing: text limits and the author's
+    /// rate; in the writer: that author (and the one posted for) are in
+    /// the room.
     pub async fn post_queued(
         &self,
-        sender: &User,
+        author: &User,
         room: RoomId,
         text: String,
+        how: PostAs,
     ) -> Result<oneshot::Receiver<Result<Message>>> {
         check_text(&text)?;
-        if let Err(wait) = self.send_buckets.take(sender.id.0) {
+        if let Err(wait) = self.send_buckets.take(author.id.0) {
             return Err(Error::rate_limited(wait));
         }
-        let sender = sender.id;
+        let author = author.id;
         self.commit
             .submit(move |tx| {
-                let participants = tx.store.participants(room)?;
+                let mut participants = tx.store.participants(room)?;
+                let sender = how.on_behalf_of.unwrap_or(author);
+                let Some(i) = participants.iter().position(|(u, _)| *u == author) else {
+                    return Err(Error::not_found("no such room"));
+                };
                 if !participants.iter().any(|(u, _)| *u == sender) {
                     return Err(Error::not_found("no such room"));
                 }
-                let audience: Arc<[UserId]> = participants.iter().map(|(u, _)| *u).collect();
                 let msg = Message {
                     id: tx.next_msg_id(),
                     room,
                     sender,
                     text,
                     at_ms: tx.now_ms,
+                    author: (sender != author).then_some(author),
+                    is_read: how.is_read,
+                    archived: false,
                 };
                 tx.batch.put_message(&msg);
-                Ok((msg.clone(), vec![Event::Message { msg, audience }]))
+                let (_, p) = &mut participants[i];
+                p.last_posted_ms = tx.now_ms;
+                tx.batch.put_participant(room, author, p);
+                let event = message_event(msg.clone(), &participants, false);
+                Ok((msg, vec![event]))
             })
             .await
     }
 
     /// Posts a message and waits until it is durable.
-    pub async fn post(&self, sender: &User, room: RoomId, text: String) -> Result<Message> {
-        self.post_queued(sender, room, text)
+    pub async fn post(
+        &self,
+        author: &User,
+        room: RoomId,
+        text: String,
+        how: PostAs,
+    ) -> Result<Message> {
+        self.post_queued(author, room, text, how)
             .await?
             .await
             .map_err(Error::internal)?
+    }
+
+    /// A new closed chat of the creator and `recipients` (all of the
+    /// creator's workspace, else `NOT_FOUND` naming the first bad id and
+    /// nothing is created), with `first` as its first message.
+    pub async fn create_chat(
+        &self,
+        creator: &User,
+        recipients: &[UserId],
+        first: String,
+    ) -> Result<Message> {
+        check_text(&first)?;
+        for id in recipients {
+            self.visible_user(creator, *id)
+                .map_err(|_| Error::not_found(format!("no user with id {id}")))?;
+        }
+        if let Err(wait) = self.send_buckets.take(creator.id.0) {
+            return Err(Error::rate_limited(wait));
+        }
+        let mut members: Vec<UserId> = recipients.to_vec();
+        members.push(creator.id);
+        members.sort();
+        members.dedup();
+        let (creator, workspace) = (creator.id, creator.workspace.clone());
+        self.commit
+            .run(move |tx| {
+                let room = tx.next_room_id();
+                tx.batch.put_room(&Room {
+                    id: room,
+                    kind: RoomKind::Group,
+                    name: None,
+                    workspace,
+                    created_ms: tx.now_ms,
+                    patient: None,
+                });
+                let msg = Message {
+                    id: tx.next_msg_id(),
+                    room,
+                    sender: creator,
+                    text: first,
+                    at_ms: tx.now_ms,
+                    author: None,
+                    is_read: false,
+                    archived: false,
+                };
+                tx.batch.put_message(&msg);
+                let participants: Vec<(UserId, Participant)> = members
+                    .iter()
+                    .map(|&u| {
+                        let mut p = Participant {
+                            joined_ms: tx.now_ms,
+                            ..Participant::default()
+                        };
+                        if u == creator {
+                            p.last_posted_ms = tx.now_ms;
+                        }
+                        (u, p)
+                    })
+                    .collect();
+                for (u, p) in &participants {
+                    tx.batch.put_participant(room, *u, p);
+                }
+                let event = message_event(msg.clone(), &participants, true);
+                Ok((msg, vec![event]))
+            })
+            .await
+    }
+
+    /// Moves the user's read marker in a room: to `upto`, or with `None`
+    /// to the newest message. The marker is the one every dialect shows.
+    pub async fn mark_read(
+        &self,
+        user: &User,
+        room: RoomId,
+        upto: Option<MsgId>,
+    ) -> Result<Participant> {
+        self.room_for(user, room)?;
+        let visible = self.commit.visible();
+        let target = match upto {
+            Some(id) => {
+                if id.0 != 0
+                    && self
+                        .store
+                        .message(id)?
+                        .filter(|m| m.room == room && id <= visible)
+                        .is_none()
+                {
+                    return Err(Error::bad_request(format!(
+                        "message {id} is not in this chat"
+                    )));
+                }
+                id
+            }
+            None => self
+                .store
+                .room_messages(room, MsgId(0), visible)
+                .next_back()
+                .transpose()?
+                .map_or(MsgId(0), |m| m.id),
+        };
+        let user = user.id;
+        self.commit
+            .run(move |tx| {
+                let participants = tx.store.participants(room)?;
+                let Some((_, current)) = participants.iter().find(|(u, _)| *u == user) else {
+                    return Err(Error::not_found("no such room"));
+                };
+                let marker = Participant {
+                    last_read: target,
+                    last_read_ms: tx.now_ms,
+                    ..current.clone()
+                };
+                tx.batch.put_participant(room, user, &marker);
+                let event = Event {
+                    room,
+                    audience: participants.iter().map(|(u, _)| *u).collect(),
+                    kind: EventKind::Read {
+                        user,
+                        marker: marker.clone(),
+                    },
+                };
+                Ok((marker, vec![event]))
+            })
+            .await
+    }
+
+    /// A room's visible messages in `window`, oldest first. The time bounds
+    /// become id bounds (`Store::first_id_at`), so the cost is the messages
+    /// returned plus O(log n) seeks. `user` must be a participant.
+    pub fn room_history(&self, user: &User, room: RoomId, window: Window) -> Result<Vec<Message>> {
+        self.room_for(user, room)?;
+        let visible = self.commit.visible();
+        let after = match window.from_ms {
+            Some(ms) => MsgId(self.store.first_id_at(ms, visible)?.0 - 1),
+            None => MsgId(0),
+        };
+        let upto = match window.until_ms {
+            Some(ms) => MsgId(self.store.first_id_at(ms, visible)?.0 - 1),
+            None => visible,
+        };
+        let scan = self.store.room_messages(room, after, upto);
+        let mut out: Vec<Message> = match window.last {
+            Some(n) => scan.rev().take(n).collect::<std::result::Result<_, _>>()?,
+            None => scan.collect::<std::result::Result<_, _>>()?,
+        };
+        if window.last.is_some() {
+            out.reverse();
+        }
+        Ok(out)
     }
 
     /// Every visible message after `after` in every room of `user`,
@@ -70,6 +255,14 @@ impl Core {
             .into_iter()
             .map(|room| self.store.room_messages(room, after, upto));
         Ok(Merge::new(scans.map(|s| s.map(|r| r.map_err(Error::from)))))
+    }
+}
+
+fn message_event(msg: Message, participants: &[(UserId, Participant)], new_chat: bool) -> Event {
+    Event {
+        room: msg.room,
+        audience: participants.iter().map(|(u, _)| *u).collect(),
+        kind: EventKind::Message { msg, new_chat },
     }
 }
 
@@ -129,6 +322,7 @@ mod tests {
     use crate::core::accounts::NewUser;
     use crate::core::limits::Limits;
     use crate::core::model::{Role, Workspace};
+    use std::sync::Arc;
 
     async fn setup(dir: &std::path::Path) -> (Arc<Core>, User, User) {
         let limits = Limits {
@@ -166,7 +360,9 @@ mod tests {
         for i in 0..6 {
             let room = [dm, own, bobs][i % 3];
             let who = if room == bobs { &bob } else { &ann };
-            core.post(who, room, format!("m{i}")).await.unwrap();
+            core.post(who, room, format!("m{i}"), PostAs::default())
+                .await
+                .unwrap();
         }
         let texts: Vec<String> = core
             .messages_after(&ann, MsgId(0))
@@ -206,7 +402,11 @@ mod tests {
         for i in 0..100_000u32 {
             let room = rooms[i as usize % 3];
             let who = if room == rooms[2] { &bob } else { &ann };
-            pending.push(core.post_queued(who, room, format!("m{i}")).await.unwrap());
+            pending.push(
+                core.post_queued(who, room, format!("m{i}"), PostAs::default())
+                    .await
+                    .unwrap(),
+            );
             if pending.len() >= 4096 {
                 for p in pending.drain(..) {
                     p.await.unwrap().unwrap();
@@ -234,6 +434,129 @@ mod tests {
             scanned <= 50 + 2 + 2,
             "scanned {scanned} items for a page of 50"
         );
+        core.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn read_marker_moves_to_newest_and_flags_read_for_others_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, ann, bob) = setup(dir.path()).await;
+        let room = core.create_dm(&ann, bob.id).await.unwrap();
+        let m1 = core
+            .post(&ann, room, "one".into(), PostAs::default())
+            .await
+            .unwrap();
+        let m2 = core
+            .post(&bob, room, "two".into(), PostAs::default())
+            .await
+            .unwrap();
+        let marker = core.mark_read(&bob, room, None).await.unwrap();
+        assert_eq!(marker.last_read, m2.id);
+        assert!(marker.last_read_ms > 0 && marker.last_seen_ms() >= marker.last_read_ms);
+        let parts = core.room_info(&ann, room).unwrap().participants;
+        // ann's message was read by bob; bob's own message is not "read by
+        // another" just because bob's marker passed it.
+        assert!(m1.read_by_other(&parts));
+        assert!(!m2.read_by_other(&parts));
+        // A marker naming a message of another room is refused.
+        let other = core.create_dm(&ann, ann.id).await.unwrap();
+        let m3 = core
+            .post(&ann, other, "x".into(), PostAs::default())
+            .await
+            .unwrap();
+        assert!(core.mark_read(&bob, room, Some(m3.id)).await.is_err());
+        core.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn create_chat_is_all_or_nothing_on_a_bad_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, ann, bob) = setup(dir.path()).await;
+        let e = core
+            .create_chat(&ann, &[bob.id, UserId(999)], "hi".into())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("999"));
+        assert!(core.rooms_of(&ann).unwrap().is_empty());
+        let first = core
+            .create_chat(&ann, &[bob.id], "hi".into())
+            .await
+            .unwrap();
+        let info = core.room_info(&bob, first.room).unwrap();
+        assert_eq!(info.participants.len(), 2);
+        assert_eq!(info.updated_ms, first.at_ms);
+        core.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn history_window_bounds_by_time_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, ann, bob) = setup(dir.path()).await;
+        let room = core.create_dm(&ann, bob.id).await.unwrap();
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            sent.push(
+                core.post(&ann, room, format!("m{i}"), PostAs::default())
+                    .await
+                    .unwrap(),
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        let texts = |w: Window| -> Vec<String> {
+            core.room_history(&bob, room, w)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.text)
+                .collect()
+        };
+        assert_eq!(texts(Window::default()).len(), 5);
+        let w = Window {
+            last: Some(2),
+            ..Window::default()
+        };
+        assert_eq!(texts(w), ["m3", "m4"]);
+        let w = Window {
+            from_ms: Some(sent[2].at_ms),
+            until_ms: Some(sent[4].at_ms),
+            last: None,
+        };
+        assert_eq!(texts(w), ["m2", "m3"]);
+        let w = Window {
+            from_ms: Some(sent[4].at_ms + 1),
+            ..Window::default()
+        };
+        assert!(texts(w).is_empty());
+        core.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn open_rooms_are_joinable_within_the_workspace_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, ann, bob) = setup(dir.path()).await;
+        let open = core.create_open_room(&ann).await.unwrap().room.id;
+        assert!(core.room_info(&bob, open).is_err());
+        assert!(core.visible_room_info(&bob, open).is_ok());
+        core.join(&bob, open, None).await.unwrap();
+        assert_eq!(core.room_info(&bob, open).unwrap().participants.len(), 1);
+        // A DM is closed: a third user cannot join it.
+        let dm = core.create_dm(&ann, ann.id).await.unwrap();
+        assert_eq!(
+            core.join(&bob, dm, None).await.unwrap_err().kind,
+            crate::core::error::Kind::NotFound
+        );
+        let id = core
+            .create_user(NewUser {
+                username: "eve".into(),
+                password: "pw".into(),
+                role: Role::Staff,
+                workspace: Workspace::new("acme", "north").unwrap(),
+                display_name: None,
+            })
+            .await
+            .unwrap();
+        let eve = core.user(id).unwrap().unwrap();
+        assert!(core.join(&eve, open, None).await.is_err());
+        assert!(core.visible_room_info(&eve, open).is_err());
         core.shutdown();
     }
 }

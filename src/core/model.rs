@@ -127,6 +127,8 @@ pub struct Room {
     pub name: Option<String>,
     pub workspace: Workspace,
     pub created_ms: u64,
+    /// For `RoomKind::Patient`: whose care-team chat this is.
+    pub patient: Option<UserId>,
 }
 
 impl Room {
@@ -137,13 +139,22 @@ impl Room {
 }
 
 /// A user's membership in a room, with their read marker.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Participant {
     /// Newest message the user has read; `MsgId(0)` when none.
     pub last_read: MsgId,
     /// When the marker last moved (Unix ms); 0 if never.
     pub last_read_ms: u64,
+    /// When the user last posted here (Unix ms); 0 if never.
+    pub last_posted_ms: u64,
     pub joined_ms: u64,
+}
+
+impl Participant {
+    /// When the user was last active here: read or posted; 0 if never.
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_read_ms.max(self.last_posted_ms)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,8 +163,28 @@ pub struct Message {
     pub room: RoomId,
     pub sender: UserId,
     pub text: String,
-    /// Commit time, Unix ms; never decreases as ids grow.
+    /// Commit time, Unix ms; never decreases as ids grow (so a time can be
+    /// turned into an id bound: `Store::first_id_at`).
     pub at_ms: u64,
+    /// Who really posted it, when that is not `sender` (staff posting a
+    /// patient's message on their behalf).
+    pub author: Option<UserId>,
+    /// The read flag as the sender set it (typed dialect); a message also
+    /// counts as read once another participant's marker reaches it.
+    pub is_read: bool,
+    /// Hidden from history and search unless asked for (patient dialect).
+    pub archived: bool,
+}
+
+impl Message {
+    /// Whether someone other than the sender has read it, or it was sent
+    /// as read.
+    pub fn read_by_other(&self, participants: &[(UserId, Participant)]) -> bool {
+        self.is_read
+            || participants
+                .iter()
+                .any(|(u, p)| *u != self.sender && p.last_read >= self.id)
+    }
 }
 
 /// Longest message text, in bytes of UTF-8.

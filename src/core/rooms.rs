@@ -1,8 +1,8 @@
 //! Rooms: DMs, admin-made group rooms, membership, room info, live sessions.
 
 use super::error::{Error, Result};
-use super::hub::Subscription;
-use super::model::{check_name, Participant, Role, Room, RoomId, RoomKind, User, UserId};
+use super::hub::{Event, EventKind, Subscription};
+use super::model::{check_name, MsgId, Participant, Role, Room, RoomId, RoomKind, User, UserId};
 use super::{Caller, Core};
 
 /// What a participant of a room may learn about it.
@@ -10,6 +10,8 @@ use super::{Caller, Core};
 pub struct RoomInfo {
     pub room: Room,
     pub participants: Vec<(UserId, Participant)>,
+    /// Commit time of the newest message, or the room's creation time.
+    pub updated_ms: u64,
 }
 
 impl Core {
@@ -43,8 +45,113 @@ impl Core {
     /// `room_info`: the room and its participants, for a participant.
     pub fn room_info(&self, user: &User, room: RoomId) -> Result<RoomInfo> {
         let room = self.room_for(user, room)?;
+        self.info(room)
+    }
+
+    /// Details of a room the user may see: one they are in, or an open
+    /// room of their workspace (which they may join).
+    pub fn visible_room_info(&self, user: &User, room: RoomId) -> Result<RoomInfo> {
+        match self.store.room(room)? {
+            Some(r) if r.is_open() && r.workspace == user.workspace => self.info(r),
+            _ => self.room_info(user, room),
+        }
+    }
+
+    fn info(&self, room: Room) -> Result<RoomInfo> {
         let participants = self.store.participants(room.id)?;
-        Ok(RoomInfo { room, participants })
+        let visible = self.commit.visible();
+        let last = self
+            .store
+            .room_messages(room.id, MsgId(0), visible)
+            .next_back()
+            .transpose()?;
+        Ok(RoomInfo {
+            updated_ms: last.map_or(room.created_ms, |m| m.at_ms),
+            room,
+            participants,
+        })
+    }
+
+    /// `createEmptyChat`: an open room with no participants, in the
+    /// creator's workspace.
+    pub async fn create_open_room(&self, creator: &User) -> Result<RoomInfo> {
+        let workspace = creator.workspace.clone();
+        let room = self
+            .commit
+            .run(move |tx| {
+                let room = Room {
+                    id: tx.next_room_id(),
+                    kind: RoomKind::Open,
+                    name: None,
+                    workspace,
+                    created_ms: tx.now_ms,
+                    patient: None,
+                };
+                tx.batch.put_room(&room);
+                Ok((room, vec![]))
+            })
+            .await?;
+        self.info(room)
+    }
+
+    /// `joinChat`: joins an open room of the user's workspace (joining a
+    /// room one is already in only moves the marker). With `last_read`,
+    /// sets the read marker. Everyone in the room, the joiner included, is
+    /// told.
+    pub async fn join(
+        &self,
+        user: &User,
+        room: RoomId,
+        last_read: Option<MsgId>,
+    ) -> Result<Participant> {
+        let member = self.store.participant(room, user.id)?.is_some();
+        let r = self.store.room(room)?.ok_or_else(no_such_room)?;
+        if r.workspace != user.workspace || !(member || r.is_open()) {
+            return Err(no_such_room());
+        }
+        let visible = self.commit.visible();
+        if let Some(id) = last_read.filter(|id| id.0 != 0) {
+            if self
+                .store
+                .message(id)?
+                .filter(|m| m.room == room && id <= visible)
+                .is_none()
+            {
+                return Err(Error::bad_request(format!(
+                    "message {id} is not in this chat"
+                )));
+            }
+        }
+        let user = user.id;
+        self.commit
+            .run(move |tx| {
+                let mut participants = tx.store.participants(room)?;
+                let i = match participants.iter().position(|(u, _)| *u == user) {
+                    Some(i) => i,
+                    None => {
+                        let p = Participant {
+                            joined_ms: tx.now_ms,
+                            ..Participant::default()
+                        };
+                        participants.push((user, p));
+                        participants.len() - 1
+                    }
+                };
+                let p = &mut participants[i].1;
+                if let Some(id) = last_read {
+                    p.last_read = id;
+                    p.last_read_ms = tx.now_ms;
+                }
+                let p = p.clone();
+                tx.batch.put_participant(room, user, &p);
+                let event = Event {
+                    room,
+                    audience: participants.iter().map(|(u, _)| *u).collect(),
+                    kind: EventKind::Joined { user, last_read },
+                };
+                Ok((p, vec![event]))
+            })
+            .await
     }
 
     /// The rooms a user is in.
@@ -73,6 +180,7 @@ impl Core {
                     name: None,
                     workspace,
                     created_ms: tx.now_ms,
+                    patient: None,
                 });
                 let p = Participant {
                     joined_ms: tx.now_ms,
@@ -127,6 +235,7 @@ impl Core {
                     name,
                     workspace,
                     created_ms: tx.now_ms,
+                    patient: None,
                 });
                 let p = Participant {
                     joined_ms: tx.now_ms,

@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{caller, Ctx};
 use crate::core::error::{Error, Result};
-use crate::core::hub::Event;
+use crate::core::hub::{Event, EventKind};
+use crate::core::messages::PostAs;
 use crate::core::model::{Message, MsgId, RoomId, UserId};
 use crate::core::{Caller, Core};
 use crate::net::http::{self, Resp};
@@ -106,7 +107,7 @@ impl Dialect for Session {
         let queued = match room_id(&send.room) {
             Ok(room) => {
                 self.core
-                    .post_queued(&caller.user, room, send.messages)
+                    .post_queued(&caller.user, room, send.messages, PostAs::default())
                     .await
             }
             Err(e) => Err(e),
@@ -126,8 +127,9 @@ impl Dialect for Session {
     }
 
     fn render(&mut self, ev: &Event) -> Option<String> {
-        match ev {
-            Event::Message { msg, .. } => Some(json!({ "message": wire(msg) }).to_string()),
+        match &ev.kind {
+            EventKind::Message { msg, .. } => Some(json!({ "message": wire(msg) }).to_string()),
+            EventKind::Read { .. } | EventKind::Joined { .. } => None,
         }
     }
 }

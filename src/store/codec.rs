@@ -39,6 +39,9 @@ mod tests {
             sender: UserId(2),
             text: "héllo".into(),
             at_ms: 1_700_000_000_123,
+            author: None,
+            is_read: false,
+            archived: true,
         };
         let b = encode(&m);
         assert_eq!(b[0], VERSION);

@@ -14,7 +14,7 @@
 //! | `p` | `p` room:u64 user:u64        | `Participant` (read marker)   |
 //! | `m` | `m` user:u64 room:u64        | empty: the rooms of a user    |
 //! | `d` | `d` low user:u64 high:u64    | room:u64: the pair's DM       |
-//! | `l` | `l` msg:u64                  | room:u64: the global log      |
+//! | `l` | `l` msg:u64                  | room:u64 at_ms:u64: the log   |
 //! | `i` | `i` room:u64 msg:u64         | `Message`: a room's messages  |
 
 pub const META: u8 = b'0';

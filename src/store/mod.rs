@@ -76,6 +76,8 @@ pub struct Summary {
     pub last_user: u64,
     pub last_room: u64,
     pub last_msg: u64,
+    /// Commit time of the newest message (Unix ms), 0 if none.
+    pub last_msg_ms: u64,
 }
 
 pub struct Store {
@@ -114,12 +116,7 @@ impl Store {
         };
         let other = |e: StoreError| OpenError::Other(e.0);
         store.check_format().map_err(other)?;
-        let summary = Summary {
-            recovered: store.db.was_recovered(),
-            last_user: store.last_id(USER).map_err(other)?,
-            last_room: store.last_id(ROOM).map_err(other)?,
-            last_msg: store.last_id(LOG).map_err(other)?,
-        };
+        let summary = store.summary().map_err(other)?;
         store.check_log_tail(summary.last_msg).map_err(other)?;
         store
             .sync()
@@ -150,8 +147,7 @@ impl Store {
         if last_msg == 0 {
             return Ok(());
         }
-        let room = self.db.get(one(LOG, last_msg))?.and_then(|v| read_u64(&v));
-        let Some(room) = room else {
+        let Some((room, _)) = self.log_entry(last_msg)? else {
             return Err(StoreError(format!("log entry {last_msg} is unreadable")));
         };
         if self.db.get(two(ROOM_MSG, room, last_msg))?.is_none() {
@@ -229,12 +225,19 @@ impl Store {
     }
 
     pub fn summary(&self) -> Result<Summary> {
+        let last_msg = self.last_id(LOG)?;
         Ok(Summary {
             recovered: self.db.was_recovered(),
             last_user: self.last_id(USER)?,
             last_room: self.last_id(ROOM)?,
-            last_msg: self.last_id(LOG)?,
+            last_msg,
+            last_msg_ms: self.log_entry(last_msg)?.map_or(0, |(_, ms)| ms),
         })
+    }
+
+    /// The log's entry for a message id: (room, at_ms).
+    fn log_entry(&self, id: u64) -> Result<Option<(u64, u64)>> {
+        Ok(self.db.get(one(LOG, id))?.and_then(|v| log_value(&v)))
     }
 
     // ---- users and tokens ----
@@ -299,10 +302,37 @@ impl Store {
     // ---- messages ----
 
     pub fn message(&self, id: MsgId) -> Result<Option<Message>> {
-        let Some(room) = self.db.get(one(LOG, id.0))?.and_then(|v| read_u64(&v)) else {
+        let Some((room, _)) = self.log_entry(id.0)? else {
             return Ok(None);
         };
         self.get(&two(ROOM_MSG, room, id.0))
+    }
+
+    /// The smallest message id in `1..=upto` committed at or after `ms`;
+    /// `upto + 1` if none. A binary search over the log (commit times never
+    /// decrease as ids grow): O(log n) seeks, whatever the history's size.
+    pub fn first_id_at(&self, ms: u64, upto: MsgId) -> Result<MsgId> {
+        let (mut lo, mut hi) = (1u64, upto.0.saturating_add(1));
+        let mut found = hi;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // The first existing id at or after `mid` (ids may have gaps).
+            let next = self
+                .db
+                .range(one(LOG, mid)..one(LOG, hi))
+                .next()
+                .transpose()?;
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            match next.and_then(|(k, v)| Some((tail_u64(&k), log_value(&v)?.1))) {
+                Some((id, at)) if at >= ms => {
+                    found = id;
+                    hi = mid;
+                }
+                Some((id, _)) => lo = id + 1,
+                None => hi = mid,
+            }
+        }
+        Ok(MsgId(found))
     }
 
     /// A room's messages with `after < id <= upto`, oldest first, read
@@ -337,6 +367,10 @@ impl Store {
             .transpose()?
             .map(|(k, _)| MsgId(tail_u64(&k))))
     }
+}
+
+fn log_value(v: &[u8]) -> Option<(u64, u64)> {
+    Some((read_u64(v.get(..8)?)?, read_u64(v.get(8..16)?)?))
 }
 
 /// Writes to apply atomically. Built by `core::commit` jobs only.
@@ -381,7 +415,10 @@ impl WriteBatch {
 
     /// Appends a message to the global log and its room's index.
     pub fn put_message(&mut self, m: &Message) {
-        self.0.insert(&one(LOG, m.id.0), &u64_value(m.room.0));
+        let mut log = [0u8; 16];
+        log[..8].copy_from_slice(&m.room.0.to_be_bytes());
+        log[8..].copy_from_slice(&m.at_ms.to_be_bytes());
+        self.0.insert(&one(LOG, m.id.0), &log);
         self.put(&two(ROOM_MSG, m.room.0, m.id.0), m);
     }
 }
@@ -398,6 +435,9 @@ mod tests {
             sender: UserId(1),
             text: format!("m{id}"),
             at_ms: id,
+            author: None,
+            is_read: false,
+            archived: false,
         }
     }
 
@@ -414,6 +454,7 @@ mod tests {
                 name: None,
                 workspace: Workspace::default(),
                 created_ms: 0,
+                patient: None,
             });
             for id in [1, 2, 300] {
                 b.put_message(&msg(id, 4));
@@ -446,6 +487,36 @@ mod tests {
         assert_eq!(ids(8, 8), Vec::<u64>::new());
         assert_eq!(ids(9, 3), Vec::<u64>::new());
         assert_eq!(s.last_message_in(RoomId(2)).unwrap(), Some(MsgId(9)));
+    }
+
+    #[test]
+    fn first_id_at_finds_the_time_bound_across_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let mut b = WriteBatch::default();
+        // ids 1..=40 with gaps at multiples of 7; times 10, 20, 20, 40, …
+        for id in (1..=40u64).filter(|i| i % 7 != 0) {
+            let mut m = msg(id, 1);
+            m.at_ms = (id / 2) * 10;
+            b.put_message(&m);
+        }
+        s.apply(b).unwrap();
+        let upto = MsgId(40);
+        let brute = |ms: u64| {
+            (1..=40u64)
+                .filter(|i| i % 7 != 0 && (i / 2) * 10 >= ms)
+                .min()
+                .unwrap_or(41)
+        };
+        for ms in [0, 1, 10, 15, 20, 30, 35, 70, 195, 200, 201, 10_000] {
+            assert_eq!(
+                s.first_id_at(ms, upto).unwrap(),
+                MsgId(brute(ms)),
+                "ms {ms}"
+            );
+        }
+        // Bounded by `upto`: later ids are not considered.
+        assert_eq!(s.first_id_at(150, MsgId(20)).unwrap(), MsgId(21));
     }
 
     #[test]
