@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Open TCP connections in all (keep below the process's file limit).
     #[arg(long, env = "PARLOR_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
+    /// Messages per chat in a whole-chat view (the actions dialect's
+    /// `get_messages`): the newest this many.
+    #[arg(long, env = "PARLOR_CHAT_HISTORY", default_value_t = 100)]
+    pub chat_history: usize,
 }
 
 #[derive(Subcommand, Debug)]

@@ -24,6 +24,7 @@ pub fn limits(args: &ServeArgs) -> Limits {
         msg_rate: args.msg_rate,
         conns_per_user: args.conns_per_user,
         max_connections: args.max_connections,
+        chat_history: args.chat_history,
         ..Limits::default()
     }
 }

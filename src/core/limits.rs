@@ -25,6 +25,9 @@ pub struct Limits {
     pub conns_per_user: usize,
     /// Open TCP connections in all.
     pub max_connections: usize,
+    /// Messages per chat in a whole-chat view (actions' `get_messages`,
+    /// `read_message`, `create_chat`): the newest this many.
+    pub chat_history: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             conn_queue: 4 * super::commit::MAX_BATCH,
             conns_per_user: 32,
             max_connections: 16_384,
+            chat_history: 100,
         }
     }
 }

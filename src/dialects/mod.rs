@@ -4,8 +4,10 @@
 //!
 //! - `accounts`: API.md §1 — login, logout, admin users and rooms, healthz
 //! - `rooms`: API.md §2 — `/chat/connect`, create_dm, room_info, retrieve
+//! - `actions`: API.md §3 — the `{"action"}` WebSocket at `/actions`
 
 pub mod accounts;
+pub mod actions;
 pub mod rooms;
 
 use std::sync::Arc;

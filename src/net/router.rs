@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::http::{self, Resp};
 use crate::core::error::Error;
-use crate::dialects::{accounts, rooms, Ctx};
+use crate::dialects::{accounts, actions, rooms, Ctx};
 
 pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let method = req.method().clone();
@@ -23,6 +23,7 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
         (&Method::POST, "/chat/create_dm") => rooms::create_dm(ctx, req).await,
         (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,
         (&Method::POST, "/chat/retrieve") => rooms::retrieve(ctx, req).await,
+        (&Method::GET, "/actions" | "/dev" | "/demo" | "/prod") => Ok(actions::connect(ctx, req)),
         _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
     };
     Ok(reply.unwrap_or_else(|e| http::error(&e)))
