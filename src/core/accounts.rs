@@ -74,7 +74,7 @@ impl Core {
                     return Err(username_taken());
                 }
                 let id = tx.next_user_id();
-                tx.batch.put_user(&User {
+                let user = User {
                     id,
                     display_name: new.display_name.unwrap_or_else(|| new.username.clone()),
                     username: new.username,
@@ -82,7 +82,9 @@ impl Core {
                     workspace: new.workspace,
                     password_hash,
                     created_ms: tx.now_ms,
-                });
+                };
+                super::patients::on_new_user(tx.store, &mut tx.batch, &user, tx.now_ms)?;
+                tx.batch.put_user(&user);
                 Ok((id, vec![]))
             })
             .await

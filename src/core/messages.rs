@@ -68,6 +68,10 @@ impl Core {
                     archived: false,
                 };
                 tx.batch.put_message(&msg);
+                let kind = tx.store.room(room)?.filter(|r| r.kind == RoomKind::Patient);
+                if let Some(r) = kind {
+                    super::patients::on_patient_message(tx.store, &mut tx.batch, &r, &msg)?;
+                }
                 let (_, p) = &mut participants[i];
                 p.last_posted_ms = tx.now_ms;
                 tx.batch.put_participant(room, author, p);

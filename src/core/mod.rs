@@ -6,7 +6,7 @@
 //! - `commit`: the sequencer — ordering and durability are enforced there
 //! - `hub`: live fan-out with bounded queues
 //! - `auth`, `limits`: passwords, tokens, throttles
-//! - `accounts`, `rooms`, `messages`: the operations
+//! - `accounts`, `rooms`, `messages`, `patients`: the operations
 
 pub mod accounts;
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod hub;
 pub mod limits;
 pub mod messages;
 pub mod model;
+pub mod patients;
 pub mod rooms;
 
 use std::path::Path;

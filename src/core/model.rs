@@ -187,6 +187,59 @@ impl Message {
     }
 }
 
+/// A workspace's webhook (API.md §5): where staff messages in patient
+/// chats are announced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+}
+
+/// A pending webhook call, written in the same commit as its message and
+/// removed once the receiver answered 2xx.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub message: MsgId,
+    pub patient: UserId,
+    pub workspace: Workspace,
+    pub text: String,
+    pub at_ms: u64,
+}
+
+/// A message's `externalId` (patient dialect): `IM` + 32 hex digits, stable
+/// and unique because it is the message id.
+pub fn external_id(id: MsgId) -> String {
+    format!("IM{:032x}", id.0)
+}
+
+/// The message id inside an `externalId`, if it is one.
+pub fn parse_external_id(s: &str) -> Option<MsgId> {
+    let hex = s.strip_prefix("IM")?;
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(hex, 16)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|&v| v != 0)
+        .map(MsgId)
+}
+
+/// The searchable words of a text: maximal runs of Unicode letters and
+/// digits, lower-cased, each once, at most `MAX_WORD` bytes.
+pub fn words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| w.len() <= crate::store::keys::MAX_WORD)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 16_384;
 /// Longest username or display name, in characters.
@@ -252,6 +305,37 @@ mod tests {
         assert_eq!(UserId::parse(" 42"), None);
         assert_eq!(UserId::parse(""), None);
         assert_eq!(UserId::parse("18446744073709551616"), None);
+    }
+
+    #[test]
+    fn external_ids_round_trip_and_reject_lookalikes() {
+        let e = external_id(MsgId(255));
+        assert_eq!(e, "IM000000000000000000000000000000ff");
+        assert_eq!(parse_external_id(&e), Some(MsgId(255)));
+        assert_eq!(
+            parse_external_id(&e.to_uppercase().replacen("IM", "IM", 1)),
+            Some(MsgId(255))
+        );
+        assert_eq!(parse_external_id("IM00"), None);
+        assert_eq!(
+            parse_external_id("XX000000000000000000000000000000ff"),
+            None
+        );
+        assert_eq!(
+            parse_external_id("IMffffffffffffffff0000000000000001"),
+            None
+        );
+        assert_eq!(parse_external_id(&external_id(MsgId(0))), None);
+    }
+
+    #[test]
+    fn words_split_on_unicode_boundaries_and_fold_case() {
+        assert_eq!(words("Hello, WORLD! hello"), ["hello", "world"]);
+        assert_eq!(
+            words("Grüße aus Köln—über 3 Tage"),
+            ["3", "aus", "grüße", "köln", "tage", "über"]
+        );
+        assert_eq!(words("...!?"), Vec::<String>::new());
     }
 
     #[test]

@@ -16,6 +16,17 @@
 //! | `d` | `d` low user:u64 high:u64    | room:u64: the pair's DM       |
 //! | `l` | `l` msg:u64                  | room:u64 at_ms:u64: the log   |
 //! | `i` | `i` room:u64 msg:u64         | `Message`: a room's messages  |
+//! | `c` | `c` patient:u64              | room:u64: the care-team chat  |
+//! | `w` | `w` workspace 0 user:u64     | empty: staff/admins of a ws   |
+//! | `k` | `k` workspace 0 room:u64     | empty: patient chats of a ws  |
+//! | `s` | `s` room:u64 word 0 msg:u64  | empty: search postings        |
+//! | `h` | `h` workspace                | `Webhook`: a ws's webhook     |
+//! | `o` | `o` msg:u64                  | `Delivery`: webhook outbox    |
+//!
+//! `workspace` is `tenant 0 instance` (names hold no control characters,
+//! so the 0 bytes cannot be ambiguous); `word` is a case-folded word of at
+//! most `MAX_WORD` bytes, ended by 0 so that `cat` is not a prefix of
+//! `cats`.
 
 pub const META: u8 = b'0';
 pub const USER: u8 = b'u';
@@ -27,6 +38,46 @@ pub const MEMBERSHIP: u8 = b'm';
 pub const DM: u8 = b'd';
 pub const LOG: u8 = b'l';
 pub const ROOM_MSG: u8 = b'i';
+pub const PATIENT_CHAT: u8 = b'c';
+pub const WS_STAFF: u8 = b'w';
+pub const WS_PATIENT_CHAT: u8 = b'k';
+pub const SEARCH: u8 = b's';
+pub const WEBHOOK: u8 = b'h';
+pub const OUTBOX: u8 = b'o';
+
+pub const PAGE_KEY_KEY: &[u8] = b"0page_token_key";
+
+/// Longest indexed word, in bytes; longer words are not searchable.
+pub const MAX_WORD: usize = 64;
+
+/// `tag tenant 0 instance 0`: the prefix of a workspace's keys.
+pub fn workspace(tag: u8, tenant: &str, instance: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + tenant.len() + instance.len() + 8);
+    k.push(tag);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(instance.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `s room word 0`: the prefix of a word's postings in a room.
+pub fn postings(room: u64, word: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + word.len() + 8);
+    k.push(SEARCH);
+    k.extend_from_slice(&room.to_be_bytes());
+    k.extend_from_slice(word.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `prefix id`.
+pub fn with_id(prefix: &[u8], id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 8);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
 
 pub const FORMAT_VERSION_KEY: &[u8] = b"0format_version";
 
@@ -89,6 +140,19 @@ mod tests {
         let k = two(ROOM_MSG, u64::MAX, u64::MAX);
         assert!(lo.as_slice() < k.as_slice() && k.as_slice() < hi.as_slice());
         assert!(FORMAT_VERSION_KEY[0] == META);
+    }
+
+    #[test]
+    fn a_word_is_not_a_prefix_of_a_longer_word() {
+        let cat = with_id(&postings(1, "cat"), u64::MAX);
+        let cats = with_id(&postings(1, "cats"), 0);
+        assert!(!cats.starts_with(&postings(1, "cat")));
+        assert!(cat < cats);
+        // Workspaces: ("ab","c") and ("a","bc") do not collide.
+        assert_ne!(
+            workspace(WS_STAFF, "ab", "c"),
+            workspace(WS_STAFF, "a", "bc")
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::sync::Mutex;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::core::model::{Message, MsgId, Participant, Room, RoomId, User, UserId};
+use crate::core::model::{
+    Delivery, Message, MsgId, Participant, Room, RoomId, User, UserId, Webhook, Workspace,
+};
 use keys::*;
 
 /// Bumped when the layout in `keys` changes incompatibly; checked at open.
@@ -358,6 +360,137 @@ impl Store {
         })
     }
 
+    // ---- patients, search, webhooks ----
+
+    pub fn patient_chat(&self, patient: UserId) -> Result<Option<RoomId>> {
+        Ok(self
+            .db
+            .get(one(PATIENT_CHAT, patient.0))?
+            .and_then(|v| read_u64(&v))
+            .map(RoomId))
+    }
+
+    fn ids_under(&self, prefix: Vec<u8>) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, _) = kv?;
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            out.push(tail_u64(&k));
+        }
+        Ok(out)
+    }
+
+    /// Staff and admins of a workspace: a patient chat's care team.
+    pub fn care_team(&self, ws: &Workspace) -> Result<Vec<UserId>> {
+        Ok(self
+            .ids_under(workspace(WS_STAFF, &ws.tenant, &ws.instance))?
+            .into_iter()
+            .map(UserId)
+            .collect())
+    }
+
+    /// The patient chats of a workspace.
+    pub fn patient_chats(&self, ws: &Workspace) -> Result<Vec<RoomId>> {
+        Ok(self
+            .ids_under(workspace(WS_PATIENT_CHAT, &ws.tenant, &ws.instance))?
+            .into_iter()
+            .map(RoomId)
+            .collect())
+    }
+
+    /// Messages of `room` with `after < id < below` containing every one
+    /// of `words`, at most `limit`, newest first (or, with `ascending`,
+    /// oldest first): a leapfrog intersection of the words' postings, one
+    /// seek per step, so the cost follows the rarest word's postings in
+    /// range and the hits, not the room's size.
+    pub fn search(
+        &self,
+        room: RoomId,
+        words: &[String],
+        (after, below): (MsgId, MsgId),
+        limit: usize,
+        ascending: bool,
+    ) -> Result<Vec<MsgId>> {
+        let prefixes: Vec<Vec<u8>> = words.iter().map(|w| postings(room.0, w)).collect();
+        let n = prefixes.len();
+        let mut hits = Vec::new();
+        if n == 0 || below.0 <= after.0.saturating_add(1) {
+            return Ok(hits);
+        }
+        let (first, last) = (after.0 + 1, below.0 - 1);
+        let mut cur = if ascending { first } else { last };
+        let (mut agreed, mut i) = (0, 0);
+        while hits.len() < limit {
+            let p = &prefixes[i];
+            // The posting nearest to `cur` in the walking direction.
+            let next = if ascending {
+                self.db.range(with_id(p, cur)..=with_id(p, last)).next()
+            } else {
+                self.db
+                    .range(with_id(p, first)..=with_id(p, cur))
+                    .next_back()
+            };
+            let Some((k, _)) = next.transpose()? else {
+                break;
+            };
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            let id = tail_u64(&k);
+            if id != cur {
+                cur = id;
+                agreed = 0;
+            }
+            agreed += 1;
+            if agreed == n {
+                hits.push(MsgId(cur));
+                match (ascending, cur) {
+                    (true, c) if c >= last => break,
+                    (false, c) if c <= first => break,
+                    (true, c) => cur = c + 1,
+                    (false, c) => cur = c - 1,
+                }
+                agreed = 0;
+            }
+            i = (i + 1) % n;
+        }
+        Ok(hits)
+    }
+
+    pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
+        self.get(&workspace(WEBHOOK, &ws.tenant, &ws.instance))
+    }
+
+    /// Pending webhook deliveries in message order, from `from` on.
+    pub fn outbox(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .range(one(OUTBOX, from.0)..one(OUTBOX + 1, 0))
+            .take(limit)
+        {
+            let (_, v) = kv?;
+            out.push(codec::decode(&v).map_err(StoreError)?);
+        }
+        Ok(out)
+    }
+
+    /// The key that authenticates page tokens; made on first use.
+    pub fn page_token_key(&self) -> Result<[u8; 32]> {
+        use rand::RngCore;
+        let mut fresh = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut fresh);
+        // compare_and_swap: two first uses agree on one key.
+        let _ = self
+            .db
+            .compare_and_swap(PAGE_KEY_KEY, None as Option<&[u8]>, Some(&fresh[..]))?;
+        let v = self
+            .db
+            .get(PAGE_KEY_KEY)?
+            .ok_or_else(|| StoreError("page token key vanished".into()))?;
+        v.as_ref()
+            .try_into()
+            .map_err(|_| StoreError("page token key is damaged".into()))
+    }
+
     /// The id of a room's newest message, if any.
     pub fn last_message_in(&self, room: RoomId) -> Result<Option<MsgId>> {
         Ok(self
@@ -378,6 +511,49 @@ fn log_value(v: &[u8]) -> Option<(u64, u64)> {
 pub struct WriteBatch(sled::Batch);
 
 impl WriteBatch {
+    pub fn put_care_team_member(&mut self, ws: &Workspace, user: UserId) {
+        self.0.insert(
+            with_id(&workspace(WS_STAFF, &ws.tenant, &ws.instance), user.0),
+            &[],
+        );
+    }
+
+    pub fn put_patient_chat(&mut self, patient: UserId, ws: &Workspace, room: RoomId) {
+        self.0
+            .insert(&one(PATIENT_CHAT, patient.0), &u64_value(room.0));
+        self.0.insert(
+            with_id(
+                &workspace(WS_PATIENT_CHAT, &ws.tenant, &ws.instance),
+                room.0,
+            ),
+            &[],
+        );
+    }
+
+    pub fn put_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
+        for w in words {
+            self.0.insert(with_id(&postings(room.0, w), id.0), &[]);
+        }
+    }
+
+    pub fn remove_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
+        for w in words {
+            self.0.remove(with_id(&postings(room.0, w), id.0));
+        }
+    }
+
+    pub fn put_webhook(&mut self, ws: &Workspace, hook: &Webhook) {
+        self.put(&workspace(WEBHOOK, &ws.tenant, &ws.instance), hook);
+    }
+
+    pub fn put_delivery(&mut self, d: &Delivery) {
+        self.put(&one(OUTBOX, d.message.0), d);
+    }
+
+    pub fn remove_delivery(&mut self, message: MsgId) {
+        self.0.remove(&one(OUTBOX, message.0));
+    }
+
     fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
         self.0.insert(key, codec::encode(value));
     }
@@ -517,6 +693,71 @@ mod tests {
         }
         // Bounded by `upto`: later ids are not considered.
         assert_eq!(s.first_id_at(150, MsgId(20)).unwrap(), MsgId(21));
+    }
+
+    #[test]
+    fn search_intersects_postings_newest_first_below_a_border() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let w = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut b = WriteBatch::default();
+        // "a" in every id, "b" in multiples of 3, "c" in multiples of 5.
+        for id in 1..=60u64 {
+            let mut ws = vec!["a"];
+            if id % 3 == 0 {
+                ws.push("b");
+            }
+            if id % 5 == 0 {
+                ws.push("c");
+            }
+            b.put_postings(RoomId(1), &w(&ws), MsgId(id));
+        }
+        b.put_postings(RoomId(2), &w(&["b", "c"]), MsgId(61));
+        s.apply(b).unwrap();
+        let ids = |words: &[&str], below: u64, limit| -> Vec<u64> {
+            s.search(RoomId(1), &w(words), (MsgId(0), MsgId(below)), limit, false)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.0)
+                .collect()
+        };
+        let up = |words: &[&str], after: u64, limit| -> Vec<u64> {
+            s.search(
+                RoomId(1),
+                &w(words),
+                (MsgId(after), MsgId(u64::MAX)),
+                limit,
+                true,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|m| m.0)
+            .collect()
+        };
+        assert_eq!(up(&["b", "c"], 0, 10), [15, 30, 45, 60]);
+        assert_eq!(up(&["c", "b"], 15, 2), [30, 45]);
+        assert_eq!(up(&["a"], 59, 10), [60]);
+        assert_eq!(ids(&["b", "c"], u64::MAX, 10), [60, 45, 30, 15]);
+        assert_eq!(ids(&["c", "b", "a"], 45, 10), [30, 15]);
+        assert_eq!(ids(&["b"], 10, 2), [9, 6]);
+        assert_eq!(ids(&["b", "zzz"], u64::MAX, 10), Vec::<u64>::new());
+        assert_eq!(ids(&[], u64::MAX, 10), Vec::<u64>::new());
+        // Cost follows the rarer word ("c": 12 postings, two seeks each at
+        // most), not the room's 60 messages.
+        let before = s.scanned();
+        ids(&["b", "c"], u64::MAX, 10);
+        assert!(
+            s.scanned() - before <= 2 * 12 + 2,
+            "scanned {}",
+            s.scanned() - before
+        );
+    }
+
+    #[test]
+    fn page_token_key_is_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(s.page_token_key().unwrap(), s.page_token_key().unwrap());
     }
 
     #[test]
