@@ -161,8 +161,9 @@ impl Core {
             .await
     }
 
-    /// Moves the user's read marker in a room: to `upto`, or with `None`
-    /// to the newest message. The marker is the one every dialect shows.
+    /// Moves the user's read marker in a room forward: to `upto`, or with
+    /// `None` to the newest message (a marker never moves back). The marker
+    /// is the one every dialect shows.
     pub async fn mark_read(
         &self,
         user: &User,
@@ -200,8 +201,9 @@ impl Core {
                 let Some((_, current)) = participants.iter().find(|(u, _)| *u == user) else {
                     return Err(Error::not_found("no such room"));
                 };
+                // Markers only move forward: a message once read stays read.
                 let marker = Participant {
-                    last_read: target,
+                    last_read: target.max(current.last_read),
                     last_read_ms: tx.now_ms,
                     ..current.clone()
                 };
@@ -469,6 +471,11 @@ mod tests {
             .await
             .unwrap();
         assert!(core.mark_read(&bob, room, Some(m3.id)).await.is_err());
+        // Markers never move back: naming an older message keeps the newer.
+        let again = core.mark_read(&bob, room, Some(m1.id)).await.unwrap();
+        assert_eq!(again.last_read, m2.id);
+        let joined = core.join(&bob, room, Some(m1.id)).await.unwrap();
+        assert_eq!(joined.last_read, m2.id);
         core.shutdown();
     }
 

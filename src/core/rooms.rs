@@ -139,7 +139,8 @@ impl Core {
                 };
                 let p = &mut participants[i].1;
                 if let Some(id) = last_read {
-                    p.last_read = id;
+                    // Forward only, as in `mark_read`.
+                    p.last_read = p.last_read.max(id);
                     p.last_read_ms = tx.now_ms;
                 }
                 let p = p.clone();

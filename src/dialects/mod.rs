@@ -5,10 +5,12 @@
 //! - `accounts`: API.md §1 — login, logout, admin users and rooms, healthz
 //! - `rooms`: API.md §2 — `/chat/connect`, create_dm, room_info, retrieve
 //! - `actions`: API.md §3 — the `{"action"}` WebSocket at `/actions`
+//! - `typed`: API.md §4 — the `{"type","data"}` WebSocket at `/ws`
 
 pub mod accounts;
 pub mod actions;
 pub mod rooms;
+pub mod typed;
 
 use std::sync::Arc;
 

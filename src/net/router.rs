@@ -24,6 +24,7 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
         (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,
         (&Method::POST, "/chat/retrieve") => rooms::retrieve(ctx, req).await,
         (&Method::GET, "/actions" | "/dev" | "/demo" | "/prod") => Ok(actions::connect(ctx, req)),
+        (&Method::GET, "/ws") => crate::dialects::typed::connect(ctx, req),
         _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
     };
     Ok(reply.unwrap_or_else(|e| http::error(&e)))

@@ -490,7 +490,9 @@ pub async fn http(
     }
 }
 
-async fn http_inner(
+/// Like [`http`], but a failed exchange is an `Err`, not a panic (for
+/// clients that outlive a killed daemon).
+pub async fn http_inner(
     addr: &str,
     method: &str,
     path: &str,

@@ -1,0 +1,812 @@
+//! The "typed" dialect (seed 002, API.md §4): one WebSocket at `/ws`,
+//! authenticated on upgrade, speaking `{"type","data"}` frames —
+//! `getChats`, `createEmptyChat`, `joinChat`, `getChatDetails`,
+//! `newMessage`, `getChatMessages` — with numeric ids and RFC 3339 UTC
+//! times.
+//!
+//! Translation only: a frame is parsed into a [`Request`], run as one core
+//! operation, and its result (or a hub event) rendered back. Every rule —
+//! who may see, join or post, open versus closed chats, read markers,
+//! time-bounded history — lives in the core. Never touches the store or
+//! another dialect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::Request as HttpRequest;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::Ctx;
+use crate::core::error::{Error, Kind, Result};
+use crate::core::hub::{Event, EventKind};
+use crate::core::messages::{PostAs, Window};
+use crate::core::model::{Message, MsgId, Participant, RoomId, UserId};
+use crate::core::rooms::RoomInfo;
+use crate::core::{Caller, Core};
+use crate::net::http::{self, Resp};
+use crate::net::ws::{self, Dialect, Out};
+
+/// `GET /ws` — WebSocket; authenticated on upgrade by `Authorization:
+/// Bearer <token>` or `?token=<token>`, else `401 UNAUTHENTICATED` and no
+/// upgrade. (The token and the query string are never logged.)
+pub fn connect(ctx: Ctx, req: HttpRequest<Incoming>) -> Result<Resp> {
+    let token = match http::bearer(&req) {
+        Some(t) => t.to_owned(),
+        None => query_token(req.uri().query()).ok_or_else(Error::unauthenticated)?,
+    };
+    let (caller, sub) = ctx.core.open_session(&token)?;
+    Ok(crate::net::upgrade::upgrade(
+        ctx.guard.clone(),
+        req,
+        move |socket| {
+            let session = Session {
+                core: ctx.core.clone(),
+                caller,
+                own_joins: HashMap::new(),
+                span_has_user: false,
+            };
+            ws::run("typed", ctx.core, socket, session, Some(sub), ctx.shutdown)
+        },
+    ))
+}
+
+/// The `token` parameter of a query string, percent-decoded.
+fn query_token(query: Option<&str>) -> Option<String> {
+    let value = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    let decoded = percent_decode(value)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Requests: parsing, no I/O
+// ---------------------------------------------------------------------------
+
+/// One parsed request frame.
+#[derive(Debug, PartialEq)]
+enum Request {
+    GetChats,
+    CreateEmptyChat,
+    JoinChat {
+        chat: RoomId,
+        last_read: Option<MsgId>,
+    },
+    GetChatDetails {
+        chat: RoomId,
+    },
+    NewMessage {
+        chat: RoomId,
+        text: String,
+        is_read: bool,
+    },
+    GetChatMessages {
+        chat: RoomId,
+        from: Option<DayFrom>,
+        to: Option<i64>,
+        last: Option<usize>,
+    },
+}
+
+/// `date_from`: a day (days since 1970-01-01, UTC) or a named range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DayFrom {
+    Day(i64),
+    /// Yesterday only.
+    Yesterday,
+    /// The day before yesterday only.
+    DayBeforeYesterday,
+    /// Today and the six days before.
+    Last7Days,
+}
+
+/// A frame that could not be parsed: the `type` it asked for, if any.
+struct Refused {
+    request_type: Option<String>,
+    error: Error,
+}
+
+fn parse(text: &str) -> std::result::Result<Request, Refused> {
+    let refuse = |request_type: Option<String>, error: Error| Refused {
+        request_type,
+        error,
+    };
+    let frame: Value = serde_json::from_str(text)
+        .map_err(|_| refuse(None, Error::bad_request("the frame is not JSON")))?;
+    let Some(frame) = frame.as_object() else {
+        return Err(refuse(None, Error::bad_request("expected a JSON object")));
+    };
+    let Some(kind) = frame.get("type").and_then(Value::as_str) else {
+        return Err(refuse(
+            None,
+            Error::bad_request("`type` is required and must be a string"),
+        ));
+    };
+    let empty = Map::new();
+    let data = match frame.get("data") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(refuse(
+                Some(kind.into()),
+                Error::bad_request("`data` must be an object"),
+            ))
+        }
+    };
+    parse_data(kind, data).map_err(|e| refuse(Some(kind.into()), e))
+}
+
+fn parse_data(kind: &str, d: &Map<String, Value>) -> Result<Request> {
+    Ok(match kind {
+        "getChats" => Request::GetChats,
+        "createEmptyChat" => Request::CreateEmptyChat,
+        "joinChat" => Request::JoinChat {
+            chat: RoomId(required(d, "chat", "chatId", id)?),
+            last_read: optional(d, "last_read_message", id)?.map(MsgId),
+        },
+        "getChatDetails" => Request::GetChatDetails {
+            chat: RoomId(required(d, "chatId", "chat", id)?),
+        },
+        "newMessage" => Request::NewMessage {
+            chat: RoomId(required(d, "chat", "chatId", id)?),
+            text: required(d, "text", "text", |v| {
+                v.as_str().map(str::to_owned).ok_or("a string")
+            })?,
+            is_read: optional(d, "is_read", |v| v.as_bool().ok_or("true or false"))?
+                .unwrap_or(false),
+        },
+        "getChatMessages" => Request::GetChatMessages {
+            chat: RoomId(required(d, "chatId", "chat", id)?),
+            from: optional(d, "date_from", |v| {
+                v.as_str().and_then(parse_date_from).ok_or(
+                    "a date YYYY-MM-DD, \"yesterday\", \"day_before_yesterday\" or \"last_7_days\"",
+                )
+            })?,
+            to: optional(d, "date_to", |v| {
+                v.as_str().and_then(parse_day).ok_or("a date YYYY-MM-DD")
+            })?,
+            last: optional(d, "last", |v| {
+                v.as_u64()
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                    .ok_or("a non-negative integer")
+            })?,
+        },
+        other => {
+            return Err(Error::bad_request(format!(
+                "unknown request type {other:?}; expected getChats, createEmptyChat, \
+                 joinChat, getChatDetails, newMessage or getChatMessages"
+            )))
+        }
+    })
+}
+
+fn id(v: &Value) -> std::result::Result<u64, &'static str> {
+    v.as_u64().ok_or("a non-negative integer id")
+}
+
+/// A field that may be absent (or null); when present it must convert.
+fn optional<T>(
+    d: &Map<String, Value>,
+    name: &str,
+    convert: impl Fn(&Value) -> std::result::Result<T, &'static str>,
+) -> Result<Option<T>> {
+    match d.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => convert(v)
+            .map(Some)
+            .map_err(|want| Error::bad_request(format!("data.{name} must be {want}"))),
+    }
+}
+
+/// A required field, named as the seed names it; `alias` is the other
+/// spelling the seed uses for a chat id (`chat` / `chatId`), also taken.
+fn required<T>(
+    d: &Map<String, Value>,
+    name: &str,
+    alias: &str,
+    convert: impl Fn(&Value) -> std::result::Result<T, &'static str>,
+) -> Result<T> {
+    let field = if matches!(d.get(name), None | Some(Value::Null)) {
+        alias
+    } else {
+        name
+    };
+    optional(d, field, &convert)?
+        .ok_or_else(|| Error::bad_request(format!("data.{name} is required")))
+}
+
+fn parse_date_from(s: &str) -> Option<DayFrom> {
+    match s {
+        "yesterday" => Some(DayFrom::Yesterday),
+        "day_before_yesterday" => Some(DayFrom::DayBeforeYesterday),
+        "last_7_days" => Some(DayFrom::Last7Days),
+        _ => parse_day(s).map(DayFrom::Day),
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The history window of a `getChatMessages`, `today` being the current
+/// UTC day. Days are whole UTC days; `to` is inclusive. A `to` before the
+/// start gives an empty window (not an error).
+fn window(from: Option<DayFrom>, to: Option<i64>, last: Option<usize>, today: i64) -> Window {
+    let (start, end) = match from {
+        None => (None, None),
+        Some(DayFrom::Day(d)) => (Some(d), None),
+        Some(DayFrom::Yesterday) => (Some(today - 1), Some(today)),
+        Some(DayFrom::DayBeforeYesterday) => (Some(today - 2), Some(today - 1)),
+        Some(DayFrom::Last7Days) => (Some(today - 6), None),
+    };
+    let end = match (end, to) {
+        (Some(e), Some(t)) => Some(e.min(t + 1)),
+        (e, t) => e.or(t.map(|t| t + 1)),
+    };
+    let ms = |day: i64| day.saturating_mul(DAY_MS).max(0) as u64;
+    Window {
+        from_ms: start.map(ms),
+        until_ms: end.map(ms),
+        last,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Times: RFC 3339 out, YYYY-MM-DD in (civil-from-days, proleptic Gregorian)
+// ---------------------------------------------------------------------------
+
+/// Days since 1970-01-01 → (year, month, day). (H. Hinnant's algorithm.)
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` (a real calendar day) → days since 1970-01-01.
+fn parse_day(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = &s[r];
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, m, d) = (i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&m) || d == 0 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // Day 31 of a 30-day month comes back as another date.
+    (civil_from_days(days) == (y, m, d)).then_some(days)
+}
+
+/// Unix ms → `2026-11-21T10:00:00.123Z`.
+fn rfc3339(ms: u64) -> String {
+    let days = (ms / DAY_MS as u64) as i64;
+    let in_day = ms % DAY_MS as u64;
+    let (y, mo, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+}
+
+fn today_utc() -> i64 {
+    (crate::core::commit::unix_ms() / DAY_MS as u64) as i64
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Person {
+    id: u64,
+    username: String,
+}
+
+#[derive(Serialize)]
+struct Chat {
+    id: u64,
+    participants: Vec<Person>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct Msg<'a> {
+    id: u64,
+    chat: u64,
+    sender: Person,
+    text: &'a str,
+    timestamp: String,
+    is_read: bool,
+}
+
+#[derive(Serialize)]
+struct Joined {
+    chat: u64,
+    user: Person,
+    /// Present only when the join gave one (the seed: "if specified").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_read_message: Option<u64>,
+}
+
+/// `{"type","data"}`, in the seed's key order.
+fn frame<T: Serialize + ?Sized>(kind: &str, data: &T) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a, T: ?Sized> {
+        r#type: &'a str,
+        data: &'a T,
+    }
+    serde_json::to_string(&Frame { r#type: kind, data }).expect("serializing a reply")
+}
+
+/// This dialect's error codes: API.md §1's, chosen here so that the wire
+/// contract does not move if the core's kinds do.
+fn code(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BadRequest => "BAD_REQUEST",
+        Kind::InvalidCredentials | Kind::Unauthenticated => "UNAUTHENTICATED",
+        Kind::Forbidden => "FORBIDDEN",
+        Kind::NotFound => "NOT_FOUND",
+        Kind::Conflict => "CONFLICT",
+        Kind::TooLarge => "TOO_LARGE",
+        Kind::RateLimited => "RATE_LIMITED",
+        Kind::Internal => "INTERNAL",
+    }
+}
+
+/// `{"type":"error","data":{"code","message","request_type"}}`;
+/// `request_type` is null when the frame named no type.
+fn error_frame(request_type: Option<&str>, e: &Error) -> String {
+    #[derive(Serialize)]
+    struct ErrorData<'a> {
+        code: &'static str,
+        message: &'a str,
+        request_type: Option<&'a str>,
+    }
+    let data = ErrorData {
+        code: code(e.kind),
+        message: &e.message,
+        request_type,
+    };
+    frame("error", &data)
+}
+
+/// Usernames by id, looked up once per request.
+struct Names<'a> {
+    core: &'a Core,
+    known: HashMap<UserId, String>,
+}
+
+impl<'a> Names<'a> {
+    fn new(core: &'a Core) -> Self {
+        Names {
+            core,
+            known: HashMap::new(),
+        }
+    }
+
+    fn person(&mut self, id: UserId) -> Person {
+        let core = self.core;
+        let username = self
+            .known
+            .entry(id)
+            .or_insert_with(|| match core.user(id) {
+                Ok(Some(u)) => u.username,
+                Ok(None) => String::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, user = id.0, "username lookup failed");
+                    String::new()
+                }
+            })
+            .clone();
+        Person { id: id.0, username }
+    }
+
+    fn chat(&mut self, info: &RoomInfo) -> Chat {
+        Chat {
+            id: info.room.id.0,
+            participants: info
+                .participants
+                .iter()
+                .map(|(u, _)| self.person(*u))
+                .collect(),
+            created_at: rfc3339(info.room.created_ms),
+            updated_at: rfc3339(info.updated_ms),
+        }
+    }
+
+    fn message<'m>(&mut self, m: &'m Message, participants: &[(UserId, Participant)]) -> Msg<'m> {
+        Msg {
+            id: m.id.0,
+            chat: m.room.0,
+            sender: self.person(m.sender),
+            text: &m.text,
+            timestamp: rfc3339(m.at_ms),
+            is_read: m.read_by_other(participants),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The session
+// ---------------------------------------------------------------------------
+
+struct Session {
+    core: Arc<Core>,
+    caller: Caller,
+    /// Joins this connection made whose hub event has not come back yet:
+    /// the joiner already got `chatJoined` as the reply, so the echo of its
+    /// own join is skipped here (its other connections still show it).
+    own_joins: HashMap<RoomId, u32>,
+    span_has_user: bool,
+}
+
+impl Session {
+    fn note_user(&mut self) {
+        if !self.span_has_user {
+            tracing::Span::current().record("user", self.caller.user.id.0);
+            self.span_has_user = true;
+        }
+    }
+
+    /// Runs one request; `None` when the answer comes as a hub event
+    /// (`newMessage`: every participant's connections, this one included,
+    /// get `messageCreated`).
+    async fn handle(&mut self, req: Request) -> Result<Option<String>> {
+        let user = &self.caller.user;
+        match req {
+            Request::GetChats => {
+                let (core, user) = (self.core.clone(), user.clone());
+                let chats = blocking(move || {
+                    let mut names = Names::new(&core);
+                    let mut chats = Vec::new();
+                    for room in core.rooms_of(&user)? {
+                        chats.push(names.chat(&core.room_info(&user, room)?));
+                    }
+                    Ok(chats)
+                })
+                .await?;
+                Ok(Some(frame("chatsList", &chats)))
+            }
+            Request::CreateEmptyChat => {
+                let info = self.core.create_open_room(user).await?;
+                let chat = Names::new(&self.core).chat(&info);
+                Ok(Some(frame("emptyChatCreated", &chat)))
+            }
+            Request::JoinChat { chat, last_read } => {
+                self.core.join(user, chat, last_read).await?;
+                *self.own_joins.entry(chat).or_default() += 1;
+                let joined = Joined {
+                    chat: chat.0,
+                    user: Names::new(&self.core).person(user.id),
+                    last_read_message: last_read.map(|m| m.0),
+                };
+                Ok(Some(frame("chatJoined", &joined)))
+            }
+            Request::GetChatDetails { chat } => {
+                let info = self.core.visible_room_info(user, chat)?;
+                let chat = Names::new(&self.core).chat(&info);
+                Ok(Some(frame("chatDetails", &chat)))
+            }
+            Request::NewMessage {
+                chat,
+                text,
+                is_read,
+            } => {
+                let how = PostAs {
+                    is_read,
+                    on_behalf_of: None,
+                };
+                self.core.post(user, chat, text, how).await?;
+                Ok(None)
+            }
+            Request::GetChatMessages {
+                chat,
+                from,
+                to,
+                last,
+            } => {
+                let w = window(from, to, last, today_utc());
+                let (core, user) = (self.core.clone(), user.clone());
+                blocking(move || {
+                    let history = core.room_history(&user, chat, w)?;
+                    let participants = core.room_info(&user, chat)?.participants;
+                    let mut names = Names::new(&core);
+                    let list: Vec<Msg> = history
+                        .iter()
+                        .map(|m| names.message(m, &participants))
+                        .collect();
+                    Ok(Some(frame("chatMessages", &list)))
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Store reads that may be long (a whole history) run off the executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(Error::internal)?
+}
+
+impl Dialect for Session {
+    async fn on_text(&mut self, text: &str) -> Vec<Out> {
+        self.note_user();
+        let (request_type, req) = match parse(text) {
+            Ok(req) => (request_name(&req), req),
+            Err(r) => {
+                tracing::debug!(error = %r.error, "refused a frame");
+                return vec![Out::Text(error_frame(r.request_type.as_deref(), &r.error))];
+            }
+        };
+        match self.handle(req).await {
+            Ok(Some(reply)) => vec![Out::Text(reply)],
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(error = %e, request_type, "request refused");
+                vec![Out::Text(error_frame(Some(request_type), &e))]
+            }
+        }
+    }
+
+    fn on_binary(&mut self) -> Vec<Out> {
+        let e = Error::bad_request("binary frames are not understood; send JSON text");
+        vec![Out::Text(error_frame(None, &e))]
+    }
+
+    fn render(&mut self, ev: &Event) -> Option<String> {
+        self.note_user();
+        match &ev.kind {
+            // A new message has no reader past it yet: its flag is as sent.
+            EventKind::Message { msg, .. } => {
+                let m = Names::new(&self.core).message(msg, &[]);
+                Some(frame("messageCreated", &m))
+            }
+            EventKind::Joined { user, last_read } => {
+                if *user == self.caller.user.id {
+                    if let Some(n) = self.own_joins.get_mut(&ev.room) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.own_joins.remove(&ev.room);
+                        }
+                        return None;
+                    }
+                }
+                let joined = Joined {
+                    chat: ev.room.0,
+                    user: Names::new(&self.core).person(*user),
+                    last_read_message: last_read.map(|m| m.0),
+                };
+                Some(frame("chatJoined", &joined))
+            }
+            // The seed has no read notification.
+            EventKind::Read { .. } => None,
+        }
+    }
+}
+
+fn request_name(req: &Request) -> &'static str {
+    match req {
+        Request::GetChats => "getChats",
+        Request::CreateEmptyChat => "createEmptyChat",
+        Request::JoinChat { .. } => "joinChat",
+        Request::GetChatDetails { .. } => "getChatDetails",
+        Request::NewMessage { .. } => "newMessage",
+        Request::GetChatMessages { .. } => "getChatMessages",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_milliseconds_and_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        // 2026-11-21T10:00:00.123Z
+        let day = days_from_civil(2026, 11, 21);
+        let ms = day as u64 * 86_400_000 + 10 * 3_600_000 + 123;
+        assert_eq!(rfc3339(ms), "2026-11-21T10:00:00.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(86_400_000 - 1), "1970-01-01T23:59:59.999Z");
+    }
+
+    #[test]
+    fn civil_days_round_trip_across_leap_years_and_centuries() {
+        for days in -800_000..800_000 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn parse_day_takes_real_dates_only() {
+        assert_eq!(parse_day("1970-01-02"), Some(1));
+        assert_eq!(parse_day("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
+        for bad in [
+            "2023-02-29",
+            "2024-04-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-00",
+            "2024-1-01",
+            "24-01-01",
+            "2024/01/01",
+            "2024-01-01T00:00:00Z",
+            "+024-01-01",
+            "2024-01-+1",
+            "today",
+            "",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_ranges_are_whole_utc_days() {
+        let today = 20_000;
+        let at = |d: i64| (d * DAY_MS) as u64;
+        let w = window(Some(DayFrom::Yesterday), None, None, today);
+        assert_eq!(
+            (w.from_ms, w.until_ms),
+            (Some(at(today - 1)), Some(at(today)))
+        );
+        let w = window(Some(DayFrom::DayBeforeYesterday), None, None, today);
+        assert_eq!(
+            (w.from_ms, w.until_ms),
+            (Some(at(today - 2)), Some(at(today - 1)))
+        );
+        let w = window(Some(DayFrom::Last7Days), None, Some(3), today);
+        assert_eq!(
+            (w.from_ms, w.until_ms, w.last),
+            (Some(at(today - 6)), None, Some(3))
+        );
+        // date_to is inclusive, and narrows a named range.
+        let w = window(Some(DayFrom::Day(10)), Some(12), None, today);
+        assert_eq!((w.from_ms, w.until_ms), (Some(at(10)), Some(at(13))));
+        let w = window(Some(DayFrom::Last7Days), Some(today - 3), None, today);
+        assert_eq!(w.until_ms, Some(at(today - 2)));
+        let w = window(None, Some(5), None, today);
+        assert_eq!((w.from_ms, w.until_ms), (None, Some(at(6))));
+        // Days before 1970 clamp to the epoch rather than wrapping.
+        let w = window(Some(DayFrom::Day(-5)), None, None, today);
+        assert_eq!(w.from_ms, Some(0));
+    }
+
+    fn refused(text: &str) -> (Option<String>, String) {
+        match parse(text) {
+            Ok(r) => panic!("parsed {text} as {r:?}"),
+            Err(r) => (r.request_type, r.error.message),
+        }
+    }
+
+    #[test]
+    fn parse_reads_every_type_and_the_seeds_two_spellings_of_a_chat_id() {
+        assert_eq!(
+            parse(r#"{"type":"getChats"}"#).ok(),
+            Some(Request::GetChats)
+        );
+        assert_eq!(
+            parse(r#"{"type":"createEmptyChat","data":{}}"#).ok(),
+            Some(Request::CreateEmptyChat)
+        );
+        assert_eq!(
+            parse(r#"{"type":"joinChat","data":{"chat":3,"last_read_message":9}}"#).ok(),
+            Some(Request::JoinChat {
+                chat: RoomId(3),
+                last_read: Some(MsgId(9))
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"getChatDetails","data":{"chat":4}}"#).ok(),
+            Some(Request::GetChatDetails { chat: RoomId(4) })
+        );
+        assert_eq!(
+            parse(r#"{"type":"newMessage","data":{"chat":1,"text":"hi"}}"#).ok(),
+            Some(Request::NewMessage {
+                chat: RoomId(1),
+                text: "hi".into(),
+                is_read: false
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"getChatMessages","data":{"chatId":1,"date_from":"last_7_days","date_to":"1970-01-03","last":2}}"#
+            )
+            .ok(),
+            Some(Request::GetChatMessages {
+                chat: RoomId(1),
+                from: Some(DayFrom::Last7Days),
+                to: Some(2),
+                last: Some(2)
+            })
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_and_keep_the_type() {
+        let (t, m) =
+            refused(r#"{"type":"getChatMessages","data":{"chatId":1,"date_from":"soon"}}"#);
+        assert_eq!(t.as_deref(), Some("getChatMessages"));
+        assert!(m.contains("date_from"), "{m}");
+        let (_, m) =
+            refused(r#"{"type":"getChatMessages","data":{"chatId":1,"date_to":"yesterday"}}"#);
+        assert!(m.contains("date_to"), "{m}");
+        let (_, m) = refused(r#"{"type":"getChatMessages","data":{"chatId":1,"last":-1}}"#);
+        assert!(m.contains("last"), "{m}");
+        let (_, m) = refused(r#"{"type":"newMessage","data":{"chat":"1","text":"x"}}"#);
+        assert!(m.contains("data.chat"), "{m}");
+        let (_, m) = refused(r#"{"type":"newMessage","data":{"chat":1}}"#);
+        assert!(m.contains("data.text is required"), "{m}");
+        let (_, m) = refused(r#"{"type":"newMessage","data":{"chat":1,"text":"x","is_read":1}}"#);
+        assert!(m.contains("is_read"), "{m}");
+        let (t, _) = refused(r#"{"type":"fly"}"#);
+        assert_eq!(t.as_deref(), Some("fly"));
+        assert_eq!(refused("not json").0, None);
+        assert_eq!(refused(r#"["getChats"]"#).0, None);
+        assert_eq!(refused(r#"{"data":{}}"#).0, None);
+        assert_eq!(
+            refused(r#"{"type":"getChats","data":[]}"#).0.as_deref(),
+            Some("getChats")
+        );
+    }
+
+    #[test]
+    fn query_token_is_found_and_percent_decoded() {
+        assert_eq!(query_token(Some("token=abc")), Some("abc".into()));
+        assert_eq!(query_token(Some("x=1&token=a%2Db")), Some("a-b".into()));
+        assert_eq!(query_token(Some("token=")), None);
+        assert_eq!(query_token(Some("tokens=abc")), None);
+        assert_eq!(query_token(Some("token=%zz")), None);
+        assert_eq!(query_token(None), None);
+    }
+}
