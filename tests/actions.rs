@@ -371,6 +371,8 @@ async fn bad_input_gets_the_error_frame_and_the_socket_stays_open() {
     }
     a.send_text("{not json").await;
     assert_error(&a.recv_json(T).await, "BAD_REQUEST");
+    a.send_binary(b"{}".to_vec()).await;
+    assert_error(&a.recv_json(T).await, "BAD_REQUEST");
     // A chat the user is not in looks like one that does not exist.
     let carols = create_dm(&w.addr(), &w.carol.token, &w.bob.id).await;
     a.send_json(

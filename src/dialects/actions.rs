@@ -188,6 +188,12 @@ impl Dialect for Session {
         }
     }
 
+    fn on_binary(&mut self) -> Vec<Out> {
+        vec![Out::Text(error_frame(&Error::bad_request(
+            "binary frames are not understood: send JSON text frames",
+        )))]
+    }
+
     fn render(&mut self, ev: &Event) -> Option<String> {
         let (caller, _) = self.ready.as_ref()?;
         let shown = match &ev.kind {
