@@ -5,7 +5,10 @@
 //! Key layouts: `keys`. Value encoding: `codec`.
 
 mod codec;
+mod export;
 pub mod keys;
+
+pub use export::Record;
 
 use std::collections::HashSet;
 use std::ffi::OsString;

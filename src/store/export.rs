@@ -1,0 +1,219 @@
+//! The store as a sequence of sled-independent records: what `parlor
+//! backup` writes and `parlor restore` reads (and what a migration away
+//! from sled would read). Only primary records are exported; `import`
+//! rebuilds every index from them with the same `WriteBatch` methods the
+//! writer uses, so a restored store cannot disagree with itself.
+//!
+//! Order: page-token key, users, tokens, rooms, participants, DMs,
+//! messages (by id), webhooks, pending deliveries — rooms before their
+//! messages, so `import` knows which rooms are patient chats.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::*;
+use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
+use crate::core::model::{
+    words, Delivery, Message, MsgId, Participant, Role, Room, RoomId, RoomKind, User, UserId,
+    Webhook, Workspace,
+};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    PageTokenKey {
+        key: String,
+    },
+    User {
+        user: User,
+    },
+    Token {
+        hash: String,
+        user: UserId,
+        created_ms: u64,
+    },
+    Room {
+        room: Room,
+    },
+    Participant {
+        room: RoomId,
+        user: UserId,
+        marker: Participant,
+    },
+    Dm {
+        a: UserId,
+        b: UserId,
+        room: RoomId,
+    },
+    Message {
+        message: Message,
+    },
+    Webhook {
+        workspace: Workspace,
+        webhook: Webhook,
+    },
+    Delivery {
+        delivery: Delivery,
+    },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {
+    let bad = || StoreError(format!("bad hex value {s:?}"));
+    if s.len() != 2 * N {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// `tenant 0 instance 0` after the tag byte.
+fn parse_workspace(key: &[u8]) -> Result<Workspace> {
+    let mut parts = key[1..].split(|&b| b == 0);
+    let (Some(t), Some(i)) = (parts.next(), parts.next()) else {
+        return Err(StoreError("bad workspace key".into()));
+    };
+    let s = |b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|_| StoreError("bad workspace key".into()))
+    };
+    Ok(Workspace {
+        tenant: s(t)?,
+        instance: s(i)?,
+    })
+}
+
+impl Store {
+    /// Calls `out` with every primary record, messages up to `upto` (the
+    /// visible id: a consistent cut of the log). Other records are read as
+    /// they are while the export runs.
+    pub fn export(&self, upto: MsgId, out: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        if let Some(v) = self.db.get(PAGE_KEY_KEY)? {
+            out(Record::PageTokenKey { key: hex(&v) })?;
+        }
+        for kv in self.db.scan_prefix([USER]) {
+            let (_, v) = kv?;
+            out(Record::User {
+                user: codec::decode(&v).map_err(StoreError)?,
+            })?;
+        }
+        for kv in self.db.scan_prefix([TOKEN]) {
+            let (k, v) = kv?;
+            let rec: TokenRecord = codec::decode(&v).map_err(StoreError)?;
+            out(Record::Token {
+                hash: hex(&k[1..]),
+                user: rec.user,
+                created_ms: rec.created_ms,
+            })?;
+        }
+        for kv in self.db.scan_prefix([ROOM]) {
+            let (_, v) = kv?;
+            out(Record::Room {
+                room: codec::decode(&v).map_err(StoreError)?,
+            })?;
+        }
+        for kv in self.db.scan_prefix([PARTICIPANT]) {
+            let (k, v) = kv?;
+            out(Record::Participant {
+                room: RoomId(read_u64(&k[1..9]).unwrap_or(0)),
+                user: UserId(tail_u64(&k)),
+                marker: codec::decode(&v).map_err(StoreError)?,
+            })?;
+        }
+        for kv in self.db.scan_prefix([DM]) {
+            let (k, v) = kv?;
+            out(Record::Dm {
+                a: UserId(read_u64(&k[1..9]).unwrap_or(0)),
+                b: UserId(tail_u64(&k)),
+                room: RoomId(read_u64(&v).unwrap_or(0)),
+            })?;
+        }
+        for kv in self.db.range(one(LOG, 1)..=one(LOG, upto.0)) {
+            let (k, _) = kv?;
+            if let Some(message) = self.message(MsgId(tail_u64(&k)))? {
+                out(Record::Message { message })?;
+            }
+        }
+        for kv in self.db.scan_prefix([WEBHOOK]) {
+            let (k, v) = kv?;
+            out(Record::Webhook {
+                workspace: parse_workspace(&k)?,
+                webhook: codec::decode(&v).map_err(StoreError)?,
+            })?;
+        }
+        for kv in self.db.range(one(OUTBOX, 0)..=one(OUTBOX, upto.0)) {
+            let (_, v) = kv?;
+            out(Record::Delivery {
+                delivery: codec::decode(&v).map_err(StoreError)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether the store holds nothing but its format version.
+    pub fn is_fresh(&self) -> Result<bool> {
+        Ok(self.db.len() <= 1)
+    }
+
+    /// Writes records (in `export` order) into this store, rebuilding
+    /// every index, then syncs. Meant for a fresh store (`restore`).
+    pub fn import(&self, records: &mut dyn Iterator<Item = Result<Record>>) -> Result<u64> {
+        let mut patient_rooms = HashSet::new();
+        let mut batch = WriteBatch::default();
+        let (mut n, mut pending) = (0u64, 0usize);
+        for rec in records {
+            match rec? {
+                Record::PageTokenKey { key } => {
+                    batch.0.insert(PAGE_KEY_KEY, &unhex::<32>(&key)?);
+                }
+                Record::User { user } => {
+                    if matches!(user.role, Role::Staff | Role::Admin) {
+                        batch.put_care_team_member(&user.workspace, user.id);
+                    }
+                    batch.put_user(&user);
+                }
+                Record::Token {
+                    hash,
+                    user,
+                    created_ms,
+                } => {
+                    batch.put_token(&unhex::<32>(&hash)?, &TokenRecord { user, created_ms });
+                }
+                Record::Room { room } => {
+                    if let (RoomKind::Patient, Some(p)) = (room.kind, room.patient) {
+                        batch.put_patient_chat(p, &room.workspace, room.id);
+                        patient_rooms.insert(room.id);
+                    }
+                    batch.put_room(&room);
+                }
+                Record::Participant { room, user, marker } => {
+                    batch.put_participant(room, user, &marker)
+                }
+                Record::Dm { a, b, room } => batch.put_dm(a, b, room),
+                Record::Message { message } => {
+                    if patient_rooms.contains(&message.room) && !message.archived {
+                        batch.put_postings(message.room, &words(&message.text), message.id);
+                    }
+                    batch.put_message(&message);
+                }
+                Record::Webhook { workspace, webhook } => batch.put_webhook(&workspace, &webhook),
+                Record::Delivery { delivery } => batch.put_delivery(&delivery),
+            }
+            n += 1;
+            pending += 1;
+            if pending >= 1000 {
+                self.apply(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.apply(batch)?;
+        self.sync().map_err(|e| StoreError(e.to_string()))?;
+        Ok(n)
+    }
+}
