@@ -1,4 +1,5 @@
-//! The operator's subcommands (`user add`, `token issue`): through the
+//! The operator's subcommands (`user add`, `token issue`, `webhook set`,
+//! `webhook pending`, `backup`, `restore`): through the
 //! running daemon's control socket when there is one, else on the store
 //! directly. Both run the same core operation (`control::execute`).
 
@@ -7,11 +8,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::config::{TokenCommand, UserCommand};
+use crate::config::{TokenCommand, UserCommand, WebhookCommand};
 use crate::control::{self, Reply, Request};
 use crate::core::limits::Limits;
 use crate::core::Core;
 use crate::store::OpenError;
+use crate::webhooks;
 
 pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
     let UserCommand::Add {
@@ -21,16 +23,7 @@ pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
         instance,
         display_name,
     } = cmd;
-    let mut password = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut password)
-        .context("reading the password from stdin")?;
-    let password = password
-        .strip_suffix('\n')
-        .map(|p| p.strip_suffix('\r').unwrap_or(p))
-        .unwrap_or(&password)
-        .to_owned();
+    let password = stdin_line("the password")?;
     let id = run(
         data_dir,
         Request::UserAdd {
@@ -52,6 +45,84 @@ pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn webhook(data_dir: &Path, cmd: WebhookCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebhookCommand::Set {
+            tenant,
+            instance,
+            url,
+            api_key,
+        } => {
+            let api_secret = stdin_line("the API secret")?;
+            run(
+                data_dir,
+                Request::WebhookSet {
+                    tenant,
+                    instance,
+                    url,
+                    api_key,
+                    api_secret,
+                },
+            )?;
+        }
+        WebhookCommand::Pending { after, limit, json } => {
+            let limit = usize::try_from(limit).unwrap_or(webhooks::MAX_LIST);
+            let answer = run(data_dir, Request::WebhookPending { after, limit })?;
+            if json {
+                println!("{answer}");
+            } else {
+                let list: serde_json::Value =
+                    serde_json::from_str(&answer).context("reading the daemon's listing")?;
+                print!("{}", pending_table(&list));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line of stdin without its line ending.
+fn stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("reading {what} from stdin"))?;
+    Ok(line
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&line)
+        .to_owned())
+}
+
+/// The listing for a terminal: a header and one line per delivery; `-`
+/// where the daemon is not running and so knows no attempts.
+fn pending_table(list: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out =
+        String::from("EXTERNAL_ID\tPATIENT\tWORKSPACE\tSTATE\tFAILED\tNEXT_IN_MS\tLAST_ERROR\n");
+    for d in list["pending"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{}\t{}\t{}/{}\t{}\t{}\t{}\t{}\n",
+            text(&d["external_id"]),
+            text(&d["patient_id"]),
+            text(&d["tenant"]),
+            text(&d["instance"]),
+            text(&d["state"]),
+            text(&d["failed_attempts"]),
+            text(&d["next_attempt_in_ms"]),
+            text(&d["last_error"]),
+        ));
+    }
+    if list["more"] == serde_json::Value::Bool(true) {
+        out.push_str("… more: page on with --after <last EXTERNAL_ID>\n");
+    }
+    out
+}
+
 fn run(data_dir: &Path, req: Request) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,8 +142,81 @@ fn run(data_dir: &Path, req: Request) -> anyhow::Result<String> {
             ),
             Err(e) => bail!("{e}"),
         };
-        let result = control::execute(&core, req).await;
+        let result = control::execute(&core, None, req).await;
         core.shutdown();
         result.map_err(|e| anyhow::anyhow!("{e}"))
     })
+}
+
+/// `parlor backup DEST`: from the running daemon (streamed over the control
+/// socket) or from the store directly; written to `DEST.partial`, checked,
+/// fsynced, then renamed over DEST.
+pub fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let partial = dest.with_extension("partial");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?,
+    );
+    match std::os::unix::net::UnixStream::connect(control::socket_path(data_dir)) {
+        Ok(mut sock) => {
+            sock.write_all(b"{\"op\":\"backup\"}\n")?;
+            std::io::copy(&mut sock, &mut file).context("receiving the backup from the daemon")?;
+        }
+        Err(_) => {
+            let core = match Core::open(&data_dir.join("store"), Limits::default()) {
+                Ok(c) => c,
+                Err(OpenError::Locked) => bail!(
+                    "the store in {} is held by a running daemon whose control socket does not answer",
+                    data_dir.display()
+                ),
+                Err(e) => bail!("{e}"),
+            };
+            let result = core.backup(&mut file);
+            core.shutdown();
+            result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let summary =
+        crate::core::backup::check(&mut std::io::BufReader::new(std::fs::File::open(&partial)?))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the backup written is not valid ({e}); kept as {}",
+                    partial.display()
+                )
+            })?;
+    std::fs::rename(&partial, dest)?;
+    println!(
+        "{}: {} records, messages up to {}, sha256 {}",
+        dest.display(),
+        summary.records,
+        summary.last_message,
+        summary.sha256
+    );
+    Ok(())
+}
+
+/// `parlor restore SRC [--verify]`: rebuilds `DATA_DIR/store` from a backup.
+pub fn restore(data_dir: &Path, src: &Path, verify: bool) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(control::socket_path(data_dir)).is_ok() {
+        bail!(
+            "a daemon is serving {}: stop it before restoring",
+            data_dir.display()
+        );
+    }
+    let summary = crate::core::backup::restore(src, &data_dir.join("store"), verify)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "restored {} records (messages up to {}){}",
+        summary.records,
+        summary.last_message,
+        if verify {
+            ", verified: the restored store exports the same records and checksum"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

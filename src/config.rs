@@ -32,6 +32,25 @@ pub enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage webhooks.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Load-test a running daemon (or the no-storage baseline).
+    Bench(Box<crate::bench::BenchArgs>),
+    /// Write a backup of the store to DEST (while the daemon runs, too).
+    Backup {
+        /// The backup file to write (JSON lines; replaced atomically).
+        dest: PathBuf,
+    },
+    /// Rebuild a store in --data-dir from a backup (the daemon stopped, the
+    /// data directory without a store).
+    Restore {
+        /// The backup file to read.
+        src: PathBuf,
+        /// Export the restored store again and compare it with the backup.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -58,6 +77,15 @@ pub struct ServeArgs {
     /// `get_messages`): the newest this many.
     #[arg(long, env = "PARLOR_CHAT_HISTORY", default_value_t = 100)]
     pub chat_history: usize,
+    /// The longest wait between two attempts at a webhook delivery, in
+    /// seconds (the backoff doubles from 1 s up to this).
+    #[arg(
+        long,
+        env = "PARLOR_WEBHOOK_MAX_BACKOFF_SECS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub webhook_max_backoff_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,4 +108,36 @@ pub enum UserCommand {
 pub enum TokenCommand {
     /// Print a fresh bearer token for a user.
     Issue { username: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Set (replace) a workspace's webhook; the API secret is read from
+    /// stdin (one line).
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        api_key: String,
+    },
+    /// List deliveries not yet accepted by their receiver, oldest first.
+    Pending {
+        /// List after this delivery (an externalId), to page on.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (1..=1000).
+        #[arg(
+            long,
+            default_value_t = 100,
+            value_parser = clap::value_parser!(u64).range(1..=1000)
+        )]
+        limit: u64,
+        /// Print the listing as JSON (as `GET /admin/webhooks/pending`).
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::core::error::Result;
+use crate::core::error::{Error, Result};
+use crate::core::model::parse_external_id;
 use crate::core::Core;
-use crate::dialects::accounts::new_user;
+use crate::dialects::accounts::{new_user, new_webhook};
+use crate::webhooks::{self, Monitor};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -28,6 +30,21 @@ pub enum Request {
     TokenIssue {
         username: String,
     },
+    WebhookSet {
+        tenant: String,
+        instance: String,
+        url: String,
+        api_key: String,
+        api_secret: String,
+    },
+    /// Answers a `webhooks::PendingList` as JSON.
+    WebhookPending {
+        after: Option<String>,
+        limit: usize,
+    },
+    /// Answers with the backup itself (`core::backup`'s format), streamed,
+    /// instead of a `Reply` line.
+    Backup,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,8 +58,9 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("parlor.sock")
 }
 
-/// Runs one operation against a core: the daemon's or the CLI's own.
-pub async fn execute(core: &Core, req: Request) -> Result<String> {
+/// Runs one operation against a core: the daemon's (with its webhook
+/// worker's `monitor`) or the CLI's own (`None`).
+pub async fn execute(core: &Core, monitor: Option<&Monitor>, req: Request) -> Result<String> {
     match req {
         Request::UserAdd {
             username,
@@ -63,6 +81,34 @@ pub async fn execute(core: &Core, req: Request) -> Result<String> {
             Ok(core.create_user(new).await?.to_string())
         }
         Request::TokenIssue { username } => core.issue_token(&username).await,
+        Request::WebhookSet {
+            tenant,
+            instance,
+            url,
+            api_key,
+            api_secret,
+        } => {
+            let (ws, hook) = new_webhook(&tenant, &instance, url, api_key, api_secret)?;
+            core.set_webhook(None, ws, hook).await?;
+            if let Some(m) = monitor {
+                m.retry_now();
+            }
+            Ok(String::new())
+        }
+        Request::Backup => Err(crate::core::error::Error::bad_request(
+            "a backup is streamed, not answered: use `parlor backup`",
+        )),
+        Request::WebhookPending { after, limit } => {
+            let after = after
+                .map(|a| {
+                    parse_external_id(&a).ok_or_else(|| {
+                        Error::bad_request("--after must be an externalId (IM + 32 hex digits)")
+                    })
+                })
+                .transpose()?;
+            let list = webhooks::pending(core, monitor, after, limit)?;
+            Ok(serde_json::to_string(&list).expect("serializing a listing"))
+        }
     }
 }
 
@@ -80,12 +126,13 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(core: Arc<Core>, listener: UnixListener) {
+pub async fn serve(core: Arc<Core>, monitor: Arc<Monitor>, listener: UnixListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let core = core.clone();
+        let monitor = monitor.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
@@ -94,7 +141,11 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
                 return;
             }
             let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => match execute(&core, req).await {
+                Ok(Request::Backup) => {
+                    stream_backup(core, r.into_inner().into_inner(), w).await;
+                    return;
+                }
+                Ok(req) => match execute(&core, Some(&monitor), req).await {
                     Ok(s) => Reply::Ok(s),
                     Err(e) => Reply::Error(e.to_string()),
                 },
@@ -105,6 +156,33 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
             let _ = w.write_all(&out).await;
         });
     }
+}
+
+/// Streams a backup of the running store to the control client: written
+/// on the blocking pool into a pipe of a few chunks, so memory stays flat.
+async fn stream_backup(
+    core: Arc<Core>,
+    r: tokio::net::unix::OwnedReadHalf,
+    w: tokio::net::unix::OwnedWriteHalf,
+) {
+    let Ok(stream) = r.reunite(w) else { return };
+    let Ok(std_stream) = stream.into_std() else {
+        return;
+    };
+    let _ = tokio::task::spawn_blocking(move || {
+        std_stream.set_nonblocking(false)?;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std_stream);
+        match core.backup(&mut out) {
+            Ok(s) => tracing::info!(
+                records = s.records,
+                last_message = s.last_message,
+                "backup streamed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "backup failed"),
+        }
+        std::io::Write::flush(&mut out)
+    })
+    .await;
 }
 
 /// Sends a request to a running daemon; `None` if none answers.

@@ -1,6 +1,7 @@
-//! `parlor serve`: open the store, bind, serve, and shut down cleanly on
-//! SIGTERM/SIGINT (stop accepting, close sockets with 1001, finish queued
-//! writes, sync, exit 0).
+//! `parlor serve`: open the store, bind, start the webhook worker, serve,
+//! and shut down cleanly on SIGTERM/SIGINT (stop accepting, close sockets
+//! with 1001, let webhook attempts in flight finish, finish queued writes,
+//! sync, exit 0).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 use crate::config::ServeArgs;
 use crate::core::limits::Limits;
 use crate::core::Core;
-use crate::{control, net};
+use crate::{control, net, webhooks};
 
 const GRACE: Duration = Duration::from_secs(4);
 
@@ -37,8 +38,21 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let monitor = webhooks::Monitor::new();
+    let hooks = webhooks::Worker::start(
+        core.clone(),
+        webhooks::Settings {
+            max_backoff: Duration::from_secs(args.webhook_max_backoff_secs),
+            ..webhooks::Settings::new(public_url.trim_end_matches('/'))
+        },
+        monitor.clone(),
+    );
     let control = control::bind(data_dir).context("binding the control socket")?;
-    let control_task = tokio::spawn(control::serve(core.clone(), control));
+    let control_task = tokio::spawn(control::serve(core.clone(), monitor.clone(), control));
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -52,7 +66,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
 
-    tracing::info!(%addr, public_url = args.public_url.as_deref().unwrap_or(""), "serving");
+    tracing::info!(%addr, %public_url, "serving");
     // Tools and tests read the bound address (port 0 picks a free one).
     {
         use std::io::Write;
@@ -61,7 +75,8 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
 
-    net::serve(core.clone(), listener, stopped, GRACE).await;
+    net::serve(core.clone(), monitor, listener, stopped, GRACE).await;
+    hooks.stop().await;
     control_task.abort();
     let _ = std::fs::remove_file(control::socket_path(data_dir));
     finish(core);

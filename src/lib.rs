@@ -15,8 +15,12 @@
 //!   flush + fsync.
 //! - [`control`]: the operator's Unix socket, so the CLI works while the
 //!   daemon holds the store; [`cli`]: the subcommands; [`config`]: flags
-//!   and `PARLOR_*` variables.
+//!   and `PARLOR_*` variables; [`bench`]: `parlor bench`, the bundled load
+//!   generator (a client of the daemon, plus a no-storage baseline server).
+//! - [`webhooks`]: the background worker that sends the core's webhook
+//!   outbox — signed, retried with backoff, in order per patient.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -25,3 +29,4 @@ pub mod daemon;
 pub mod dialects;
 pub mod net;
 pub mod store;
+pub mod webhooks;

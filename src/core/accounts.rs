@@ -98,6 +98,9 @@ impl Core {
         addr: IpAddr,
     ) -> Result<(String, UserId)> {
         if let Err(wait) = self.login_throttle.check(username, addr, Instant::now()) {
+            self.metrics
+                .logins_rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(Error::rate_limited(wait));
         }
         let user = match self.store.user_id_by_name(username)? {

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
 use super::hub::{Event, Hub};
+use super::metrics::Metrics;
 use super::model::{MsgId, RoomId, UserId};
 use crate::store::{Store, WriteBatch};
 
@@ -69,7 +70,7 @@ struct Counters {
     last_ms: u64,
 }
 
-/// Batch sizes and sync latencies, for the log and for `parlor bench`.
+/// A snapshot of the group-commit figures (from `Metrics`).
 #[derive(Default, Debug, Clone)]
 pub struct CommitStats {
     pub batches: u64,
@@ -82,7 +83,7 @@ pub struct CommitStats {
 pub struct Committer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     visible: Arc<AtomicU64>,
-    stats: Arc<Mutex<CommitStats>>,
+    metrics: Arc<Metrics>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -94,10 +95,9 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Committer {
-    pub fn start(store: Arc<Store>, hub: Arc<Hub>) -> std::io::Result<Committer> {
+    pub fn start(store: Arc<Store>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> std::io::Result<Committer> {
         let s = store.summary().map_err(|e| std::io::Error::other(e.0))?;
         let visible = Arc::new(AtomicU64::new(s.last_msg));
-        let stats = Arc::new(Mutex::new(CommitStats::default()));
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Counters {
             user: s.last_user,
@@ -110,13 +110,13 @@ impl Committer {
             .name("parlor-commit".into())
             .spawn({
                 let visible = visible.clone();
-                let stats = stats.clone();
-                move || writer_loop(rx, store, hub, counters, visible, stats)
+                let metrics = metrics.clone();
+                move || writer_loop(rx, store, hub, counters, visible, metrics)
             })?;
         Ok(Committer {
             tx: Mutex::new(Some(tx)),
             visible,
-            stats,
+            metrics,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -128,7 +128,14 @@ impl Committer {
     }
 
     pub fn stats(&self) -> CommitStats {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let m = &self.metrics;
+        CommitStats {
+            batches: m.commit_sync_us.count(),
+            jobs: m.commit_batch.sum(),
+            max_batch: m.commit_batch.max(),
+            sync_micros_total: m.commit_sync_us.sum(),
+            sync_micros_max: m.commit_sync_us.max(),
+        }
     }
 
     /// Queues a job; the returned receiver answers once it is durable.
@@ -192,9 +199,10 @@ fn writer_loop(
     hub: Arc<Hub>,
     mut ids: Counters,
     visible: Arc<AtomicU64>,
-    stats: Arc<Mutex<CommitStats>>,
+    metrics: Arc<Metrics>,
 ) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+    let mut published = ids.msg;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next {
@@ -225,14 +233,10 @@ fn writer_loop(
         let micros = t0.elapsed().as_micros() as u64;
         // Durable: now, and only now, may anyone see these ids.
         visible.store(ids.msg, Ordering::Release);
-        {
-            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
-            s.batches += 1;
-            s.jobs += done.len() as u64;
-            s.max_batch = s.max_batch.max(done.len() as u64);
-            s.sync_micros_total += micros;
-            s.sync_micros_max = s.sync_micros_max.max(micros);
-        }
+        metrics.messages.fetch_add(ids.msg - published, Ordering::Relaxed);
+        published = ids.msg;
+        metrics.commit_batch.observe(done.len() as u64);
+        metrics.commit_sync_us.observe(micros);
         for d in done.drain(..) {
             d(&hub);
         }

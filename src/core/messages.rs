@@ -31,6 +31,14 @@ pub struct Window {
 }
 
 impl Core {
+    /// One send from the user's rate budget, or `RATE_LIMITED`.
+    fn take_send(&self, user: &User) -> Result<()> {
+        self.send_buckets.take(user.id.0).map_err(|wait| {
+            self.metrics.sends_rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Error::rate_limited(wait)
+        })
+    }
+
     /// Queues a message; the receiver answers once it is durable and
     /// published. Checked before queueing: text limits and the author's
     /// rate; in the writer: that author (and the one posted for) are in
@@ -43,9 +51,7 @@ impl Core {
         how: PostAs,
     ) -> Result<oneshot::Receiver<Result<Message>>> {
         check_text(&text)?;
-        if let Err(wait) = self.send_buckets.take(author.id.0) {
-            return Err(Error::rate_limited(wait));
-        }
+        self.take_send(author)?;
         let author = author.id;
         self.commit
             .submit(move |tx| {
@@ -109,9 +115,7 @@ impl Core {
             self.visible_user(creator, *id)
                 .map_err(|_| Error::not_found(format!("no user with id {id}")))?;
         }
-        if let Err(wait) = self.send_buckets.take(creator.id.0) {
-            return Err(Error::rate_limited(wait));
-        }
+        self.take_send(creator)?;
         let mut members: Vec<UserId> = recipients.to_vec();
         members.push(creator.id);
         members.sort();

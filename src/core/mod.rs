@@ -16,6 +16,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod messages;
+pub mod metrics;
 pub mod model;
 pub mod patients;
 pub mod rooms;
@@ -37,6 +38,7 @@ pub struct Core {
     login_throttle: LoginThrottle,
     send_buckets: UserBuckets,
     pub limits: Limits,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// An authenticated caller: the user and the hash of the token used.
@@ -60,7 +62,8 @@ impl Core {
         let store = Arc::new(store);
         let queue = limits.conn_queue.max(2 * commit::MAX_BATCH);
         let hub = Arc::new(Hub::new(queue, limits.conns_per_user));
-        let commit = Committer::start(store.clone(), hub.clone())
+        let metrics = Arc::new(metrics::Metrics::default());
+        let commit = Committer::start(store.clone(), hub.clone(), metrics.clone())
             .map_err(|e| OpenError::Other(format!("starting the writer: {e}")))?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Arc::new(Core {
@@ -74,6 +77,7 @@ impl Core {
             ),
             send_buckets: UserBuckets::new(limits.msg_burst, limits.msg_rate),
             limits,
+            metrics,
         }))
     }
 
@@ -95,6 +99,16 @@ impl Core {
 
     pub fn commit_stats(&self) -> commit::CommitStats {
         self.commit.stats()
+    }
+
+    /// `/metrics`: everything the core counts, in Prometheus text format.
+    pub fn render_metrics(&self, extra: &str) -> String {
+        self.metrics.render(self.commit.visible().0, extra)
+    }
+
+    /// `/readyz`: the store answers and the writer takes jobs.
+    pub async fn ready(&self) -> bool {
+        self.commit.run(|_| Ok(((), vec![]))).await.is_ok()
     }
 
     /// Items read by store range scans so far (for cost tests).

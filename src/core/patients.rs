@@ -330,9 +330,14 @@ impl Core {
         Ok(self.store.webhook(ws)?)
     }
 
-    /// Pending webhook deliveries, in message order, from `from` on.
+    /// Pending webhook deliveries, in message order, from `from` on — only
+    /// of durable messages (bounded by the visible id, like every read of
+    /// messages), so nothing is sent before it is on disk.
     pub fn pending_deliveries(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
-        Ok(self.store.outbox(from, limit)?)
+        let visible = self.commit.visible();
+        let mut out = self.store.outbox(from, limit)?;
+        out.retain(|d| d.message <= visible);
+        Ok(out)
     }
 
     /// Removes a delivery the receiver acknowledged (2xx).

@@ -1,5 +1,5 @@
-//! API.md §1 over HTTP: accounts, tokens and the admin API, shared by
-//! every dialect.
+//! API.md §1 over HTTP: accounts, tokens and the admin API (users, rooms,
+//! webhooks), shared by every dialect.
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -9,8 +9,9 @@ use serde_json::json;
 use super::{caller, Ctx};
 use crate::core::accounts::NewUser;
 use crate::core::error::{Error, Result};
-use crate::core::model::{Role, UserId, Workspace};
+use crate::core::model::{parse_external_id, Role, UserId, Webhook, Workspace};
 use crate::net::http::{self, Resp};
+use crate::webhooks;
 
 #[derive(Deserialize)]
 struct Login {
@@ -125,4 +126,91 @@ pub async fn add_room(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         StatusCode::CREATED,
         &json!({ "room_id": room.to_string() }),
     ))
+}
+
+#[derive(Deserialize)]
+struct SetWebhook {
+    tenant: String,
+    instance: String,
+    url: String,
+    api_key: String,
+    api_secret: String,
+}
+
+/// Builds a workspace's webhook from wire strings (HTTP and the control
+/// socket). Beyond the core's rules: the URL must be one the sender can
+/// call, and the key and secret must travel unchanged as header values.
+pub fn new_webhook(
+    tenant: &str,
+    instance: &str,
+    url: String,
+    api_key: String,
+    api_secret: String,
+) -> Result<(Workspace, Webhook)> {
+    let ws = Workspace::new(tenant, instance)?;
+    webhooks::client::target(&url).map_err(Error::bad_request)?;
+    if !webhooks::wire::header_safe(&api_key) || !webhooks::wire::header_safe(&api_secret) {
+        return Err(Error::bad_request(
+            "api_key and api_secret must be printable ASCII without leading or trailing spaces (they are sent as HTTP header values)",
+        ));
+    }
+    Ok((
+        ws,
+        Webhook {
+            url,
+            api_key,
+            api_secret,
+        },
+    ))
+}
+
+/// `POST /admin/webhooks` `{"tenant","instance","url","api_key",
+/// "api_secret"}` → `204`; replaces the workspace's webhook.
+pub async fn set_webhook(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
+    let admin = caller(&ctx.core, &req)?;
+    if admin.user.role != Role::Admin {
+        return Err(Error::forbidden("only an admin may set webhooks"));
+    }
+    let b: SetWebhook = http::read_json(req).await?;
+    let (ws, hook) = new_webhook(&b.tenant, &b.instance, b.url, b.api_key, b.api_secret)?;
+    ctx.core.set_webhook(Some(&admin.user), ws, hook).await?;
+    ctx.webhooks.retry_now();
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /admin/webhooks/pending?limit=&after=` → `200 {"pending":[…],
+/// "more"}`: deliveries not yet accepted, oldest first, with the worker's
+/// attempts and last error.
+pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
+    let admin = caller(&ctx.core, &req)?;
+    if admin.user.role != Role::Admin {
+        return Err(Error::forbidden(
+            "only an admin may list webhook deliveries",
+        ));
+    }
+    let (mut limit, mut after) = (100, None);
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=webhooks::MAX_LIST).contains(n))
+                    .ok_or_else(|| {
+                        Error::bad_request(format!(
+                            "limit must be a number from 1 to {}",
+                            webhooks::MAX_LIST
+                        ))
+                    })?;
+            }
+            Some(("after", v)) => {
+                after = Some(parse_external_id(v).ok_or_else(|| {
+                    Error::bad_request("after must be an externalId (IM + 32 hex digits)")
+                })?);
+            }
+            _ => {}
+        }
+    }
+    let list = webhooks::pending(&ctx.core, Some(&ctx.webhooks), after, limit)?;
+    Ok(http::json(StatusCode::OK, &list))
 }

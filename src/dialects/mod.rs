@@ -32,6 +32,8 @@ pub struct Ctx {
     pub core: Arc<Core>,
     pub peer: std::net::SocketAddr,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The webhook worker's view of pending deliveries, and its doorbell.
+    pub webhooks: Arc<crate::webhooks::Monitor>,
     /// Held while anything of the connection runs (see `net::serve`).
     pub guard: Arc<dyn std::any::Any + Send + Sync>,
 }

@@ -3,6 +3,7 @@
 //! router table.
 
 pub mod http;
+pub mod ops;
 pub mod router;
 pub mod upgrade;
 pub mod ws;
@@ -27,6 +28,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// `grace` has passed.
 pub async fn serve(
     core: Arc<Core>,
+    webhooks: Arc<crate::webhooks::Monitor>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -57,6 +59,7 @@ pub async fn serve(
         // a clone of the context).
         let ctx = Ctx {
             core: core.clone(),
+            webhooks: webhooks.clone(),
             peer,
             shutdown: shutdown.clone(),
             guard: Arc::new((permit, alive.clone())),

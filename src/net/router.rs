@@ -3,10 +3,10 @@
 use std::convert::Infallible;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
-use serde_json::json;
+use hyper::{Method, Request};
 
 use super::http::{self, Resp};
+use super::ops;
 use crate::core::error::Error;
 use crate::dialects::{accounts, actions, rooms, Ctx};
 
@@ -14,11 +14,18 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let reply = match (&method, path.as_str()) {
-        (&Method::GET, "/healthz") => Ok(http::json(StatusCode::OK, &json!({ "status": "ok" }))),
+        (&Method::GET, "/healthz") => Ok(ops::healthz()),
+        (&Method::GET, "/readyz") => Ok(ops::readyz(ctx).await),
+        (&Method::GET, "/metrics") => {
+            let extra = ctx.webhooks.prometheus();
+            ops::metrics(ctx, req, &extra)
+        }
         (&Method::POST, "/auth/login") => accounts::login(ctx, req).await,
         (&Method::POST, "/auth/logout") => accounts::logout(ctx, req).await,
         (&Method::POST, "/admin/users") => accounts::add_user(ctx, req).await,
         (&Method::POST, "/admin/rooms") => accounts::add_room(ctx, req).await,
+        (&Method::POST, "/admin/webhooks") => accounts::set_webhook(ctx, req).await,
+        (&Method::GET, "/admin/webhooks/pending") => accounts::pending_webhooks(ctx, req).await,
         (&Method::GET, "/chat/connect") => Ok(rooms::connect(ctx, req)),
         (&Method::POST, "/chat/create_dm") => rooms::create_dm(ctx, req).await,
         (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,

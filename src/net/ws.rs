@@ -5,6 +5,7 @@
 //! that says why.
 
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,7 @@ pub async fn run<D: Dialect>(
 ) {
     let span = tracing::info_span!("conn", dialect = name, user = tracing::field::Empty);
     async move {
+        let _gauge = core.metrics.connection(name);
         let mut bucket = Bucket::new(core.limits.msg_burst, core.limits.msg_rate);
         let auth_deadline = tokio::time::sleep(AUTH_DEADLINE);
         tokio::pin!(auth_deadline);
@@ -91,7 +93,10 @@ pub async fn run<D: Dialect>(
                             }
                         }
                     }
-                    Err(Kick::TooSlow) => break (CloseCode::Again, "too slow: reconnect and catch up from history".into()),
+                    Err(Kick::TooSlow) => {
+                        core.metrics.conns_too_slow.fetch_add(1, Relaxed);
+                        break (CloseCode::Again, "too slow: reconnect and catch up from history".into());
+                    }
                     Err(Kick::LoggedOut) => break (CloseCode::Policy, "logged out".into()),
                 },
                 frame = ws.next() => {
@@ -108,6 +113,7 @@ pub async fn run<D: Dialect>(
                             return;
                         }
                         Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) if bucket.take(Instant::now()).is_err() => {
+                            core.metrics.conns_rate_limited.fetch_add(1, Relaxed);
                             break (CloseCode::Policy, "rate limit exceeded".into());
                         }
                         Some(Ok(WsMessage::Text(t))) => dialect.on_text(t.as_str()).await,

@@ -1,0 +1,56 @@
+//! Operator endpoints: `/healthz` (alive), `/readyz` (the store answers and
+//! takes writes), `/metrics` (Prometheus text; from loopback, or with an
+//! admin token).
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use serde_json::json;
+
+use super::http::{self, Resp};
+use crate::core::error::{Error, Result};
+use crate::core::model::Role;
+use crate::dialects::Ctx;
+
+/// `GET /healthz` → `200 {"status":"ok"}` while serving.
+pub fn healthz() -> Resp {
+    http::json(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `GET /readyz` → `200` once the store answers and the writer commits,
+/// else `503`.
+pub async fn readyz(ctx: Ctx) -> Resp {
+    if ctx.core.ready().await {
+        http::json(StatusCode::OK, &json!({ "status": "ready" }))
+    } else {
+        let mut r = http::error(&Error::internal("the store does not take writes"));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    }
+}
+
+/// Whether a request comes straight from this machine. A request relayed
+/// by a proxy (which may well run on loopback) does not count.
+fn local(ctx: &Ctx, req: &Request<Incoming>) -> bool {
+    let relayed = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    ctx.peer.ip().is_loopback() && !relayed
+}
+
+/// `GET /metrics` — Prometheus text format.
+pub fn metrics(ctx: Ctx, req: Request<Incoming>, extra: &str) -> Result<Resp> {
+    if !local(&ctx, &req) {
+        let caller = crate::dialects::caller(&ctx.core, &req)?;
+        if caller.user.role != Role::Admin {
+            return Err(Error::forbidden("metrics are for admins or loopback"));
+        }
+    }
+    let mut r = http::empty(StatusCode::OK);
+    *r.body_mut() = http::full(ctx.core.render_metrics(extra));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
+}

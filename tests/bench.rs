@@ -1,0 +1,200 @@
+//! Smoke runs of every `parlor bench` mode against a spawned daemon, with
+//! tiny numbers: they check that the tool works and that it reports no
+//! loss and no duplicates — not speed.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Server, BIN};
+use serde_json::Value;
+
+/// A whole bench run may take this long (it bounds itself far below).
+const RUN_TIMEOUT: Duration = Duration::from_secs(45);
+const ADMIN_PW: &str = "bench-admin-secret";
+
+fn server() -> Server {
+    let mut s = Server::new();
+    s.user_add("admin", "admin", ADMIN_PW);
+    s.start();
+    s
+}
+
+/// Runs `parlor bench MODE ARGS… --json` against `srv`; asserts exit 0 and
+/// returns the JSON it printed.
+fn bench(srv: &Server, mode: &str, args: &[&str]) -> Value {
+    let url = format!("ws://{}", srv.addr());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["bench", mode, "--url", &url, "--admin-user", "admin"])
+        .args(["--admin-password", ADMIN_PW, "--json", "--timeout", "20"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn parlor bench");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let out = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "parlor bench {mode} did not finish within {RUN_TIMEOUT:?}\n{}",
+                err_reader.join().unwrap_or_default()
+            );
+        }
+    };
+    let status = child.wait().expect("wait for parlor bench");
+    let err = err_reader.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "parlor bench {mode} failed: {status:?}\n--- stderr ---\n{err}"
+    );
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("bench output is not JSON ({e}): {out:?}\n{err}"))
+}
+
+#[test]
+fn fanout_and_the_baseline_deliver_everything_once() {
+    let srv = server();
+    let v = bench(
+        &srv,
+        "fanout",
+        &[
+            "--clients",
+            "10",
+            "--room-size",
+            "5",
+            "--rate",
+            "100",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--compare-baseline",
+        ],
+    );
+    assert_eq!(v["mode"], "fanout");
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{v}");
+    for (run, server) in runs.iter().zip(["parlor", "baseline"]) {
+        assert_eq!(run["server"], server);
+        assert_eq!(run["lost_total"], 0, "{run}");
+        assert_eq!(run["duplicates_total"], 0, "{run}");
+        assert_eq!(run["dropped_connections"], 0, "{run}");
+        let step = &run["steps"][0];
+        // ~150 messages × 5 deliveries each.
+        let deliveries = step["deliveries"].as_u64().unwrap();
+        assert!(deliveries > 300, "{step}");
+        assert_eq!(
+            step["deliveries"].as_u64(),
+            Some(step["sent"].as_u64().unwrap() * 5)
+        );
+        assert!(step["latency"]["p99_ms"].as_f64().unwrap() > 0.0, "{step}");
+        assert!(step["ack"]["count"].as_u64().unwrap() > 0, "{step}");
+    }
+}
+
+#[test]
+fn idle_holds_every_socket() {
+    let srv = server();
+    let v = bench(
+        &srv,
+        "idle",
+        &[
+            "--clients",
+            "20",
+            "--sockets-per-user",
+            "10",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(v["mode"], "idle");
+    assert_eq!(v["sockets"], 20);
+    assert_eq!(v["users"], 2);
+    assert_eq!(v["dropped"], 0, "{v}");
+}
+
+#[test]
+fn history_times_both_reads_at_each_size() {
+    let srv = server();
+    let v = bench(
+        &srv,
+        "history",
+        &["--messages", "60,120", "--writers", "2", "--samples", "5"],
+    );
+    assert_eq!(v["mode"], "history");
+    let sizes = v["sizes"].as_array().expect("sizes");
+    assert_eq!(sizes.len(), 2);
+    assert_eq!(sizes[0]["messages"], 60);
+    assert_eq!(sizes[1]["messages"], 120);
+    for s in sizes {
+        assert_eq!(s["retrieve_after_50"]["count"], 5, "{s}");
+        assert_eq!(s["page_20"]["count"], 5, "{s}");
+    }
+    assert!(v["after_50_p50_ratio"].as_f64().is_some(), "{v}");
+}
+
+#[test]
+fn login_burst_during_fanout_loses_nothing() {
+    let srv = server();
+    let v = bench(
+        &srv,
+        "login",
+        &[
+            "--clients",
+            "10",
+            "--room-size",
+            "5",
+            "--rate",
+            "100",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--logins",
+            "5",
+        ],
+    );
+    assert_eq!(v["mode"], "login");
+    assert_eq!(v["logins_ok"], 5, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert!(v["steady"]["deliveries"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["burst"]["deliveries"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn a_remote_target_is_refused_without_allow_remote() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "fanout",
+            "--url",
+            "ws://192.0.2.1:8080",
+            "--admin-token",
+            "x",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run parlor bench");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-remote"), "{err}");
+}
