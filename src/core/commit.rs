@@ -95,7 +95,11 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Committer {
-    pub fn start(store: Arc<Store>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> std::io::Result<Committer> {
+    pub fn start(
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Committer> {
         let s = store.summary().map_err(|e| std::io::Error::other(e.0))?;
         let visible = Arc::new(AtomicU64::new(s.last_msg));
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -233,7 +237,9 @@ fn writer_loop(
         let micros = t0.elapsed().as_micros() as u64;
         // Durable: now, and only now, may anyone see these ids.
         visible.store(ids.msg, Ordering::Release);
-        metrics.messages.fetch_add(ids.msg - published, Ordering::Relaxed);
+        metrics
+            .messages
+            .fetch_add(ids.msg - published, Ordering::Relaxed);
         published = ids.msg;
         metrics.commit_batch.observe(done.len() as u64);
         metrics.commit_sync_us.observe(micros);

@@ -34,7 +34,9 @@ impl Core {
     /// One send from the user's rate budget, or `RATE_LIMITED`.
     fn take_send(&self, user: &User) -> Result<()> {
         self.send_buckets.take(user.id.0).map_err(|wait| {
-            self.metrics.sends_rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .sends_rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Error::rate_limited(wait)
         })
     }
