@@ -6,10 +6,14 @@
 //! - `rooms`: API.md §2 — `/chat/connect`, create_dm, room_info, retrieve
 //! - `actions`: API.md §3 — the `{"action"}` WebSocket at `/actions`
 //! - `typed`: API.md §4 — the `{"type","data"}` WebSocket at `/ws`
+//! - `patient`: API.md §5 — REST under `/{tenant}/{instance}/patient/{id}/chat`
+//! - `time`: RFC 3339 times (with milliseconds) out and in, for any dialect
 
 pub mod accounts;
 pub mod actions;
+pub mod patient;
 pub mod rooms;
+pub mod time;
 pub mod typed;
 
 use std::sync::Arc;

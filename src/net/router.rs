@@ -8,7 +8,7 @@ use hyper::{Method, Request};
 use super::http::{self, Resp};
 use super::ops;
 use crate::core::error::Error;
-use crate::dialects::{accounts, actions, rooms, Ctx};
+use crate::dialects::{accounts, actions, patient, rooms, Ctx};
 
 pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let method = req.method().clone();
@@ -32,6 +32,8 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
         (&Method::POST, "/chat/retrieve") => rooms::retrieve(ctx, req).await,
         (&Method::GET, "/actions" | "/dev" | "/demo" | "/prod") => Ok(actions::connect(ctx, req)),
         (&Method::GET, "/ws") => crate::dialects::typed::connect(ctx, req),
+        // Before the web client's `/app/…`: a tenant may be called `app`.
+        (_, p) if patient::owns(p) => Ok(patient::route(ctx, req).await),
         _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
     };
     Ok(reply.unwrap_or_else(|e| http::error(&e)))

@@ -156,9 +156,10 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the store holds nothing but its format version.
+    /// Whether the store holds no data: only meta keys (format version,
+    /// page-token key), which sort below every other keyspace.
     pub fn is_fresh(&self) -> Result<bool> {
-        Ok(self.db.len() <= 1)
+        Ok(self.db.range([META + 1]..).next().is_none())
     }
 
     /// Writes records (in `export` order) into this store, rebuilding

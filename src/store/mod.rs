@@ -95,6 +95,8 @@ pub struct Store {
     synced_blobs: Mutex<HashSet<OsString>>,
     /// Items read by range scans; lets tests prove a scan's cost.
     scanned: AtomicU64,
+    /// The page-token key, made (and synced) at open.
+    page_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl Store {
@@ -118,11 +120,15 @@ impl Store {
             data_file,
             synced_blobs: Mutex::new(HashSet::new()),
             scanned: AtomicU64::new(0),
+            page_key: std::sync::OnceLock::new(),
         };
         let other = |e: StoreError| OpenError::Other(e.0);
         store.check_format().map_err(other)?;
         let summary = store.summary().map_err(other)?;
         store.check_log_tail(summary.last_msg).map_err(other)?;
+        // Made here, before the sync below, so tokens signed with it
+        // survive any crash after open.
+        store.page_token_key().map_err(other)?;
         store
             .sync()
             .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
@@ -476,8 +482,11 @@ impl Store {
         Ok(out)
     }
 
-    /// The key that authenticates page tokens; made on first use.
+    /// The key that authenticates page tokens; made once, at open.
     pub fn page_token_key(&self) -> Result<[u8; 32]> {
+        if let Some(k) = self.page_key.get() {
+            return Ok(*k);
+        }
         use rand::RngCore;
         let mut fresh = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut fresh);
@@ -489,9 +498,11 @@ impl Store {
             .db
             .get(PAGE_KEY_KEY)?
             .ok_or_else(|| StoreError("page token key vanished".into()))?;
-        v.as_ref()
+        let key: [u8; 32] = v
+            .as_ref()
             .try_into()
-            .map_err(|_| StoreError("page token key is damaged".into()))
+            .map_err(|_| StoreError("page token key is damaged".into()))?;
+        Ok(*self.page_key.get_or_init(|| key))
     }
 
     /// The id of a room's newest message, if any.

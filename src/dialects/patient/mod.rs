@@ -1,0 +1,847 @@
+//! The "patient" dialect (seeds 003/004, API.md §5): REST under
+//! `/{tenant}/{instance}/patient/{patientId}/chat` — inbound and outbound
+//! messages, history pages with page tokens, archive, search and find.
+//!
+//! Translation only: the path, query and body become one core call
+//! (`core::patients`), its answer becomes the seeds' JSON. Who may do
+//! what, where pages start and end, and the search index all live in the
+//! core; this module never touches the store. Page tokens are this
+//! dialect's wire format (`tokens`), keyed by the core's page-token key.
+//!
+//! Every error is API.md §1's `{"error","error_code"}`; a page token that
+//! does not verify is `400 INVALID_PAGE_TOKEN`, this dialect's one code of
+//! its own.
+
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::time::{parse_rfc3339, rfc3339};
+use super::{caller, Ctx};
+use crate::core::error::Error;
+use crate::core::model::{external_id, words, Message, MsgId, User, UserId};
+use crate::core::patients::{Border, Page, PatientChat, MAX_PAGE};
+use crate::core::Core;
+use crate::net::http::{self, Resp};
+use tokens::{Kind, Token};
+
+/// `pageSize` when none is given.
+pub const DEFAULT_PAGE: usize = 20;
+/// Most words a search query may have (each is one posting-list walk).
+pub const MAX_QUERY_WORDS: usize = 16;
+
+/// What a request can fail with: a core error, or a page token that does
+/// not verify (which has its own code here and nowhere else).
+#[derive(Debug)]
+enum Fail {
+    Core(Error),
+    BadToken,
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Core(e)
+    }
+}
+
+impl From<tokens::Invalid> for Fail {
+    fn from(_: tokens::Invalid) -> Fail {
+        Fail::BadToken
+    }
+}
+
+type Result<T, E = Fail> = std::result::Result<T, E>;
+
+/// This dialect's wire error: API.md §1's body and status.
+fn wire_error(f: &Fail) -> Resp {
+    match f {
+        Fail::Core(e) => http::error(e),
+        Fail::BadToken => http::json(
+            StatusCode::BAD_REQUEST,
+            &json!({
+                "error": "the page token is not valid for this chat",
+                "error_code": "INVALID_PAGE_TOKEN",
+            }),
+        ),
+    }
+}
+
+fn bad_request(m: impl Into<String>) -> Fail {
+    Fail::Core(Error::bad_request(m))
+}
+
+// ---------------------------------------------------------------------------
+// Paths
+// ---------------------------------------------------------------------------
+
+/// Whether `path` is this dialect's (`/{tenant}/{instance}/patient/…`);
+/// the router hands such paths to [`route`], which parses the rest.
+pub fn owns(path: &str) -> bool {
+    path.split('/').nth(3) == Some("patient")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    History,
+    Inbound,
+    Outbound,
+    Archive,
+    Search,
+    Find,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    tenant: String,
+    instance: String,
+    patient: String,
+    endpoint: Endpoint,
+}
+
+/// The endpoint a method and path name, with the path's parts decoded.
+fn target(method: &Method, path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let (t, i, p, sub) = match segs.as_slice() {
+        [t, i, "patient", p, "chat"] => (t, i, p, None),
+        [t, i, "patient", p, "chat", sub] => (t, i, p, Some(*sub)),
+        _ => return None,
+    };
+    let endpoint = match (method, sub) {
+        (&Method::GET, None) => Endpoint::History,
+        (&Method::POST, Some("inbound")) => Endpoint::Inbound,
+        (&Method::POST, Some("outbound")) => Endpoint::Outbound,
+        (&Method::POST, Some("archive")) => Endpoint::Archive,
+        (&Method::GET, Some("search")) => Endpoint::Search,
+        (&Method::GET, Some("find")) => Endpoint::Find,
+        _ => return None,
+    };
+    Some(Target {
+        tenant: percent_decode(t, false)?,
+        instance: percent_decode(i, false)?,
+        patient: percent_decode(p, false)?,
+        endpoint,
+    })
+}
+
+/// `%XX` escapes (and, in a query, `+` for a space) → UTF-8 text.
+fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Query parameters
+// ---------------------------------------------------------------------------
+
+/// A request's query parameters, decoded; each name at most once.
+struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Result<Query> {
+        let mut map = HashMap::new();
+        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || bad_request("the query string is not valid percent-encoded UTF-8");
+            let (k, v) = (
+                percent_decode(k, true).ok_or_else(bad)?,
+                percent_decode(v, true).ok_or_else(bad)?,
+            );
+            if map.contains_key(&k) {
+                return Err(bad_request(format!("query parameter {k} is given twice")));
+            }
+            map.insert(k, v);
+        }
+        Ok(Query(map))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// `pageToken`; an empty one counts as none.
+    fn token(&self) -> Option<&str> {
+        self.get("pageToken").filter(|t| !t.is_empty())
+    }
+
+    /// `pageSize`, 1..=100; refused together with a `pageToken`.
+    fn page_size(&self) -> Result<Option<usize>> {
+        let Some(v) = self.get("pageSize") else {
+            return Ok(None);
+        };
+        if self.token().is_some() {
+            return Err(bad_request(
+                "pageSize and pageToken are mutually exclusive; the token carries its page size",
+            ));
+        }
+        match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(Some(n)),
+            _ => Err(bad_request(format!(
+                "pageSize must be an integer from 1 to {MAX_PAGE}"
+            ))),
+        }
+    }
+
+    /// A `true`/`false` parameter (any case).
+    fn flag(&self, name: &str) -> Result<Option<bool>> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(bad_request(format!("{name} must be true or false"))),
+        }
+    }
+
+    /// `includeArchived`: with a token it may be left out, or repeat the
+    /// token's value; anything else is a contradiction.
+    fn include_archived(&self, token: Option<&Token>) -> Result<bool> {
+        let asked = self.flag("includeArchived")?;
+        match (token, asked) {
+            (Some(t), Some(a)) if a != t.include_archived => Err(bad_request(
+                "includeArchived differs from the page token's; leave it out with a pageToken",
+            )),
+            (Some(t), _) => Ok(t.include_archived),
+            (None, a) => Ok(a.unwrap_or(false)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Sender {
+    client_type: &'static str,
+    id: String,
+    title_name: Option<String>,
+}
+
+/// A message as the seeds show it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMessage {
+    sender: Sender,
+    message: String,
+    external_id: String,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    next_page_token: Option<String>,
+    prev_page_token: Option<String>,
+    page_size: usize,
+    found: bool,
+}
+
+#[derive(Serialize)]
+struct Envelope<T> {
+    meta: Meta,
+    content: Vec<T>,
+}
+
+/// A search or find item: the message and the tokens that open the
+/// history around it (`find?pageToken=`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HitMeta {
+    next_page_token: String,
+    prev_page_token: String,
+}
+
+#[derive(Serialize)]
+struct Hit {
+    meta: HitMeta,
+    message: WireMessage,
+}
+
+/// Renders one chat's messages and tokens; looks each sender up once.
+struct Render<'a> {
+    core: &'a Core,
+    chat: &'a PatientChat,
+    key: [u8; 32],
+    titles: HashMap<UserId, Option<String>>,
+}
+
+impl<'a> Render<'a> {
+    fn new(core: &'a Core, chat: &'a PatientChat) -> Result<Render<'a>> {
+        Ok(Render {
+            core,
+            chat,
+            key: core.page_token_key()?,
+            titles: HashMap::new(),
+        })
+    }
+
+    /// `PATIENT` (no title) when the chat's patient sent it — also when
+    /// staff posted it on their behalf — else `USER` with the sender's
+    /// display name.
+    fn message(&mut self, m: &Message) -> Result<WireMessage> {
+        let sender = if m.sender == self.chat.patient.id {
+            Sender {
+                client_type: "PATIENT",
+                id: m.sender.to_string(),
+                title_name: None,
+            }
+        } else {
+            let title = match self.titles.get(&m.sender) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = self.core.user(m.sender)?.map(|u| u.display_name);
+                    self.titles.insert(m.sender, t.clone());
+                    t
+                }
+            };
+            Sender {
+                client_type: "USER",
+                id: m.sender.to_string(),
+                title_name: title,
+            }
+        };
+        Ok(WireMessage {
+            sender,
+            message: m.text.clone(),
+            external_id: external_id(m.id),
+            created_at: rfc3339(m.at_ms),
+        })
+    }
+
+    fn token(
+        &self,
+        kind: Kind,
+        border: Border,
+        size: usize,
+        archived: bool,
+        q: &[String],
+    ) -> String {
+        tokens::encode(
+            &self.key,
+            &Token {
+                kind,
+                room: self.chat.room,
+                border,
+                size,
+                include_archived: archived,
+                query: q.to_vec(),
+            },
+        )
+    }
+
+    /// The envelope's `meta`, tokens of `kind` leading on from `page`.
+    fn meta(&self, kind: Kind, at: &Paged, page: &Page, q: &[String]) -> Meta {
+        let (older, newer) = cuts(page, at.border);
+        let tok = |b| self.token(kind, b, at.size, at.include_archived, q);
+        Meta {
+            next_page_token: page.older.then(|| tok(older)),
+            prev_page_token: page.newer.then(|| tok(newer)),
+            page_size: at.size,
+            found: !page.messages.is_empty(),
+        }
+    }
+
+    /// Search/find items: each message with the find tokens around it.
+    fn hits(&mut self, page: &Page, size: usize, archived: bool) -> Result<Vec<Hit>> {
+        let mut out = Vec::with_capacity(page.messages.len());
+        for m in &page.messages {
+            out.push(Hit {
+                meta: HitMeta {
+                    next_page_token: self.token(
+                        Kind::Find,
+                        Border::AtOrBelow(m.id),
+                        size,
+                        archived,
+                        &[],
+                    ),
+                    prev_page_token: self.token(
+                        Kind::Find,
+                        Border::AtOrAbove(m.id),
+                        size,
+                        archived,
+                        &[],
+                    ),
+                },
+                message: self.message(m)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Where the pages beyond `page` start: older (`Below`) and newer
+/// (`Above`) than its messages — or, for an empty page, than the border
+/// it was read from.
+fn cuts(page: &Page, border: Border) -> (Border, Border) {
+    if let (Some(oldest), Some(newest)) = (page.messages.last(), page.messages.first()) {
+        return (Border::Below(oldest.id), Border::Above(newest.id));
+    }
+    let (below, above) = match border {
+        Border::Newest => (u64::MAX, u64::MAX),
+        Border::Below(x) | Border::AtOrAbove(x) => (x.0, x.0.saturating_sub(1)),
+        Border::AtOrBelow(x) | Border::Above(x) => (x.0.saturating_add(1), x.0),
+    };
+    (Border::Below(MsgId(below)), Border::Above(MsgId(above)))
+}
+
+/// Where a page is read from, how long it is, and whether archived
+/// messages count.
+struct Paged {
+    border: Border,
+    size: usize,
+    include_archived: bool,
+}
+
+fn ok_json<T: Serialize>(v: &T) -> Resp {
+    http::json(StatusCode::OK, v)
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+/// Serves one request of this dialect (the router calls this for every
+/// path [`owns`] claims), rendering its own errors.
+pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Resp {
+    handle(ctx, req).await.unwrap_or_else(|f| wire_error(&f))
+}
+
+async fn handle(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let t = target(&method, &path)
+        .ok_or_else(|| Error::not_found(format!("no endpoint {method} {path}")))?;
+    let caller = caller(&ctx.core, &req)?.user;
+    let core = ctx.core.clone();
+    let chat = core
+        .patient_chat(&caller, &t.tenant, &t.instance, &t.patient)
+        .await?;
+    match t.endpoint {
+        Endpoint::Inbound | Endpoint::Outbound => send(core, caller, chat, t.endpoint, req).await,
+        Endpoint::Archive => archive(core, caller, chat, req).await,
+        Endpoint::History | Endpoint::Search | Endpoint::Find => {
+            let q = Query::parse(req.uri().query())?;
+            let endpoint = t.endpoint;
+            tokio::task::spawn_blocking(move || match endpoint {
+                Endpoint::History => history(&core, &chat, &q),
+                Endpoint::Search => search(&core, &chat, &q),
+                _ => find(&core, &chat, &q),
+            })
+            .await
+            .map_err(Error::internal)?
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Text {
+    message: String,
+}
+
+/// `POST …/chat/inbound` `{"message"}` → the message, sent as the
+/// patient (also when staff posts it for them).
+/// `POST …/chat/outbound` `{"message"}` → the message, sent as the staff
+/// caller; `403` for the patient.
+async fn send(
+    core: Arc<Core>,
+    caller: User,
+    chat: PatientChat,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Resp> {
+    let b: Text = http::read_json(req).await?;
+    let m = if endpoint == Endpoint::Inbound {
+        core.inbound(&caller, &chat, b.message).await?
+    } else {
+        core.outbound(&caller, &chat, b.message).await?
+    };
+    tokio::task::spawn_blocking(move || Ok(ok_json(&Render::new(&core, &chat)?.message(&m)?)))
+        .await
+        .map_err(Error::internal)?
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArchiveBody {
+    external_ids: Vec<String>,
+}
+
+/// `POST …/chat/archive` `{"externalIds":[…]}` → `204`; all or nothing,
+/// `404` if one is not a message of this chat, `403` for the patient.
+async fn archive(
+    core: Arc<Core>,
+    caller: User,
+    chat: PatientChat,
+    req: Request<Incoming>,
+) -> Result<Resp> {
+    let b: ArchiveBody = http::read_json(req).await?;
+    core.archive(&caller, &chat, &b.external_ids).await?;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET …/chat?pageSize=|pageToken=&includeArchived=` → `{"meta",
+/// "content"}`, newest first; `nextPageToken` older, `prevPageToken`
+/// newer.
+fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
+    let mut r = Render::new(core, chat)?;
+    let size = q.page_size()?;
+    let token = q
+        .token()
+        .map(|s| tokens::decode(&r.key, s, chat.room, Kind::History))
+        .transpose()?;
+    let at = Paged {
+        include_archived: q.include_archived(token.as_ref())?,
+        border: token.as_ref().map_or(Border::Newest, |t| t.border),
+        size: token
+            .as_ref()
+            .map_or(size.unwrap_or(DEFAULT_PAGE), |t| t.size),
+    };
+    let page = core.history_page(chat, at.border, at.size, at.include_archived)?;
+    let content = page
+        .messages
+        .iter()
+        .map(|m| r.message(m))
+        .collect::<Result<Vec<_>>>()?;
+    let meta = r.meta(Kind::History, &at, &page, &[]);
+    Ok(ok_json(&Envelope { meta, content }))
+}
+
+/// The words of a search query: all must match, whole words, any case.
+fn query_words(query: &str) -> Result<QueryWords> {
+    let mut all: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    all.sort();
+    all.dedup();
+    if all.is_empty() {
+        return Err(bad_request("query must contain at least one word"));
+    }
+    if all.len() > MAX_QUERY_WORDS {
+        return Err(bad_request(format!(
+            "query may have at most {MAX_QUERY_WORDS} words"
+        )));
+    }
+    // `words` (the index's own split) leaves out words too long to be
+    // indexed; a query naming one can match nothing, rather than match
+    // without it.
+    let w = words(query);
+    Ok(QueryWords {
+        unmatchable: all.len() != w.len(),
+        words: w,
+    })
+}
+
+struct QueryWords {
+    words: Vec<String>,
+    unmatchable: bool,
+}
+
+/// `GET …/chat/search?query=&pageSize=|pageToken=` → the seed's search
+/// envelope, hits newest first, each with its own find tokens. A token
+/// carries its query; `query` may then be left out (or repeat it).
+fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
+    let mut r = Render::new(core, chat)?;
+    let size = q.page_size()?;
+    let token = q
+        .token()
+        .map(|s| tokens::decode(&r.key, s, chat.room, Kind::Search))
+        .transpose()?;
+    // With a token, an empty `query=` is the same as none.
+    let asked = q
+        .get("query")
+        .filter(|s| token.is_none() || !s.is_empty())
+        .map(query_words)
+        .transpose()?;
+    let (words, unmatchable) = match (&token, asked) {
+        (Some(t), Some(a)) if a.words != t.query => {
+            return Err(bad_request(
+                "query differs from the page token's; leave it out with a pageToken",
+            ))
+        }
+        (Some(t), _) => (t.query.clone(), false),
+        (None, Some(a)) => (a.words, a.unmatchable),
+        (None, None) => return Err(bad_request("query is required")),
+    };
+    let at = Paged {
+        border: token.as_ref().map_or(Border::Newest, |t| t.border),
+        size: token
+            .as_ref()
+            .map_or(size.unwrap_or(DEFAULT_PAGE), |t| t.size),
+        include_archived: false,
+    };
+    let page = if unmatchable {
+        Page {
+            messages: vec![],
+            older: false,
+            newer: false,
+        }
+    } else {
+        search_page(core, chat, &words, at.border, at.size)?
+    };
+    let content = r.hits(&page, at.size, false)?;
+    let meta = r.meta(Kind::Search, &at, &page, &words);
+    Ok(ok_json(&Envelope { meta, content }))
+}
+
+/// A page of search hits from `border`, newest first, shaped like a
+/// history page (the core's `search_chat` does the index walk).
+fn search_page(
+    core: &Core,
+    chat: &PatientChat,
+    words: &[String],
+    border: Border,
+    size: usize,
+) -> Result<Page> {
+    const ALL: MsgId = MsgId(u64::MAX);
+    let down = |below: MsgId, first: bool| -> Result<Page> {
+        let mut messages = core.search_chat(chat, words, (MsgId(0), below), size + 1, false)?;
+        let older = messages.len() > size;
+        messages.truncate(size);
+        let top = messages
+            .first()
+            .map_or(MsgId(below.0.saturating_sub(1)), |m| m.id);
+        let newer = !first
+            && !core
+                .search_chat(chat, words, (top, ALL), 1, true)?
+                .is_empty();
+        Ok(Page {
+            messages,
+            older,
+            newer,
+        })
+    };
+    let up = |after: MsgId| -> Result<Page> {
+        let mut messages = core.search_chat(chat, words, (after, ALL), size + 1, true)?;
+        let newer = messages.len() > size;
+        messages.truncate(size);
+        messages.reverse();
+        let bottom = messages
+            .last()
+            .map_or(MsgId(after.0.saturating_add(1)), |m| m.id);
+        let older = !core
+            .search_chat(chat, words, (MsgId(0), bottom), 1, false)?
+            .is_empty();
+        Ok(Page {
+            messages,
+            older,
+            newer,
+        })
+    };
+    match border {
+        Border::Newest => down(ALL, true),
+        Border::Below(x) => down(x, false),
+        Border::AtOrBelow(x) => down(MsgId(x.0.saturating_add(1)), false),
+        Border::Above(x) => up(x),
+        Border::AtOrAbove(x) => up(MsgId(x.0.saturating_sub(1))),
+    }
+}
+
+/// `GET …/chat/find?pageToken=` → the page around a search hit (or on from
+/// an earlier find page), hit included; `GET …/chat/find?date=&before=
+/// &pageSize=&includeArchived=` → the `pageSize` messages at or before
+/// (`before=true`, the default) or at or after `date`, nearest to it.
+/// Either way the search envelope, newest first.
+fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
+    let mut r = Render::new(core, chat)?;
+    let size = q.page_size()?;
+    let at = match q.token() {
+        Some(s) => {
+            if q.get("date").is_some() || q.get("before").is_some() {
+                return Err(bad_request(
+                    "date and before open a new page; leave them out with a pageToken",
+                ));
+            }
+            let t = tokens::decode(&r.key, s, chat.room, Kind::Find)?;
+            Paged {
+                include_archived: q.include_archived(Some(&t))?,
+                border: t.border,
+                size: t.size,
+            }
+        }
+        None => {
+            let date = q
+                .get("date")
+                .ok_or_else(|| bad_request("find needs a pageToken, or a date"))?;
+            let ms = parse_rfc3339(date).ok_or_else(|| {
+                bad_request("date must be an RFC 3339 date-time, e.g. 2021-03-05T16:09:52.655Z")
+            })?;
+            let before = q.flag("before")?.unwrap_or(true);
+            Paged {
+                border: core.border_at(u64::try_from(ms).unwrap_or(0), before)?,
+                size: size.unwrap_or(DEFAULT_PAGE),
+                include_archived: q.include_archived(None)?,
+            }
+        }
+    };
+    let page = core.history_page(chat, at.border, at.size, at.include_archived)?;
+    let content = r.hits(&page, at.size, at.include_archived)?;
+    let meta = r.meta(Kind::Find, &at, &page, &[]);
+    Ok(ok_json(&Envelope { meta, content }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owns_only_the_patient_segment_in_third_place() {
+        assert!(owns("/gh/sb-demo/patient/7/chat"));
+        assert!(owns("/gh/sb-demo/patient"));
+        assert!(!owns("/chat/patient/x"));
+        assert!(!owns("/patient/a/b/chat"));
+        assert!(!owns("/healthz"));
+    }
+
+    #[test]
+    fn target_names_each_endpoint_and_decodes_the_path() {
+        let t = target(&Method::GET, "/gh/sb%20demo/patient/7/chat").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                tenant: "gh".into(),
+                instance: "sb demo".into(),
+                patient: "7".into(),
+                endpoint: Endpoint::History,
+            }
+        );
+        for (m, sub, e) in [
+            (Method::POST, "inbound", Endpoint::Inbound),
+            (Method::POST, "outbound", Endpoint::Outbound),
+            (Method::POST, "archive", Endpoint::Archive),
+            (Method::GET, "search", Endpoint::Search),
+            (Method::GET, "find", Endpoint::Find),
+        ] {
+            let path = format!("/t/i/patient/7/chat/{sub}");
+            assert_eq!(target(&m, &path).unwrap().endpoint, e, "{path}");
+        }
+        for (m, path) in [
+            (Method::POST, "/t/i/patient/7/chat"),
+            (Method::GET, "/t/i/patient/7/chat/inbound"),
+            (Method::GET, "/t/i/patient/7/chat/"),
+            (Method::GET, "/t/i/patient/7/chat/search/x"),
+            (Method::GET, "/t/i/patient/7"),
+            (Method::GET, "/t/i/patients/7/chat"),
+            (Method::GET, "/t/i/patient/7/chat/find%"),
+            (Method::GET, "/t/%ff/patient/7/chat"),
+        ] {
+            assert_eq!(target(&m, path), None, "{m} {path}");
+        }
+    }
+
+    #[test]
+    fn query_decodes_plus_and_escapes_and_refuses_repeats() {
+        let q = Query::parse(Some("query=Hello+w%C3%B6rld&pageSize=5&x")).unwrap();
+        assert_eq!(q.get("query"), Some("Hello wörld"));
+        assert_eq!(q.page_size().ok().flatten(), Some(5));
+        assert_eq!(q.get("x"), Some(""));
+        assert!(Query::parse(Some("a=1&a=2")).is_err());
+        assert!(Query::parse(Some("a=%zz")).is_err());
+        assert!(Query::parse(None).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn page_size_is_1_to_100_and_excludes_a_token() {
+        let size = |s: &str| Query::parse(Some(s)).unwrap().page_size().ok();
+        assert_eq!(size(""), Some(None));
+        assert_eq!(size("pageSize=1"), Some(Some(1)));
+        assert_eq!(size("pageSize=100"), Some(Some(100)));
+        for bad in [
+            "pageSize=0",
+            "pageSize=101",
+            "pageSize=",
+            "pageSize=-1",
+            "pageSize=2x",
+        ] {
+            assert_eq!(size(bad), None, "{bad}");
+        }
+        assert_eq!(size("pageSize=5&pageToken=abc"), None);
+        // An empty token is no token.
+        assert_eq!(size("pageSize=5&pageToken="), Some(Some(5)));
+    }
+
+    #[test]
+    fn query_words_fold_case_and_refuse_empty_queries() {
+        let w = query_words("Hello, WORLD hello").ok().unwrap();
+        assert_eq!(
+            (w.words, w.unmatchable),
+            (vec!["hello".into(), "world".into()], false)
+        );
+        assert!(query_words("").is_err());
+        assert!(query_words(" ,.!? ").is_err());
+        let long = format!("hello {}", "x".repeat(200));
+        assert!(query_words(&long).ok().unwrap().unmatchable);
+        assert!(query_words(&"x".repeat(200)).ok().unwrap().unmatchable);
+        let many: Vec<String> = (0..=MAX_QUERY_WORDS).map(|i| format!("w{i}")).collect();
+        assert!(query_words(&many.join(" ")).is_err());
+    }
+
+    fn msg(id: u64) -> Message {
+        Message {
+            id: MsgId(id),
+            room: crate::core::model::RoomId(1),
+            sender: UserId(1),
+            text: "x".into(),
+            at_ms: 0,
+            author: None,
+            is_read: false,
+            archived: false,
+        }
+    }
+
+    #[test]
+    fn cuts_follow_the_page_or_else_its_border() {
+        let page = |ids: &[u64]| Page {
+            messages: ids.iter().map(|&i| msg(i)).collect(),
+            older: true,
+            newer: true,
+        };
+        let b = |x| MsgId(x);
+        assert_eq!(
+            cuts(&page(&[9, 7, 4]), Border::Below(b(10))),
+            (Border::Below(b(4)), Border::Above(b(9)))
+        );
+        let empty = page(&[]);
+        assert_eq!(
+            cuts(&empty, Border::Below(b(5))),
+            (Border::Below(b(5)), Border::Above(b(4)))
+        );
+        assert_eq!(
+            cuts(&empty, Border::AtOrBelow(b(5))),
+            (Border::Below(b(6)), Border::Above(b(5)))
+        );
+        assert_eq!(
+            cuts(&empty, Border::Above(b(5))),
+            (Border::Below(b(6)), Border::Above(b(5)))
+        );
+        assert_eq!(
+            cuts(&empty, Border::AtOrAbove(b(5))),
+            (Border::Below(b(5)), Border::Above(b(4)))
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! Black-box tests of webhook delivery (API.md §5, "Webhook"): a loopback
+//! receiver in the test, the real daemon, the patient dialect and the rooms
+//! dialect as senders. Every wait is bounded; the daemon runs with
+//! `--webhook-max-backoff-secs 1` so retries come within a second.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+/// How long one webhook call may take to arrive (first attempt or retry).
+const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longer than the 1 s backoff cap: a retry that was due has come by then.
+const NO_RETRY: Duration = Duration::from_millis(2500);
+
+// ---------------------------------------------------------------------------
+// The receiver
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Call {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    /// What the receiver answered.
+    status: u16,
+}
+
+impl Call {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: answers 500 to its first `fail_first`
+/// calls and 200 after that, and hands every call to the test.
+struct Receiver {
+    url: String,
+    calls: mpsc::UnboundedReceiver<Call>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/parlor?src=test", l.local_addr().unwrap());
+        let (tx, calls) = mpsc::unbounded_channel();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let (tx, seen) = (tx.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let (tx, seen) = (tx.clone(), seen.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body: Bytes = BodyExt::collect(body).await?.to_bytes();
+                            let n = seen.fetch_add(1, Ordering::SeqCst);
+                            let status = if n < fail_first { 500 } else { 200 };
+                            let _ = tx.send(Call {
+                                method: parts.method.to_string(),
+                                path: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                                status,
+                            });
+                            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, hyper::Error>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver { url, calls, task }
+    }
+
+    async fn next(&mut self) -> Call {
+        tokio::time::timeout(HOOK_TIMEOUT, self.calls.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no webhook call within {HOOK_TIMEOUT:?}"))
+            .expect("receiver stopped")
+    }
+
+    async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(Some(c)) = tokio::time::timeout(d, self.calls.recv()).await {
+            panic!("unexpected webhook call: {c:?}");
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// A clinic: admin (default workspace), staff and patients in test-den/chat2
+// ---------------------------------------------------------------------------
+
+const T: &str = "test-den";
+const I: &str = "chat2";
+
+struct Clinic {
+    srv: Server,
+    admin: String,
+    nurse: (String, String),
+    pat: (String, String),
+}
+
+/// Users made with the daemon stopped; then started with `extra` flags.
+async fn clinic(extra: &[&str]) -> Clinic {
+    let mut srv = Server::new();
+    srv.user_add("admin", "admin", "pw-admin");
+    let nurse = srv.user_add_in("nurse@den", "staff", "pw-nurse", T, I);
+    let pat = srv.user_add_in("pat@den", "patient", "pw-pat", T, I);
+    let mut args = vec!["--webhook-max-backoff-secs", "1"];
+    args.extend_from_slice(extra);
+    srv.start_with(&args);
+    Clinic {
+        admin: srv.login("admin", "pw-admin").await.0,
+        nurse: (nurse, srv.login("nurse@den", "pw-nurse").await.0),
+        pat: (pat, srv.login("pat@den", "pw-pat").await.0),
+        srv,
+    }
+}
+
+impl Clinic {
+    async fn set_hook(&self, url: &str, key: &str, secret: &str) {
+        let body =
+            json!({"tenant": T, "instance": I, "url": url, "api_key": key, "api_secret": secret});
+        let r = self
+            .srv
+            .post_json("/admin/webhooks", Some(&self.admin), &body)
+            .await;
+        assert_eq!(r.status, 204, "set webhook: {}", r.text());
+        assert!(r.body.is_empty());
+    }
+
+    fn chat_path(&self, sub: &str) -> String {
+        format!("/{T}/{I}/patient/{}/chat/{sub}", self.pat.0)
+    }
+
+    /// Posts through the patient dialect; returns the message's externalId.
+    async fn send(&self, token: &str, sub: &str, text: &str) -> String {
+        let v = self
+            .srv
+            .post_json(&self.chat_path(sub), Some(token), &json!({"message": text}))
+            .await
+            .expect(200);
+        v["externalId"].as_str().unwrap().to_owned()
+    }
+
+    async fn pending(&self) -> Value {
+        self.srv
+            .http_get_auth("/admin/webhooks/pending", &self.admin)
+            .await
+            .expect(200)
+    }
+}
+
+trait GetAuth {
+    async fn http_get_auth(&self, path: &str, token: &str) -> Resp;
+}
+
+impl GetAuth for Server {
+    async fn http_get_auth(&self, path: &str, token: &str) -> Resp {
+        let auth = format!("Bearer {token}");
+        http(
+            &self.addr(),
+            "GET",
+            path,
+            &[("authorization", auth.as_str())],
+            Bytes::new(),
+        )
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn staff_message_is_accepted_once_after_two_failures_with_one_id_and_a_valid_signature() {
+    let c = clinic(&["--public-url", "https://chat.example/base/"]).await;
+    let mut rx = Receiver::start(2).await;
+    c.set_hook(&rx.url, "key-123", "s3cret-ABC").await;
+
+    let sent = Instant::now();
+    let ext = c.send(&c.nurse.1, "outbound", "Webhook test...").await;
+    let calls = [rx.next().await, rx.next().await, rx.next().await];
+    // First attempt at once; two retries, each within the 1 s cap.
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        [500, 500, 200]
+    );
+    let want_body = format!(
+        r#"{{"patientId":"{p}","patientUrl":"https://chat.example/base/{T}/{I}/patients/{p}","tenantName":"{T}","instanceName":"{I}","message":"Webhook test..."}}"#,
+        p = c.pat.0
+    );
+    for call in &calls {
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.path, "/hooks/parlor?src=test");
+        assert_eq!(std::str::from_utf8(&call.body).unwrap(), want_body);
+        assert_eq!(call.header("x-webhook-api-key"), "key-123");
+        assert_eq!(call.header("x-webhook-api-secret"), "s3cret-ABC");
+        assert_eq!(call.header("x-webhook-id"), ext, "one id for every retry");
+        assert_eq!(call.header("content-type"), "application/json");
+        assert_eq!(
+            call.header("x-webhook-signature"),
+            format!("sha256={}", hmac_hex("s3cret-ABC", &call.body))
+        );
+        assert_eq!(call.header("content-length"), call.body.len().to_string());
+    }
+    // Accepted: never sent again, and nothing is pending.
+    rx.expect_silence(NO_RETRY).await;
+    assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_webhook_endpoints_check_role_fields_and_url() {
+    let c = clinic(&[]).await;
+    let ok = json!({"tenant": T, "instance": I, "url": "http://127.0.0.1:9/x", "api_key": "k", "api_secret": "s"});
+    let post = |token: Option<String>, body: Value| {
+        let srv = &c.srv;
+        async move {
+            srv.post_json("/admin/webhooks", token.as_deref(), &body)
+                .await
+        }
+    };
+    post(None, ok.clone())
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    post(Some(c.nurse.1.clone()), ok.clone())
+        .await
+        .expect_error(403, "FORBIDDEN");
+    for field in ["tenant", "instance", "url", "api_key", "api_secret"] {
+        let mut b = ok.clone();
+        b.as_object_mut().unwrap().remove(field);
+        post(Some(c.admin.clone()), b)
+            .await
+            .expect_error(400, "BAD_REQUEST");
+    }
+    for (field, bad) in [
+        ("url", json!("ftp://127.0.0.1/x")),
+        ("url", json!("not a url")),
+        ("api_secret", json!("line\nbreak")),
+        ("tenant", json!("")),
+    ] {
+        let mut b = ok.clone();
+        b[field] = bad;
+        post(Some(c.admin.clone()), b)
+            .await
+            .expect_error(400, "BAD_REQUEST");
+    }
+    c.srv
+        .post_raw("/admin/webhooks", Some(&c.admin), "{")
+        .await
+        .expect_error(400, "BAD_REQUEST");
+    // A workspace without users may have a webhook.
+    let mut b = ok.clone();
+    b["tenant"] = json!("nobody-yet");
+    assert_eq!(post(Some(c.admin.clone()), b).await.status, 204);
+
+    c.srv
+        .http_get_auth("/admin/webhooks/pending", &c.nurse.1)
+        .await
+        .expect_error(403, "FORBIDDEN");
+    c.srv
+        .get("/admin/webhooks/pending")
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    c.srv
+        .http_get_auth("/admin/webhooks/pending?limit=0", &c.admin)
+        .await
+        .expect_error(400, "BAD_REQUEST");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patient_and_on_behalf_messages_do_not_fire_but_staff_answers_over_other_dialects_do() {
+    let c = clinic(&[]).await;
+    let mut rx = Receiver::start(0).await;
+    c.set_hook(&rx.url, "k", "s").await;
+    // Another workspace with its own patient chat and no webhook.
+    c.srv
+        .user_add_in("doc@elsewhere", "staff", "pw-doc", "elsewhere", "main");
+    let other_pat = c
+        .srv
+        .user_add_in("pat@elsewhere", "patient", "pw-p2", "elsewhere", "main");
+    let doc = c.srv.login("doc@elsewhere", "pw-doc").await.0;
+
+    c.send(&c.pat.1, "inbound", "from the patient").await;
+    c.send(&c.nurse.1, "inbound", "for the patient, by staff")
+        .await;
+    let r = c
+        .srv
+        .post_json(
+            &format!("/elsewhere/main/patient/{other_pat}/chat/outbound"),
+            Some(&doc),
+            &json!({"message": "other workspace"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The patient chat is an ordinary room for the rooms dialect: staff
+    // answering there fires the webhook too.
+    let msgs = retrieve(&c.srv.addr(), &c.nurse.1, 0, None).await;
+    let room = msgs[0]["room"].as_str().unwrap().to_owned();
+    let mut ws = c.srv.ws(&c.nurse.1).await;
+    ws.send_msg(&room, "answered over /chat/connect").await;
+    let pushed = ws.recv_message(WS_TIMEOUT).await;
+    assert_eq!(msg_text(&pushed), "answered over /chat/connect");
+
+    let call = rx.next().await;
+    assert_eq!(call.json()["message"], "answered over /chat/connect");
+    assert_eq!(call.json()["patientId"], c.pat.0.as_str());
+    assert_eq!(
+        call.header("x-webhook-id"),
+        format!("IM{:032x}", msg_id(&pushed))
+    );
+
+    // …and so does an answer over the actions dialect.
+    let url = format!("ws://{}/actions", c.srv.addr());
+    let (stream, _) = tokio::time::timeout(WS_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake timed out")
+        .expect("handshake failed");
+    let mut actions = Ws { stream };
+    let tok = c.nurse.1.as_str();
+    actions
+        .send_json(&json!({"action": "ready", "authToken": tok}))
+        .await;
+    assert_eq!(
+        actions.recv_json(WS_TIMEOUT).await,
+        json!({"message": "Connection ready"})
+    );
+    actions
+        .send_json(&json!({"action": "send_message", "authToken": tok, "chat_id": room, "message": "answered over /actions"}))
+        .await;
+    let call = rx.next().await;
+    assert_eq!(call.json()["message"], "answered over /actions");
+    rx.expect_silence(Duration::from_millis(800)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_patients_deliveries_arrive_in_message_order_even_when_the_first_is_retried() {
+    let c = clinic(&[]).await;
+    let mut rx = Receiver::start(1).await;
+    // Set through the CLI and the running daemon's control socket.
+    let out = c.srv.cli(
+        &[
+            "webhook",
+            "set",
+            "--tenant",
+            T,
+            "--instance",
+            I,
+            "--url",
+            &rx.url,
+            "--api-key",
+            "k",
+        ],
+        Some("s\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let first = c.send(&c.nurse.1, "outbound", "first").await;
+    let second = c.send(&c.nurse.1, "outbound", "second").await;
+    let seq: Vec<(String, u16)> = [rx.next().await, rx.next().await, rx.next().await]
+        .iter()
+        .map(|c| (c.header("x-webhook-id").to_owned(), c.status))
+        .collect();
+    assert_eq!(
+        seq,
+        [(first.clone(), 500), (first, 200), (second, 200)],
+        "the second waits until the first is accepted"
+    );
+    rx.expect_silence(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_webhook_survives_kill_9_and_is_delivered_after_restart() {
+    let mut c = clinic(&[]).await;
+    // A receiver that is down: a port nobody listens on.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", l.local_addr().unwrap())
+    };
+    c.set_hook(&down, "k", "old-secret").await;
+    let ext = c.send(&c.nurse.1, "outbound", "kept across a crash").await;
+
+    // The operator sees it failing, over HTTP and through the CLI.
+    let deadline = Instant::now() + HOOK_TIMEOUT;
+    let entry = loop {
+        let v = c.pending().await;
+        let e = v["pending"][0].clone();
+        if e["failed_attempts"].as_u64().unwrap_or(0) >= 1 {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt listed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(entry["external_id"], ext.as_str());
+    assert_eq!(entry["patient_id"], c.pat.0.as_str());
+    assert_eq!(
+        (entry["tenant"].clone(), entry["instance"].clone()),
+        (json!(T), json!(I))
+    );
+    assert!(
+        entry["last_error"].as_str().unwrap().contains("connecting"),
+        "{entry}"
+    );
+    assert!(
+        entry.get("message").is_none(),
+        "the listing leaves the text out"
+    );
+    let out = c.srv.cli(&["webhook", "pending"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && table.contains(&ext), "{table}");
+    assert!(
+        table.contains("retrying") || table.contains("sending"),
+        "{table}"
+    );
+
+    c.srv.kill9();
+    // With the daemon gone the CLI reads the store itself.
+    let out = c.srv.cli(&["webhook", "pending", "--json"], None);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pending"][0]["external_id"], ext.as_str());
+    assert_eq!(v["pending"][0]["failed_attempts"], Value::Null);
+    // The receiver comes up elsewhere; the operator points the workspace
+    // there (read at send time), and the daemon restarts.
+    let mut rx = Receiver::start(0).await;
+    let out = c.srv.cli(
+        &[
+            "webhook",
+            "set",
+            "--tenant",
+            T,
+            "--instance",
+            I,
+            "--url",
+            &rx.url,
+            "--api-key",
+            "k2",
+        ],
+        Some("new-secret\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    c.srv.start_with(&["--webhook-max-backoff-secs", "1"]);
+    let call = rx.next().await;
+    assert_eq!(call.header("x-webhook-id"), ext);
+    assert_eq!(call.json()["message"], "kept across a crash");
+    assert_eq!(call.header("x-webhook-api-key"), "k2");
+    assert_eq!(
+        call.header("x-webhook-signature"),
+        format!("sha256={}", hmac_hex("new-secret", &call.body))
+    );
+    rx.expect_silence(Duration::from_millis(1500)).await;
+    let admin = c.srv.login("admin", "pw-admin").await.0;
+    c.admin = admin;
+    assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
+}
