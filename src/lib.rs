@@ -19,6 +19,10 @@
 //!   generator (a client of the daemon, plus a no-storage baseline server).
 //! - [`webhooks`]: the background worker that sends the core's webhook
 //!   outbox — signed, retried with backoff, in order per patient.
+//! - [`web`]: the built-in web client (`web/` at the repository's top:
+//!   HTML, CSS, plain JavaScript modules) compiled in and served at `/`
+//!   with ETags and strict security headers. It is a client of the public
+//!   API like any other.
 
 pub mod bench;
 pub mod cli;
@@ -29,4 +33,5 @@ pub mod daemon;
 pub mod dialects;
 pub mod net;
 pub mod store;
+pub mod web;
 pub mod webhooks;

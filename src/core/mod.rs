@@ -7,6 +7,7 @@
 //! - `hub`: live fan-out with bounded queues
 //! - `auth`, `limits`: passwords, tokens, throttles
 //! - `accounts`, `rooms`, `messages`, `patients`: the operations
+//! - `overview`: a user's rooms with bounded unread counts (read-only)
 
 pub mod accounts;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod overview;
 pub mod patients;
 pub mod rooms;
 

@@ -8,6 +8,7 @@
 //! - `typed`: API.md §4 — the `{"type","data"}` WebSocket at `/ws`
 //! - `patient`: API.md §5 — REST under `/{tenant}/{instance}/patient/{id}/chat`
 //! - `time`: RFC 3339 times (with milliseconds) out and in, for any dialect
+//! - `web_api`: `GET /chat/rooms`, the room overview the web client needs
 
 pub mod accounts;
 pub mod actions;
@@ -15,6 +16,7 @@ pub mod patient;
 pub mod rooms;
 pub mod time;
 pub mod typed;
+pub mod web_api;
 
 use std::sync::Arc;
 

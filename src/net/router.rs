@@ -32,8 +32,10 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
         (&Method::POST, "/chat/retrieve") => rooms::retrieve(ctx, req).await,
         (&Method::GET, "/actions" | "/dev" | "/demo" | "/prod") => Ok(actions::connect(ctx, req)),
         (&Method::GET, "/ws") => crate::dialects::typed::connect(ctx, req),
+        (&Method::GET, "/chat/rooms") => crate::dialects::web_api::rooms(ctx, req).await,
         // Before the web client's `/app/…`: a tenant may be called `app`.
         (_, p) if patient::owns(p) => Ok(patient::route(ctx, req).await),
+        (&Method::GET, p) if crate::web::owns(p) => crate::web::serve(&req),
         _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
     };
     Ok(reply.unwrap_or_else(|e| http::error(&e)))
