@@ -32,6 +32,27 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `YYYY-MM-DD` (a real calendar day) → days since 1970-01-01.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = &s[r];
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, m, d) = (i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&m) || d == 0 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // Day 31 of a 30-day month comes back as another date.
+    (civil_from_days(days) == (y, m, d)).then_some(days)
+}
+
 /// Unix ms → `2026-11-21T10:00:00.123Z`.
 pub fn rfc3339(ms: u64) -> String {
     let days = (ms / DAY_MS as u64) as i64;
@@ -206,5 +227,28 @@ mod tests {
         }
         assert_eq!(civil_from_days(days_from_civil(2000, 2, 29)), (2000, 2, 29));
         assert_eq!(civil_from_days(days_from_civil(1900, 2, 29)), (1900, 3, 1));
+    }
+
+    #[test]
+    fn parse_day_takes_real_dates_only() {
+        assert_eq!(parse_day("1970-01-02"), Some(1));
+        assert_eq!(parse_day("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
+        for bad in [
+            "2023-02-29",
+            "2024-04-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-00",
+            "2024-1-01",
+            "24-01-01",
+            "2024/01/01",
+            "2024-01-01T00:00:00Z",
+            "+024-01-01",
+            "2024-01-+1",
+            "today",
+            "",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
     }
 }

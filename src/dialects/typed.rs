@@ -18,6 +18,7 @@ use hyper::Request as HttpRequest;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::time::{parse_day, rfc3339, DAY_MS};
 use super::Ctx;
 use crate::core::error::{Error, Kind, Result};
 use crate::core::hub::{Event, EventKind};
@@ -243,8 +244,6 @@ fn parse_date_from(s: &str) -> Option<DayFrom> {
     }
 }
 
-const DAY_MS: i64 = 86_400_000;
-
 /// The history window of a `getChatMessages`, `today` being the current
 /// UTC day. Days are whole UTC days; `to` is inclusive. A `to` before the
 /// start gives an empty window (not an error).
@@ -269,68 +268,8 @@ fn window(from: Option<DayFrom>, to: Option<i64>, last: Option<usize>, today: i6
 }
 
 // ---------------------------------------------------------------------------
-// Times: RFC 3339 out, YYYY-MM-DD in (civil-from-days, proleptic Gregorian)
+// Times: RFC 3339 out, YYYY-MM-DD in (the calendar is `dialects::time`)
 // ---------------------------------------------------------------------------
-
-/// Days since 1970-01-01 → (year, month, day). (H. Hinnant's algorithm.)
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// (year, month, day) → days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `YYYY-MM-DD` (a real calendar day) → days since 1970-01-01.
-fn parse_day(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = &s[r];
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let (y, m, d) = (i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || d == 0 {
-        return None;
-    }
-    let days = days_from_civil(y, m, d);
-    // Day 31 of a 30-day month comes back as another date.
-    (civil_from_days(days) == (y, m, d)).then_some(days)
-}
-
-/// Unix ms → `2026-11-21T10:00:00.123Z`.
-fn rfc3339(ms: u64) -> String {
-    let days = (ms / DAY_MS as u64) as i64;
-    let in_day = ms % DAY_MS as u64;
-    let (y, mo, d) = civil_from_days(days);
-    let (h, mi, s, milli) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
-}
 
 fn today_utc() -> i64 {
     (crate::core::commit::unix_ms() / DAY_MS as u64) as i64
@@ -645,51 +584,6 @@ fn request_name(req: &Request) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_has_milliseconds_and_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        // 2026-11-21T10:00:00.123Z
-        let day = days_from_civil(2026, 11, 21);
-        let ms = day as u64 * 86_400_000 + 10 * 3_600_000 + 123;
-        assert_eq!(rfc3339(ms), "2026-11-21T10:00:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(86_400_000 - 1), "1970-01-01T23:59:59.999Z");
-    }
-
-    #[test]
-    fn civil_days_round_trip_across_leap_years_and_centuries() {
-        for days in -800_000..800_000 {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
-
-    #[test]
-    fn parse_day_takes_real_dates_only() {
-        assert_eq!(parse_day("1970-01-02"), Some(1));
-        assert_eq!(parse_day("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
-        for bad in [
-            "2023-02-29",
-            "2024-04-31",
-            "2024-13-01",
-            "2024-00-10",
-            "2024-01-00",
-            "2024-1-01",
-            "24-01-01",
-            "2024/01/01",
-            "2024-01-01T00:00:00Z",
-            "+024-01-01",
-            "2024-01-+1",
-            "today",
-            "",
-        ] {
-            assert_eq!(parse_day(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn named_ranges_are_whole_utc_days() {
