@@ -397,17 +397,8 @@ impl Run {
             }
             tokio::task::yield_now().await;
         }
-        let Some(&(first, _)) = found.first() else {
-            return;
-        };
-        // The outbox can show a batch the sequencer has applied but not yet
-        // synced. This no-op commit is queued behind it and answers only
-        // once it is on disk. (`MsgId(0)` is never a message.)
-        if let Err(e) = self.core.delivered(MsgId(0)).await {
-            tracing::debug!(error = %e, "webhook worker: no durability barrier (shutting down?)");
-            self.cursor = first;
-            return;
-        }
+        // `pending_deliveries` lists only durable messages (it is bounded by
+        // the visible id), so nothing here is sent before it is on disk.
         let now = Instant::now();
         for (id, patient) in found {
             let lane = self.lanes.entry(patient).or_default();
