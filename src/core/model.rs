@@ -226,14 +226,14 @@ pub fn parse_external_id(s: &str) -> Option<MsgId> {
         .map(MsgId)
 }
 
-/// The searchable words of a text: maximal runs of Unicode letters and
-/// digits, lower-cased, each once, at most `MAX_WORD` bytes.
+/// The words of a text, for search: maximal runs of Unicode letters and
+/// digits, lower-cased, each once. (Words over `store::keys::MAX_WORD`
+/// bytes are not indexed; a query naming one matches nothing.)
 pub fn words(text: &str) -> Vec<String> {
     let mut out: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
-        .filter(|w| w.len() <= crate::store::keys::MAX_WORD)
         .collect();
     out.sort();
     out.dedup();

@@ -271,6 +271,11 @@ impl Core {
         limit: usize,
         ascending: bool,
     ) -> Result<Vec<Message>> {
+        // A word too long to be indexed is in no message's postings: the
+        // query matches nothing (rather than matching without that word).
+        if query.iter().any(|w| w.len() > crate::store::keys::MAX_WORD) {
+            return Ok(Vec::new());
+        }
         let below = range.1.min(MsgId(self.commit.visible().0 + 1));
         let ids = self
             .store
@@ -634,6 +639,25 @@ mod tests {
             let e = c.core.archive(&c.staff, &ch, &[bad]).await.unwrap_err();
             assert_eq!(e.kind, Kind::NotFound);
         }
+        // A word too long to index matches nothing, even beside one that
+        // matches; a message holding one is still found by its other words.
+        let long = "x".repeat(crate::store::keys::MAX_WORD + 1);
+        let q_long = words(&format!("hello {long}"));
+        assert!(c
+            .core
+            .search_chat(&ch, &q_long, (MsgId(0), MsgId(u64::MAX)), 10, false)
+            .unwrap()
+            .is_empty());
+        let m = c
+            .core
+            .inbound(&c.pat, &ch, format!("{long} zebra"))
+            .await
+            .unwrap();
+        let z = c
+            .core
+            .search_chat(&ch, &words("ZEBRA"), (MsgId(0), MsgId(u64::MAX)), 10, false)
+            .unwrap();
+        assert_eq!(z.iter().map(|m| m.id).collect::<Vec<_>>(), [m.id]);
         c.core.shutdown();
     }
 

@@ -545,13 +545,13 @@ impl WriteBatch {
     }
 
     pub fn put_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
-        for w in words {
+        for w in words.iter().filter(|w| w.len() <= MAX_WORD) {
             self.0.insert(with_id(&postings(room.0, w), id.0), &[]);
         }
     }
 
     pub fn remove_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
-        for w in words {
+        for w in words.iter().filter(|w| w.len() <= MAX_WORD) {
             self.0.remove(with_id(&postings(room.0, w), id.0));
         }
     }

@@ -530,15 +530,10 @@ fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
     Ok(ok_json(&Envelope { meta, content }))
 }
 
-/// The words of a search query: all must match, whole words, any case.
-fn query_words(query: &str) -> Result<QueryWords> {
-    let mut all: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
-    all.sort();
-    all.dedup();
+/// The words of a search query (`core::model::words`: all must match,
+/// whole words, any case).
+fn query_words(query: &str) -> Result<Vec<String>> {
+    let all = words(query);
     if all.is_empty() {
         return Err(bad_request("query must contain at least one word"));
     }
@@ -547,19 +542,7 @@ fn query_words(query: &str) -> Result<QueryWords> {
             "query may have at most {MAX_QUERY_WORDS} words"
         )));
     }
-    // `words` (the index's own split) leaves out words too long to be
-    // indexed; a query naming one can match nothing, rather than match
-    // without it.
-    let w = words(query);
-    Ok(QueryWords {
-        unmatchable: all.len() != w.len(),
-        words: w,
-    })
-}
-
-struct QueryWords {
-    words: Vec<String>,
-    unmatchable: bool,
+    Ok(all)
 }
 
 /// `GET …/chat/search?query=&pageSize=|pageToken=` → the seed's search
@@ -578,14 +561,14 @@ fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
         .filter(|s| token.is_none() || !s.is_empty())
         .map(query_words)
         .transpose()?;
-    let (words, unmatchable) = match (&token, asked) {
-        (Some(t), Some(a)) if a.words != t.query => {
+    let words = match (&token, asked) {
+        (Some(t), Some(a)) if a != t.query => {
             return Err(bad_request(
                 "query differs from the page token's; leave it out with a pageToken",
             ))
         }
-        (Some(t), _) => (t.query.clone(), false),
-        (None, Some(a)) => (a.words, a.unmatchable),
+        (Some(t), _) => t.query.clone(),
+        (None, Some(a)) => a,
         (None, None) => return Err(bad_request("query is required")),
     };
     let at = Paged {
@@ -595,15 +578,7 @@ fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
             .map_or(size.unwrap_or(DEFAULT_PAGE), |t| t.size),
         include_archived: false,
     };
-    let page = if unmatchable {
-        Page {
-            messages: vec![],
-            older: false,
-            newer: false,
-        }
-    } else {
-        search_page(core, chat, &words, at.border, at.size)?
-    };
+    let page = search_page(core, chat, &words, at.border, at.size)?;
     let content = r.hits(&page, at.size, false)?;
     let meta = r.meta(Kind::Search, &at, &page, &words);
     Ok(ok_json(&Envelope { meta, content }))
@@ -788,15 +763,9 @@ mod tests {
     #[test]
     fn query_words_fold_case_and_refuse_empty_queries() {
         let w = query_words("Hello, WORLD hello").ok().unwrap();
-        assert_eq!(
-            (w.words, w.unmatchable),
-            (vec!["hello".into(), "world".into()], false)
-        );
+        assert_eq!(w, ["hello", "world"]);
         assert!(query_words("").is_err());
         assert!(query_words(" ,.!? ").is_err());
-        let long = format!("hello {}", "x".repeat(200));
-        assert!(query_words(&long).ok().unwrap().unmatchable);
-        assert!(query_words(&"x".repeat(200)).ok().unwrap().unmatchable);
         let many: Vec<String> = (0..=MAX_QUERY_WORDS).map(|i| format!("w{i}")).collect();
         assert!(query_words(&many.join(" ")).is_err());
     }
