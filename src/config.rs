@@ -86,6 +86,73 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub webhook_max_backoff_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: addresses and
+    /// networks, comma-separated (`127.0.0.1,10.0.0.0/8`). Default: none,
+    /// the header is ignored and the client is the TCP peer.
+    #[arg(
+        long,
+        env = "PARLOR_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = crate::net::proxy::parse_list,
+        value_name = "LIST"
+    )]
+    pub trusted_proxies: crate::net::proxy::TrustedProxies,
+    /// Failed logins in a row before an account is slowed down (then 1 s,
+    /// doubling up to 5 min; a success resets it).
+    #[arg(
+        long,
+        env = "PARLOR_LOGIN_FAILS_PER_ACCOUNT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub login_fails_per_account: u32,
+    /// Failed logins per client address per minute before that address is
+    /// refused for the rest of the minute.
+    #[arg(
+        long,
+        env = "PARLOR_LOGIN_FAILS_PER_ADDR",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub login_fails_per_addr: u32,
+    /// Seconds a client has to send a request's headers (API.md §1: 30).
+    #[arg(
+        long,
+        env = "PARLOR_HEADER_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub header_timeout_secs: u64,
+    /// Seconds a WebSocket has to authenticate before it is closed (1008).
+    #[arg(
+        long,
+        env = "PARLOR_AUTH_DEADLINE_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub auth_deadline_secs: u64,
+    /// Serve TLS (HTTPS, `wss://`) with this PEM certificate chain, leaf
+    /// first (needs --tls-key).
+    #[arg(
+        long,
+        env = "PARLOR_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(
+        long,
+        env = "PARLOR_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the conformance echo WebSocket at `/conformance/echo` (no
+    /// authentication; for protocol test suites such as `.ci/autobahn`).
+    /// Hidden: never for production.
+    #[arg(long, env = "PARLOR_CONFORMANCE_ECHO", hide = true)]
+    pub conformance_echo: bool,
 }
 
 #[derive(Subcommand, Debug)]

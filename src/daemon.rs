@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::config::ServeArgs;
 use crate::core::limits::Limits;
 use crate::core::Core;
-use crate::{control, net, webhooks};
+use crate::{control, net, systemd, webhooks};
 
 const GRACE: Duration = Duration::from_secs(4);
 
@@ -26,11 +26,21 @@ pub fn limits(args: &ServeArgs) -> Limits {
         conns_per_user: args.conns_per_user,
         max_connections: args.max_connections,
         chat_history: args.chat_history,
+        login_fails_per_account: args.login_fails_per_account,
+        login_fails_per_addr: args.login_fails_per_addr,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        auth_deadline: Duration::from_secs(args.auth_deadline_secs),
+        conformance_echo: args.conformance_echo,
         ..Limits::default()
     }
 }
 
 pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    // A bad certificate or key stops the daemon before it touches the store.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(net::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let core = Core::open(&data_dir.join("store"), limits(&args))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
@@ -38,10 +48,10 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let public_url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = args.public_url.clone().unwrap_or_else(|| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    });
     let monitor = webhooks::Monitor::new();
     let hooks = webhooks::Worker::start(
         core.clone(),
@@ -63,10 +73,11 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
         tracing::info!("shutting down");
+        systemd::stopping();
         let _ = stop.send(true);
     });
 
-    tracing::info!(%addr, %public_url, "serving");
+    tracing::info!(%addr, %public_url, tls = tls.is_some(), "serving");
     // Tools and tests read the bound address (port 0 picks a free one).
     {
         use std::io::Write;
@@ -74,10 +85,28 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
+    systemd::ready(addr);
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        tracing::info!(?every, "systemd watchdog");
+        tokio::spawn(systemd::watchdog(core.clone(), every))
+    });
 
-    net::serve(core.clone(), monitor, listener, stopped, GRACE).await;
+    let proxies = Arc::new(args.trusted_proxies.clone());
+    net::serve(
+        core.clone(),
+        monitor,
+        listener,
+        tls,
+        proxies,
+        stopped,
+        GRACE,
+    )
+    .await;
     hooks.stop().await;
     control_task.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     let _ = std::fs::remove_file(control::socket_path(data_dir));
     finish(core);
     Ok(())

@@ -23,6 +23,7 @@
 //!   HTML, CSS, plain JavaScript modules) compiled in and served at `/`
 //!   with ETags and strict security headers. It is a client of the public
 //!   API like any other.
+//! - [`systemd`]: `Type=notify` readiness, watchdog keep-alives, stopping.
 
 pub mod bench;
 pub mod cli;
@@ -31,7 +32,10 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod dialects;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod store;
+pub mod systemd;
 pub mod web;
 pub mod webhooks;

@@ -719,3 +719,72 @@ async fn serve_reads_listen_and_data_dir_from_environment() {
     let (_, uid) = srv.login("alice", "pw").await;
     assert_eq!(uid, id, "PARLOR_DATA_DIR must select the data directory");
 }
+
+async fn failed_login_via(addr: &str, forwarded_for: &str, user: &str) -> u16 {
+    let body = json!({"username": user, "password": "wrong"}).to_string();
+    http(
+        addr,
+        "POST",
+        "/auth/login",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", forwarded_for),
+        ],
+        body,
+    )
+    .await
+    .status
+}
+
+/// The per-address throttle counts the client a trusted proxy names, not
+/// the proxy: one abuser behind the proxy does not lock out the others,
+/// and prepending a fake address does not escape the count.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_throttle_per_client_behind_a_trusted_proxy() {
+    let w = World::with_flags(&[
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--login-fails-per-addr",
+        "3",
+    ])
+    .await;
+    let addr = w.addr();
+    // Different accounts, so only the address throttle can kick in.
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(failed_login_via(&addr, "203.0.113.1", user).await, 401);
+    }
+    assert_eq!(failed_login_via(&addr, "203.0.113.1", "u4").await, 429);
+    assert_eq!(
+        failed_login_via(&addr, "198.51.100.7, 203.0.113.1", "u5").await,
+        429,
+        "a forged left-most address does not reset the count"
+    );
+    // Another client behind the same proxy is unaffected.
+    assert_eq!(failed_login_via(&addr, "203.0.113.2", "u6").await, 401);
+    let body = json!({"username": "alice", "password": w.alice.password}).to_string();
+    let r = http(
+        &addr,
+        "POST",
+        "/auth/login",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "203.0.113.2"),
+        ],
+        body,
+    )
+    .await;
+    r.expect(200);
+}
+
+/// Without `--trusted-proxies` the header is the client's own claim and is
+/// ignored: changing it does not escape the per-address throttle.
+#[tokio::test(flavor = "multi_thread")]
+async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let w = World::with_flags(&["--login-fails-per-addr", "3"]).await;
+    let addr = w.addr();
+    for (i, user) in ["u1", "u2", "u3"].iter().enumerate() {
+        let fake = format!("203.0.113.{i}");
+        assert_eq!(failed_login_via(&addr, &fake, user).await, 401);
+    }
+    assert_eq!(failed_login_via(&addr, "198.51.100.99", "u4").await, 429);
+}

@@ -156,3 +156,42 @@ async fn sigterm_under_load_closes_sockets_with_1001_and_keeps_what_was_acknowle
         );
     }
 }
+
+/// `--trusted-proxies`: `X-Forwarded-For` from a trusted proxy names the
+/// client, so a local client behind a local proxy reads metrics and a
+/// remote one needs an admin token; a forged left part changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_through_a_trusted_proxy_follow_x_forwarded_for() {
+    let w = World::with_flags(&["--trusted-proxies", "127.0.0.1"]).await;
+    let addr = w.addr();
+    assert_eq!(metrics(&addr, &[]).await.status, 200, "direct, loopback");
+    let local_client = ("x-forwarded-for", "::1");
+    assert_eq!(metrics(&addr, &[local_client]).await.status, 200);
+    for remote in ["203.0.113.9", "127.0.0.1, 203.0.113.9"] {
+        metrics(&addr, &[("x-forwarded-for", remote)])
+            .await
+            .expect_error(401, "UNAUTHENTICATED");
+    }
+    // Trusted, but a header we do not read: cannot tell, so not local.
+    metrics(&addr, &[("x-real-ip", "127.0.0.1")])
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+}
+
+#[test]
+fn a_bad_trusted_proxies_list_refuses_to_start() {
+    let srv = Server::new();
+    let out = srv.cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-proxies",
+            "10.0.0.0/33",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("10.0.0.0/33"), "{err}");
+}

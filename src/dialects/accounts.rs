@@ -21,10 +21,11 @@ struct Login {
 
 /// `POST /auth/login` `{"username","password"}` → `{"token","user_id"}`.
 pub async fn login(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
+    let client = ctx.client_ip(&req);
     let body: Login = http::read_json(req).await?;
     let (token, user) = ctx
         .core
-        .login(&body.username, body.password, ctx.peer.ip())
+        .login(&body.username, body.password, client)
         .await?;
     Ok(http::json(
         StatusCode::OK,

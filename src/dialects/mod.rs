@@ -9,9 +9,12 @@
 //! - `patient`: API.md §5 — REST under `/{tenant}/{instance}/patient/{id}/chat`
 //! - `time`: RFC 3339 times (with milliseconds) out and in, for any dialect
 //! - `web_api`: `GET /chat/rooms`, the room overview the web client needs
+//! - `echo`: the conformance echo at `/conformance/echo` (off unless
+//!   `--conformance-echo`): every message back, for protocol test suites
 
 pub mod accounts;
 pub mod actions;
+pub mod echo;
 pub mod patient;
 pub mod rooms;
 pub mod time;
@@ -37,9 +40,18 @@ pub fn caller(core: &Core, req: &Request<Incoming>) -> Result<Caller> {
 pub struct Ctx {
     pub core: Arc<Core>,
     pub peer: std::net::SocketAddr,
+    /// Whose `X-Forwarded-For` to believe (see [`Ctx::client_ip`]).
+    pub proxies: Arc<crate::net::proxy::TrustedProxies>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The webhook worker's view of pending deliveries, and its doorbell.
     pub webhooks: Arc<crate::webhooks::Monitor>,
     /// Held while anything of the connection runs (see `net::serve`).
     pub guard: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl Ctx {
+    /// The client's address: the peer's, or what trusted proxies say.
+    pub fn client_ip<B>(&self, req: &Request<B>) -> std::net::IpAddr {
+        self.proxies.client(self.peer.ip(), req.headers())
+    }
 }

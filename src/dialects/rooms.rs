@@ -74,12 +74,25 @@ struct Send {
     messages: String,
 }
 
+/// The first frame: `{"auth_token"}`, its token; anything else is
+/// refused as UNAUTHENTICATED. Pure: no I/O.
+pub(crate) fn parse_auth(text: &str) -> Result<String> {
+    http::json_object::<Auth>(text.as_bytes())
+        .map(|a| a.auth_token)
+        .map_err(|_| Error::unauthenticated())
+}
+
+/// A later frame: a send, `{"room","messages"}` (or `"message"`), as the
+/// room and the text. Pure: no I/O.
+pub(crate) fn parse_send(text: &str) -> Result<(RoomId, String)> {
+    let send = http::json_object::<Send>(text.as_bytes())?;
+    Ok((room_id(&send.room)?, send.messages))
+}
+
 impl Dialect for Session {
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         let Some(caller) = &self.caller else {
-            let opened = http::json_object::<Auth>(text.as_bytes())
-                .map_err(|_| Error::unauthenticated())
-                .and_then(|a| self.core.open_session(&a.auth_token));
+            let opened = parse_auth(text).and_then(|token| self.core.open_session(&token));
             return match opened {
                 Ok((caller, sub)) => {
                     tracing::Span::current().record("user", caller.user.id.0);
@@ -97,22 +110,18 @@ impl Dialect for Session {
         };
         // Sends get no reply, whatever happens (the seed's "small security
         // feature"); failures are logged.
-        let send = match http::json_object::<Send>(text.as_bytes()) {
+        let (room, text) = match parse_send(text) {
             Ok(s) => s,
             Err(e) => {
-                tracing::info!(error = %e, "ignored a frame that is not a send");
+                tracing::info!(error = %e, "ignored a frame that is not a send to a room");
                 return Vec::new();
             }
         };
-        let queued = match room_id(&send.room) {
-            Ok(room) => {
-                self.core
-                    .post_queued(&caller.user, room, send.messages, PostAs::default())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match queued {
+        match self
+            .core
+            .post_queued(&caller.user, room, text, PostAs::default())
+            .await
+        {
             // Queued in order; the push to this socket is the acknowledgement.
             Ok(done) => {
                 tokio::spawn(async move {
@@ -135,7 +144,7 @@ impl Dialect for Session {
 }
 
 #[derive(Deserialize)]
-struct CreateDm {
+pub(crate) struct CreateDm {
     other: String,
 }
 
@@ -153,7 +162,7 @@ pub async fn create_dm(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 }
 
 #[derive(Deserialize)]
-struct RoomInfo {
+pub(crate) struct RoomInfo {
     room_id: String,
 }
 
@@ -174,7 +183,7 @@ pub async fn room_info(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 }
 
 #[derive(Deserialize)]
-struct Retrieve {
+pub(crate) struct Retrieve {
     after: u64,
     limit: Option<u64>,
 }
@@ -204,4 +213,95 @@ pub async fn retrieve(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         out.write(b"]}");
         Ok(())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::error::Kind;
+    use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const FIELDS: &[&str] = &[
+        "auth_token",
+        "room",
+        "messages",
+        "message",
+        "other",
+        "room_id",
+        "after",
+        "limit",
+    ];
+
+    fn check(text: &str) {
+        crate::fuzzing::rooms_frame(text.as_bytes());
+    }
+
+    fn object() -> impl Strategy<Value = Value> {
+        prop_oneof![4 => object_with(FIELDS), 1 => json_value()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn any_text_is_a_frame_or_a_clear_refusal(s in any::<String>()) {
+            check(&s);
+        }
+
+        #[test]
+        fn frame_and_body_shaped_json_never_panics(v in object()) {
+            check(&v.to_string());
+        }
+
+        #[test]
+        fn almost_valid_frames_never_panic(
+            text in object().prop_flat_map(|v| mutated(v.to_string()))
+        ) {
+            check(&text);
+        }
+
+        #[test]
+        fn well_typed_frames_give_their_values(
+            token in odd_string(),
+            room in any::<u64>(),
+            text in odd_string(),
+            alias in any::<bool>(),
+        ) {
+            let auth = json!({ "auth_token": token });
+            prop_assert_eq!(parse_auth(&auth.to_string()), Ok(token));
+            let key = if alias { "message" } else { "messages" };
+            let send = json!({ "room": room.to_string(), key: text });
+            prop_assert_eq!(parse_send(&send.to_string()), Ok((RoomId(room), text)));
+            let retrieve = json!({ "after": room, "limit": room });
+            let r = http::json_object::<Retrieve>(retrieve.to_string().as_bytes()).unwrap();
+            prop_assert_eq!((r.after, r.limit), (room, Some(room)));
+        }
+    }
+
+    #[test]
+    fn refusals_have_the_dialects_kinds() {
+        assert_eq!(
+            parse_auth(r#"{"auth_token":1}"#).unwrap_err().kind,
+            Kind::Unauthenticated
+        );
+        assert_eq!(parse_auth("[]").unwrap_err().kind, Kind::Unauthenticated);
+        let e = parse_send(r#"{"room":"x","messages":"hi"}"#).unwrap_err();
+        assert_eq!(e.kind, Kind::NotFound);
+        let e = parse_send(r#"{"room":"1"}"#).unwrap_err();
+        assert_eq!(e.kind, Kind::BadRequest);
+        assert!(e.message.contains("messages"), "{}", e.message);
+        for deep in ["[".repeat(100_000), "{\"room\":".repeat(100_000)] {
+            check(&deep);
+        }
+        for bad in [
+            &br#"{"after":-1}"#[..],
+            br#"{"after":1e400}"#,
+            br#"{"after":1.5}"#,
+        ] {
+            let e = http::json_object::<Retrieve>(bad).err().expect("refused");
+            assert_eq!(e.kind, Kind::BadRequest);
+        }
+    }
 }

@@ -68,7 +68,10 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            // Two hex digits: `from_str_radix` alone would also take a sign (`%+a`).
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?)
+                .ok()
+                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -85,7 +88,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// One parsed request frame.
 #[derive(Debug, PartialEq)]
-enum Request {
+pub(crate) enum Request {
     GetChats,
     CreateEmptyChat,
     JoinChat {
@@ -110,7 +113,7 @@ enum Request {
 
 /// `date_from`: a day (days since 1970-01-01, UTC) or a named range.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum DayFrom {
+pub(crate) enum DayFrom {
     Day(i64),
     /// Yesterday only.
     Yesterday,
@@ -121,12 +124,12 @@ enum DayFrom {
 }
 
 /// A frame that could not be parsed: the `type` it asked for, if any.
-struct Refused {
-    request_type: Option<String>,
-    error: Error,
+pub(crate) struct Refused {
+    pub(crate) request_type: Option<String>,
+    pub(crate) error: Error,
 }
 
-fn parse(text: &str) -> std::result::Result<Request, Refused> {
+pub(crate) fn parse(text: &str) -> std::result::Result<Request, Refused> {
     let refuse = |request_type: Option<String>, error: Error| Refused {
         request_type,
         error,
@@ -534,7 +537,7 @@ impl Dialect for Session {
         }
     }
 
-    fn on_binary(&mut self) -> Vec<Out> {
+    fn on_binary(&mut self, _data: &[u8]) -> Vec<Out> {
         let e = Error::bad_request("binary frames are not understood; send JSON text");
         vec![Out::Text(error_frame(None, &e))]
     }
@@ -702,5 +705,154 @@ mod tests {
         assert_eq!(query_token(Some("tokens=abc")), None);
         assert_eq!(query_token(Some("token=%zz")), None);
         assert_eq!(query_token(None), None);
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::dialects::time::civil_from_days;
+    use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const TYPES: &[&str] = &[
+        "getChats",
+        "createEmptyChat",
+        "joinChat",
+        "getChatDetails",
+        "newMessage",
+        "getChatMessages",
+    ];
+    const DATA_FIELDS: &[&str] = &[
+        "chat",
+        "chatId",
+        "text",
+        "is_read",
+        "last_read_message",
+        "date_from",
+        "date_to",
+        "last",
+    ];
+
+    /// `{"type","data"}` with a known type (usually) and data fields of
+    /// any types — or `data` itself of any type.
+    fn frame_like() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                4 => proptest::sample::select(TYPES).prop_map(Value::from),
+                1 => json_value(),
+            ],
+            prop_oneof![4 => object_with(DATA_FIELDS), 1 => json_value()],
+        )
+            .prop_map(|(t, data)| json!({ "type": t, "data": data }))
+    }
+
+    fn check(text: &str) {
+        crate::fuzzing::typed_frame(text.as_bytes());
+    }
+
+    /// `YYYY-MM-DD` of a day in years 0000..=9999, and the day.
+    fn day() -> impl Strategy<Value = (String, i64)> {
+        (-719_528i64..2_932_897).prop_map(|d| {
+            let (y, m, dd) = civil_from_days(d);
+            (format!("{y:04}-{m:02}-{dd:02}"), d)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn any_text_parses_or_is_a_bad_request(s in any::<String>()) {
+            check(&s);
+        }
+
+        #[test]
+        fn frame_shaped_json_parses_or_names_its_type(v in frame_like()) {
+            let text = v.to_string();
+            check(&text);
+            if let Err(r) = parse(&text) {
+                prop_assert_eq!(r.request_type.as_deref(), v["type"].as_str());
+                prop_assert!(!r.error.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn almost_valid_frames_never_panic(
+            text in frame_like().prop_flat_map(|v| mutated(v.to_string()))
+        ) {
+            check(&text);
+        }
+
+        #[test]
+        fn well_typed_frames_give_their_values(
+            chat in any::<u64>(),
+            text in odd_string(),
+            is_read in any::<bool>(),
+            last in any::<u64>(),
+            (from, from_day) in day(),
+            (to, to_day) in day(),
+            alias in any::<bool>(),
+        ) {
+            let key = if alias { "chatId" } else { "chat" };
+            let m = json!({"type": "newMessage", "data": {key: chat, "text": text, "is_read": is_read}});
+            prop_assert_eq!(
+                parse(&m.to_string()).ok(),
+                Some(Request::NewMessage { chat: RoomId(chat), text: text.clone(), is_read })
+            );
+            let h = json!({"type": "getChatMessages",
+                           "data": {key: chat, "date_from": from, "date_to": to, "last": last}});
+            prop_assert_eq!(
+                parse(&h.to_string()).ok(),
+                Some(Request::GetChatMessages {
+                    chat: RoomId(chat),
+                    from: Some(DayFrom::Day(from_day)),
+                    to: Some(to_day),
+                    last: Some(usize::try_from(last).unwrap_or(usize::MAX)),
+                })
+            );
+            // Any window of them is well formed, whatever the days.
+            let w = window(Some(DayFrom::Day(from_day)), Some(to_day), None, to_day);
+            prop_assert!(w.from_ms.is_some() && w.until_ms.is_some());
+        }
+
+        #[test]
+        fn query_tokens_percent_decode_what_was_encoded(token in "\\PC{1,40}") {
+            let encoded: String = token.bytes().map(|b| format!("%{b:02X}")).collect();
+            prop_assert_eq!(query_token(Some(&format!("a=1&token={encoded}"))), Some(token));
+        }
+
+        #[test]
+        fn a_percent_without_two_hex_digits_is_refused(
+            bad in "%([^0-9A-Fa-f].|.[^0-9A-Fa-f]|.?)",
+            tail in "[g-z]{0,3}",
+        ) {
+            prop_assert_eq!(percent_decode(&format!("{bad}{tail}")), None);
+        }
+    }
+
+    /// Found by `a_percent_without_two_hex_digits_is_refused`:
+    /// `u8::from_str_radix` takes a leading `+`, so `?token=%+a` was read
+    /// as a newline instead of being refused.
+    #[test]
+    fn percent_sign_escape_bug_plus_is_not_a_hex_digit() {
+        assert_eq!(percent_decode("%+a"), None);
+        assert_eq!(percent_decode("a%+0b"), None);
+        assert_eq!(query_token(Some("token=%+a")), None);
+        assert_eq!(percent_decode("%0a"), Some("\n".into()));
+    }
+
+    #[test]
+    fn deep_nesting_is_a_bad_request_not_a_stack_overflow() {
+        for n in [127, 128, 129, 10_000, 200_000] {
+            check(&"[".repeat(n));
+            let deep = format!(
+                "{{\"type\":\"newMessage\",\"data\":{{\"chat\":1,\"text\":{}\"x\"{}}}}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            );
+            check(&deep);
+        }
     }
 }

@@ -4,7 +4,9 @@
 
 pub mod http;
 pub mod ops;
+pub mod proxy;
 pub mod router;
+pub mod tls;
 pub mod upgrade;
 pub mod ws;
 
@@ -14,22 +16,23 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::core::Core;
 use crate::dialects::Ctx;
 
-/// Request headers must be complete within this (API.md §1).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves until `shutdown` turns true, then stops accepting and returns
 /// once every connection has ended (WebSockets close with 1001) or
-/// `grace` has passed.
+/// `grace` has passed. With `tls`, each connection first completes a TLS
+/// handshake (in its own task, within [`tls::HANDSHAKE_TIMEOUT`]).
 pub async fn serve(
     core: Arc<Core>,
     webhooks: Arc<crate::webhooks::Monitor>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxies: Arc<proxy::TrustedProxies>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -61,32 +64,55 @@ pub async fn serve(
             core: core.clone(),
             webhooks: webhooks.clone(),
             peer,
+            proxies: proxies.clone(),
             shutdown: shutdown.clone(),
             guard: Arc::new((permit, alive.clone())),
         };
         let mut conn_shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| router::route(ctx.clone(), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = conn_shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            let Some(tls) = tls else {
+                return serve_connection(stream, ctx, conn_shutdown).await;
+            };
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.accept(stream)) => r,
+                _ = conn_shutdown.changed() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_connection(stream, ctx, conn_shutdown).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     drop(alive);
     let _ = tokio::time::timeout(grace, all_done.recv()).await;
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one accepted connection, plain TCP or
+/// TLS, until it ends or `shutdown` asks for a graceful end.
+async fn serve_connection<I>(io: I, ctx: Ctx, mut shutdown: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = ctx.core.limits.header_timeout;
+    let svc = service_fn(move |req| router::route(ctx.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

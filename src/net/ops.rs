@@ -29,18 +29,9 @@ pub async fn readyz(ctx: Ctx) -> Resp {
     }
 }
 
-/// Whether a request comes straight from this machine. A request relayed
-/// by a proxy (which may well run on loopback) does not count.
-fn local(ctx: &Ctx, req: &Request<Incoming>) -> bool {
-    let relayed = ["x-forwarded-for", "forwarded", "x-real-ip"]
-        .iter()
-        .any(|h| req.headers().contains_key(*h));
-    ctx.peer.ip().is_loopback() && !relayed
-}
-
 /// `GET /metrics` — Prometheus text format.
 pub fn metrics(ctx: Ctx, req: Request<Incoming>, extra: &str) -> Result<Resp> {
-    if !local(&ctx, &req) {
+    if !ctx.proxies.is_local(ctx.peer.ip(), req.headers()) {
         let caller = crate::dialects::caller(&ctx.core, &req)?;
         if caller.user.role != Role::Admin {
             return Err(Error::forbidden("metrics are for admins or loopback"));

@@ -72,8 +72,13 @@ impl Refusal {
 
 /// Checks an opening handshake; `Ok(accept)` or why it is refused.
 pub fn check<B>(req: &Request<B>) -> Result<String, Refusal> {
-    let h = req.headers();
-    if req.method() != Method::GET
+    check_headers(req.method(), req.headers())
+}
+
+/// [`check`] on a request's method and headers alone (pure, so property
+/// tests and the fuzz target can drive it with any headers).
+pub fn check_headers(method: &Method, h: &HeaderMap) -> Result<String, Refusal> {
+    if method != Method::GET
         || !has_token(h, CONNECTION, "upgrade")
         || !has_token(h, UPGRADE, "websocket")
     {
@@ -194,5 +199,116 @@ mod tests {
             check(&req(&[])).unwrap_err().response().status(),
             StatusCode::BAD_REQUEST
         );
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use hyper::header::HeaderName;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        "connection",
+        "upgrade",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "host",
+        "origin",
+    ];
+
+    /// Header lines as a client might send them — mostly the ones the
+    /// handshake reads, with values of any bytes a header may hold.
+    fn headers() -> impl Strategy<Value = HeaderMap> {
+        let name = prop_oneof![
+            4 => proptest::sample::select(NAMES).prop_map(str::to_owned),
+            1 => "[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,20}",
+        ];
+        let value = prop_oneof![
+            "(keep-alive, )?[Uu]pgrade|[Ww]eb[Ss]ocket|13|8|[A-Za-z0-9+/]{22}==",
+            "[ \\t]*[A-Za-z0-9+/=]{0,30}[ \\t]*",
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ];
+        proptest::collection::vec((name, value), 0..8).prop_map(|pairs| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(n.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
+                    h.append(n, v);
+                }
+            }
+            h
+        })
+    }
+
+    fn valid(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        h.insert("sec-websocket-key", HeaderValue::from_str(key).unwrap());
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn any_headers_are_accepted_or_refused_with_a_reason(
+            h in headers(),
+            post in proptest::bool::weighted(0.1),
+        ) {
+            let method = if post { Method::POST } else { Method::GET };
+            match check_headers(&method, &h) {
+                Ok(accept) => {
+                    prop_assert_eq!(&method, &Method::GET);
+                    let key = h["sec-websocket-key"].as_bytes().trim_ascii();
+                    prop_assert_eq!(accept, accept_key(key));
+                }
+                Err(Refusal::Bad(why)) => prop_assert!(!why.is_empty()),
+                Err(Refusal::Version) => prop_assert_ne!(
+                    h.get("sec-websocket-version").map(HeaderValue::as_bytes),
+                    Some(&b"13"[..])
+                ),
+            }
+        }
+
+        #[test]
+        fn every_16_byte_key_is_accepted_with_its_rfc6455_answer(
+            raw in any::<[u8; 16]>(),
+            pad in "[ \\t]{0,2}",
+        ) {
+            let key = base64::engine::general_purpose::STANDARD.encode(raw);
+            let got = check_headers(&Method::GET, &valid(&format!("{pad}{key}{pad}")));
+            let mut sha = Sha1::new();
+            sha.update(format!("{key}{GUID}"));
+            let want = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+            prop_assert_eq!(got, Ok(want));
+        }
+
+        #[test]
+        fn keys_of_any_other_length_are_refused(
+            raw in proptest::collection::vec(any::<u8>(), 0..40).prop_filter("not 16", |r| r.len() != 16),
+        ) {
+            let key = base64::engine::general_purpose::STANDARD.encode(raw);
+            prop_assert!(matches!(check_headers(&Method::GET, &valid(&key)), Err(Refusal::Bad(_))));
+        }
+    }
+
+    #[test]
+    fn the_fuzz_targets_input_shape_reaches_acceptance() {
+        // flags 7: the three fixed headers; then a key line.
+        let mut data = vec![7u8];
+        data.extend_from_slice(b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==");
+        crate::fuzzing::upgrade(&data);
+        let h = {
+            let mut h = valid("dGhlIHNhbXBsZSBub25jZQ==");
+            h.remove(CONNECTION);
+            h
+        };
+        assert!(check_headers(&Method::GET, &h).is_err());
     }
 }

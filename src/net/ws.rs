@@ -25,6 +25,7 @@ use crate::core::Core;
 /// What a dialect asks the loop to do after a frame.
 pub enum Out {
     Text(String),
+    Binary(Vec<u8>),
     /// Start receiving hub events (after authentication).
     Subscribe(Subscription),
     Close(CloseCode, String),
@@ -32,10 +33,14 @@ pub enum Out {
 
 /// A wire protocol spoken over WebSocket: translation only.
 pub trait Dialect: Send + 'static {
+    /// Whether the socket must authenticate (subscribe) within
+    /// `Limits::auth_deadline`. Only a dialect without users says no: the
+    /// conformance echo (`dialects::echo`).
+    const NEEDS_AUTH: bool = true;
     /// Handles one text frame.
     fn on_text(&mut self, text: &str) -> impl Future<Output = Vec<Out>> + Send;
-    /// Handles one binary frame; by default ignored.
-    fn on_binary(&mut self) -> Vec<Out> {
+    /// Handles one binary frame (its whole payload); by default ignored.
+    fn on_binary(&mut self, _data: &[u8]) -> Vec<Out> {
         Vec::new()
     }
     /// Renders a hub event for this connection, if it shows it.
@@ -46,14 +51,15 @@ pub trait Dialect: Send + 'static {
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// …and are closed if still silent after this long.
 const IDLE_LIMIT: Duration = Duration::from_secs(75);
-/// A socket that has not authenticated by then is closed.
-pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 /// A write that cannot complete in this long means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a socket closed for a bad frame goes on discarding what the peer
+/// still sends (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Runs a session until either side closes. `sub` is given when the socket
 /// was authenticated during the upgrade; otherwise the dialect subscribes
-/// after its own authentication frame, within `AUTH_DEADLINE`.
+/// after its own authentication frame, within `Limits::auth_deadline`.
 pub async fn run<D: Dialect>(
     name: &'static str,
     core: Arc<Core>,
@@ -66,15 +72,17 @@ pub async fn run<D: Dialect>(
     async move {
         let _gauge = core.metrics.connection(name);
         let mut bucket = Bucket::new(core.limits.msg_burst, core.limits.msg_rate);
-        let auth_deadline = tokio::time::sleep(AUTH_DEADLINE);
+        let auth_deadline = tokio::time::sleep(core.limits.auth_deadline);
         tokio::pin!(auth_deadline);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         let mut last_heard = Instant::now();
+        // tungstenite reads nothing more after a bad frame.
+        let mut read_failed = false;
         let close = loop {
             tokio::select! {
                 _ = shutdown.changed() => break (CloseCode::Away, "server shutting down".into()),
-                _ = &mut auth_deadline, if sub.is_none() => {
+                _ = &mut auth_deadline, if D::NEEDS_AUTH && sub.is_none() => {
                     break (CloseCode::Policy, "not authenticated in time".into());
                 }
                 _ = ping.tick() => {
@@ -104,12 +112,21 @@ pub async fn run<D: Dialect>(
                     let outs = match frame {
                         None => return,
                         Some(Err(e)) => match close_for(&e) {
-                            Some(close) => break close,
+                            Some(close) => {
+                                read_failed = true;
+                                break close;
+                            }
                             None => return,
                         },
                         Some(Ok(WsMessage::Close(_))) => {
-                            // tungstenite has queued the reply; flush it.
-                            let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
+                            // tungstenite has queued the reply (the peer's
+                            // code, or 1002 for an invalid one); flush it.
+                            // Not `ws.close(None)`: that *sends* a close,
+                            // which tungstenite refuses after the peer's
+                            // (SendAfterClosing), dropping the reply: the
+                            // peer saw a TCP drop instead of a handshake.
+                            let flush = SinkExt::close(&mut ws);
+                            let _ = tokio::time::timeout(WRITE_TIMEOUT, flush).await;
                             return;
                         }
                         Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) if bucket.take(Instant::now()).is_err() => {
@@ -117,7 +134,7 @@ pub async fn run<D: Dialect>(
                             break (CloseCode::Policy, "rate limit exceeded".into());
                         }
                         Some(Ok(WsMessage::Text(t))) => dialect.on_text(t.as_str()).await,
-                        Some(Ok(WsMessage::Binary(_))) => dialect.on_binary(),
+                        Some(Ok(WsMessage::Binary(b))) => dialect.on_binary(&b),
                         Some(Ok(_)) => continue,
                     };
                     let mut closing = None;
@@ -125,6 +142,11 @@ pub async fn run<D: Dialect>(
                         match out {
                             Out::Text(t) => {
                                 if send(&mut ws, WsMessage::text(t)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Out::Binary(b) => {
+                                if send(&mut ws, WsMessage::binary(b)).await.is_err() {
                                     return;
                                 }
                             }
@@ -148,14 +170,40 @@ pub async fn run<D: Dialect>(
         };
         let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
             if ws.send(WsMessage::Close(Some(frame))).await.is_ok() {
-                // Wait briefly for the peer's close so the handshake completes.
-                while let Some(Ok(_)) = ws.next().await {}
+                if read_failed {
+                    linger(ws.get_mut()).await;
+                } else {
+                    // Wait briefly for the peer's close so the handshake
+                    // completes.
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
             }
         })
         .await;
     }
     .instrument(span)
     .await
+}
+
+/// A lingering close, after a bad frame: the peer may still be sending (the
+/// rest of a message too big, say) and tungstenite reads no more. Closing
+/// a TCP socket with unread data resets the connection, and a reset can
+/// destroy the close frame just sent before the peer reads it (Autobahn
+/// case 9.3.1 saw exactly that). So: half-close (FIN after the close frame),
+/// then read and discard until the peer closes too, within [`LINGER`].
+async fn linger<S>(io: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(LINGER, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = vec![0u8; 16 * 1024];
+        while let Ok(1..) = io.read(&mut sink).await {}
+    })
+    .await;
 }
 
 async fn recv(sub: &mut Option<Subscription>) -> Result<Arc<Event>, Kick> {

@@ -121,6 +121,11 @@ impl Server {
 
     /// Like [`Server::start`] with extra `serve` flags (e.g. `--public-url`).
     pub fn start_with(&mut self, extra: &[&str]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// Like [`Server::start_with`], with extra environment variables.
+    pub fn start_with_env(&mut self, extra: &[&str], envs: &[(&str, &std::ffi::OsStr)]) {
         let data_dir = self.data_dir.clone();
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "--listen".as_ref(),
@@ -129,7 +134,7 @@ impl Server {
             data_dir.as_os_str(),
         ];
         args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-        self.spawn_serve(&args, &[]);
+        self.spawn_serve(&args, envs);
     }
 
     /// Starts `parlor serve` with no flags, configured only through
@@ -994,6 +999,11 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        World::with_flags(&[]).await
+    }
+
+    /// Like [`World::new`], the daemon started with extra `serve` flags.
+    pub async fn with_flags(flags: &[&str]) -> World {
         let mut srv = Server::new();
         type Spec<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
         let spec: [Spec; 5] = [
@@ -1012,7 +1022,7 @@ impl World {
             };
             ids.push((name.to_string(), pw, id));
         }
-        srv.start();
+        srv.start_with(flags);
         let addr = srv.addr();
         let logins = futures_util::future::join_all(ids.iter().map(|(n, pw, _)| {
             let addr = addr.clone();

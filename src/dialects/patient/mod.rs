@@ -12,7 +12,7 @@
 //! does not verify is `400 INVALID_PAGE_TOKEN`, this dialect's one code of
 //! its own.
 
-mod tokens;
+pub(crate) mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub const MAX_QUERY_WORDS: usize = 16;
 /// What a request can fail with: a core error, or a page token that does
 /// not verify (which has its own code here and nowhere else).
 #[derive(Debug)]
-enum Fail {
+pub(crate) enum Fail {
     Core(Error),
     BadToken,
 }
@@ -59,7 +59,7 @@ impl From<tokens::Invalid> for Fail {
 type Result<T, E = Fail> = std::result::Result<T, E>;
 
 /// This dialect's wire error: API.md §1's body and status.
-fn wire_error(f: &Fail) -> Resp {
+pub(crate) fn wire_error(f: &Fail) -> Resp {
     match f {
         Fail::Core(e) => http::error(e),
         Fail::BadToken => http::json(
@@ -87,7 +87,7 @@ pub fn owns(path: &str) -> bool {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     History,
     Inbound,
     Outbound,
@@ -97,7 +97,7 @@ enum Endpoint {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-struct Target {
+pub(crate) struct Target {
     tenant: String,
     instance: String,
     patient: String,
@@ -105,7 +105,7 @@ struct Target {
 }
 
 /// The endpoint a method and path name, with the path's parts decoded.
-fn target(method: &Method, path: &str) -> Option<Target> {
+pub(crate) fn target(method: &Method, path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let (t, i, p, sub) = match segs.as_slice() {
         [t, i, "patient", p, "chat"] => (t, i, p, None),
@@ -137,7 +137,10 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                // Two hex digits: `from_str_radix` alone would also take a sign (`%+a`).
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?)
+                    .ok()
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -159,10 +162,10 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
 // ---------------------------------------------------------------------------
 
 /// A request's query parameters, decoded; each name at most once.
-struct Query(HashMap<String, String>);
+pub(crate) struct Query(HashMap<String, String>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Result<Query> {
+    pub(crate) fn parse(q: Option<&str>) -> Result<Query> {
         let mut map = HashMap::new();
         for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -179,17 +182,17 @@ impl Query {
         Ok(Query(map))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
     /// `pageToken`; an empty one counts as none.
-    fn token(&self) -> Option<&str> {
+    pub(crate) fn token(&self) -> Option<&str> {
         self.get("pageToken").filter(|t| !t.is_empty())
     }
 
     /// `pageSize`, 1..=100; refused together with a `pageToken`.
-    fn page_size(&self) -> Result<Option<usize>> {
+    pub(crate) fn page_size(&self) -> Result<Option<usize>> {
         let Some(v) = self.get("pageSize") else {
             return Ok(None);
         };
@@ -207,7 +210,7 @@ impl Query {
     }
 
     /// A `true`/`false` parameter (any case).
-    fn flag(&self, name: &str) -> Result<Option<bool>> {
+    pub(crate) fn flag(&self, name: &str) -> Result<Option<bool>> {
         match self.get(name).map(str::to_ascii_lowercase).as_deref() {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
@@ -218,7 +221,7 @@ impl Query {
 
     /// `includeArchived`: with a token it may be left out, or repeat the
     /// token's value; anything else is a contradiction.
-    fn include_archived(&self, token: Option<&Token>) -> Result<bool> {
+    pub(crate) fn include_archived(&self, token: Option<&Token>) -> Result<bool> {
         let asked = self.flag("includeArchived")?;
         match (token, asked) {
             (Some(t), Some(a)) if a != t.include_archived => Err(bad_request(
@@ -458,7 +461,7 @@ async fn handle(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 }
 
 #[derive(Deserialize)]
-struct Text {
+pub(crate) struct Text {
     message: String,
 }
 
@@ -486,7 +489,7 @@ async fn send(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ArchiveBody {
+pub(crate) struct ArchiveBody {
     external_ids: Vec<String>,
 }
 
@@ -532,7 +535,7 @@ fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
 
 /// The words of a search query (`core::model::words`: all must match,
 /// whole words, any case).
-fn query_words(query: &str) -> Result<Vec<String>> {
+pub(crate) fn query_words(query: &str) -> Result<Vec<String>> {
     let all = words(query);
     if all.is_empty() {
         return Err(bad_request("query must contain at least one word"));
@@ -812,5 +815,140 @@ mod tests {
             cuts(&empty, Border::AtOrAbove(b(5))),
             (Border::Below(b(5)), Border::Above(b(4)))
         );
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::core::error::Kind;
+
+    /// Found by `a_percent_without_two_hex_digits_is_refused`:
+    /// `u8::from_str_radix` takes a leading `+`, so `%+a` in a path or
+    /// query was read as a newline instead of a 400 (or a 404 for a path).
+    #[test]
+    fn percent_sign_escape_bug_plus_is_not_a_hex_digit() {
+        assert!(Query::parse(Some("query=%+a")).is_err());
+        assert_eq!(target(&Method::GET, "/t/i/patient/%+a/chat"), None);
+        assert_eq!(percent_decode("%+a", true), None);
+        assert_eq!(percent_decode("%0A+x", true).as_deref(), Some("\n x"));
+    }
+    use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
+    use proptest::prelude::*;
+
+    /// Every byte as `%XX`: the most escaped spelling of `s`.
+    fn escape(s: &str) -> String {
+        s.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    /// A request as `patient_request` reads it: method byte, then
+    /// `path \n query \n body`.
+    fn request(method: u8, path: &str, query: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![method];
+        v.extend_from_slice(format!("{path}\n{query}\n").as_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn body_like() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![4 => object_with(&["message", "externalIds"]), 1 => json_value()]
+    }
+
+    fn query_like() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            4 => proptest::sample::select(&[
+                "pageSize", "pageToken", "includeArchived", "query", "date", "before",
+            ][..]).prop_map(str::to_owned),
+            1 => odd_string(),
+        ];
+        proptest::collection::vec((name, odd_string(), any::<bool>()), 0..5).prop_map(|kv| {
+            kv.into_iter()
+                .map(|(k, v, esc)| {
+                    if esc {
+                        format!("{k}={}", escape(&v))
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn any_request_bytes_decode_or_are_a_400(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            crate::fuzzing::patient_request(&data);
+        }
+
+        #[test]
+        fn request_shaped_input_decodes_or_is_a_400(
+            method in any::<u8>(),
+            path in prop_oneof![
+                "/[a-z%0-9]{0,6}/[a-z%0-9]{0,6}/patient/[^/]{0,8}/chat(/(inbound|outbound|archive|search|find|[a-z%]{0,4}))?",
+                "\\PC{0,30}",
+            ],
+            query in query_like(),
+            body in body_like().prop_flat_map(|v| prop_oneof![Just(v.to_string()), mutated(v.to_string())]),
+        ) {
+            crate::fuzzing::patient_request(&request(method, &path, &query, body.as_bytes()));
+        }
+
+        #[test]
+        fn path_parts_come_back_percent_decoded(
+            tenant in "\\PC{1,12}",
+            instance in "\\PC{1,12}",
+            patient in "\\PC{1,12}",
+        ) {
+            let path = format!("/{}/{}/patient/{}/chat/find", escape(&tenant), escape(&instance), escape(&patient));
+            prop_assert_eq!(
+                target(&Method::GET, &path),
+                Some(Target { tenant, instance, patient, endpoint: Endpoint::Find })
+            );
+        }
+
+        #[test]
+        fn query_parameters_come_back_decoded(
+            pairs in proptest::collection::btree_map("\\PC{1,10}", "\\PC{0,10}", 0..5)
+        ) {
+            let q: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", escape(k), escape(v))).collect();
+            let Ok(parsed) = Query::parse(Some(&q.join("&"))) else {
+                panic!("escaped pairs did not parse: {q:?}");
+            };
+            prop_assert_eq!(parsed.0, pairs.into_iter().collect::<HashMap<_, _>>());
+        }
+
+        #[test]
+        fn a_percent_without_two_hex_digits_is_refused(
+            bad in "%([^0-9A-Fa-f].|.[^0-9A-Fa-f]|.?)",
+            tail in "[g-z]{0,3}",
+        ) {
+            let q = format!("a={bad}{tail}");
+            match Query::parse(Some(&q)) {
+                Err(Fail::Core(e)) => prop_assert_eq!(e.kind, Kind::BadRequest),
+                Err(Fail::BadToken) => prop_assert!(false, "{q}: a token error"),
+                Ok(parsed) => prop_assert!(false, "{q} parsed as {:?}", parsed.get("a")),
+            }
+        }
+
+        #[test]
+        fn page_size_is_taken_only_from_1_to_100(n in prop_oneof![0u64..200, any::<u64>()]) {
+            let q = Query::parse(Some(&format!("pageSize={n}"))).ok().unwrap();
+            let got = q.page_size().ok().flatten();
+            prop_assert_eq!(got, (1..=100).contains(&n).then_some(n as usize));
+        }
+
+        #[test]
+        fn well_typed_bodies_give_their_values(
+            message in odd_string(),
+            ids in proptest::collection::vec(odd_string(), 0..5),
+        ) {
+            let t: Text = http::json_object(json!({ "message": message }).to_string().as_bytes()).unwrap();
+            prop_assert_eq!(t.message, message);
+            let a: ArchiveBody = http::json_object(json!({ "externalIds": ids }).to_string().as_bytes()).unwrap();
+            prop_assert_eq!(a.external_ids, ids);
+        }
     }
 }
