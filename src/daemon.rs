@@ -30,7 +30,6 @@ pub fn limits(args: &ServeArgs) -> Limits {
         login_fails_per_addr: args.login_fails_per_addr,
         header_timeout: Duration::from_secs(args.header_timeout_secs),
         auth_deadline: Duration::from_secs(args.auth_deadline_secs),
-        conformance_echo: args.conformance_echo,
         ..Limits::default()
     }
 }
@@ -91,17 +90,12 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(systemd::watchdog(core.clone(), every))
     });
 
-    let proxies = Arc::new(args.trusted_proxies.clone());
-    net::serve(
-        core.clone(),
-        monitor,
-        listener,
+    let front = net::Front {
         tls,
-        proxies,
-        stopped,
-        GRACE,
-    )
-    .await;
+        proxies: args.trusted_proxies.clone(),
+        conformance_echo: args.conformance_echo,
+    };
+    net::serve(core.clone(), monitor, listener, front, stopped, GRACE).await;
     hooks.stop().await;
     control_task.abort();
     if let Some(w) = watchdog {

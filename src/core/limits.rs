@@ -32,9 +32,6 @@ pub struct Limits {
     /// Messages per chat in a whole-chat view (actions' `get_messages`,
     /// `read_message`, `create_chat`): the newest this many.
     pub chat_history: usize,
-    /// Serve the conformance echo WebSocket (`dialects::echo`, for
-    /// protocol test suites); off in production.
-    pub conformance_echo: bool,
 }
 
 impl Default for Limits {
@@ -50,7 +47,6 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(30),
             auth_deadline: Duration::from_secs(10),
             chat_history: 100,
-            conformance_echo: false,
         }
     }
 }

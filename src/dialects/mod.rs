@@ -40,8 +40,8 @@ pub fn caller(core: &Core, req: &Request<Incoming>) -> Result<Caller> {
 pub struct Ctx {
     pub core: Arc<Core>,
     pub peer: std::net::SocketAddr,
-    /// Whose `X-Forwarded-For` to believe (see [`Ctx::client_ip`]).
-    pub proxies: Arc<crate::net::proxy::TrustedProxies>,
+    /// The front door's settings (trusted proxies, the conformance echo).
+    pub front: Arc<crate::net::Front>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The webhook worker's view of pending deliveries, and its doorbell.
     pub webhooks: Arc<crate::webhooks::Monitor>,
@@ -52,6 +52,6 @@ pub struct Ctx {
 impl Ctx {
     /// The client's address: the peer's, or what trusted proxies say.
     pub fn client_ip<B>(&self, req: &Request<B>) -> std::net::IpAddr {
-        self.proxies.client(self.peer.ip(), req.headers())
+        self.front.proxies.client(self.peer.ip(), req.headers())
     }
 }

@@ -23,19 +23,30 @@ use tokio::sync::{watch, Semaphore};
 use crate::core::Core;
 use crate::dialects::Ctx;
 
+/// How the front door is set up (from `serve`'s flags).
+pub struct Front {
+    /// Serve TLS with this (`--tls-cert/--tls-key`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whose `X-Forwarded-For` to believe (`--trusted-proxies`).
+    pub proxies: proxy::TrustedProxies,
+    /// Serve the conformance echo at `/conformance/echo`
+    /// (`--conformance-echo`, for protocol test suites; off in production).
+    pub conformance_echo: bool,
+}
+
 /// Serves until `shutdown` turns true, then stops accepting and returns
 /// once every connection has ended (WebSockets close with 1001) or
-/// `grace` has passed. With `tls`, each connection first completes a TLS
+/// `grace` has passed. With TLS, each connection first completes a TLS
 /// handshake (in its own task, within [`tls::HANDSHAKE_TIMEOUT`]).
 pub async fn serve(
     core: Arc<Core>,
     webhooks: Arc<crate::webhooks::Monitor>,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    proxies: Arc<proxy::TrustedProxies>,
+    front: Front,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let front = Arc::new(front);
     let permits = Arc::new(Semaphore::new(core.limits.max_connections));
     // Every connection task holds a clone; when all are gone, all ended.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
@@ -64,12 +75,12 @@ pub async fn serve(
             core: core.clone(),
             webhooks: webhooks.clone(),
             peer,
-            proxies: proxies.clone(),
+            front: front.clone(),
             shutdown: shutdown.clone(),
             guard: Arc::new((permit, alive.clone())),
         };
         let mut conn_shutdown = shutdown.clone();
-        let tls = tls.clone();
+        let tls = front.tls.clone();
         tokio::spawn(async move {
             let Some(tls) = tls else {
                 return serve_connection(stream, ctx, conn_shutdown).await;

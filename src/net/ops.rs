@@ -31,7 +31,7 @@ pub async fn readyz(ctx: Ctx) -> Resp {
 
 /// `GET /metrics` — Prometheus text format.
 pub fn metrics(ctx: Ctx, req: Request<Incoming>, extra: &str) -> Result<Resp> {
-    if !ctx.proxies.is_local(ctx.peer.ip(), req.headers()) {
+    if !ctx.front.proxies.is_local(ctx.peer.ip(), req.headers()) {
         let caller = crate::dialects::caller(&ctx.core, &req)?;
         if caller.user.role != Role::Admin {
             return Err(Error::forbidden("metrics are for admins or loopback"));

@@ -90,10 +90,6 @@ impl fmt::Display for Net {
 pub struct TrustedProxies(Vec<Net>);
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<Net>) -> TrustedProxies {
-        TrustedProxies(nets)
-    }
-
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|n| n.contains(ip))
     }

@@ -34,9 +34,7 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
         (&Method::GET, "/ws") => crate::dialects::typed::connect(ctx, req),
         (&Method::GET, "/chat/rooms") => crate::dialects::web_api::rooms(ctx, req).await,
         // Off by default: then an unknown path like any other.
-        (&Method::GET, echo::PATH) if ctx.core.limits.conformance_echo => {
-            Ok(echo::connect(ctx, req))
-        }
+        (&Method::GET, echo::PATH) if ctx.front.conformance_echo => Ok(echo::connect(ctx, req)),
         // Before the web client's `/app/…`: a tenant may be called `app`.
         (_, p) if patient::owns(p) => Ok(patient::route(ctx, req).await),
         (&Method::GET, p) if crate::web::owns(p) => crate::web::serve(&req),
