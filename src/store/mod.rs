@@ -631,6 +631,22 @@ mod tests {
         }
     }
 
+    /// Opens a store this process just dropped. sled lets go of its file
+    /// lock when its last background task ends, a moment after the drop,
+    /// so a reopen in the same process may briefly see `Locked` (a new
+    /// process, e.g. a restarted daemon, never does: exit drops the lock).
+    fn reopen(dir: &Path) -> (Store, Summary) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir) {
+                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => return r.unwrap_or_else(|e| panic!("reopen: {e}")),
+            }
+        }
+    }
+
     #[test]
     fn reopen_resumes_ids_from_the_log_tail() {
         let dir = tempfile::tempdir().unwrap();
@@ -652,7 +668,7 @@ mod tests {
             s.apply(b).unwrap();
             s.sync().unwrap();
         }
-        let (s, sum) = Store::open(dir.path()).unwrap();
+        let (s, sum) = reopen(dir.path());
         assert_eq!((sum.last_msg, sum.last_room), (300, 4));
         assert_eq!(s.message(MsgId(2)).unwrap().unwrap().text, "m2");
         assert!(s.message(MsgId(3)).unwrap().is_none());
