@@ -145,7 +145,7 @@ pub async fn serve(core: Arc<Core>, monitor: Arc<Monitor>, listener: UnixListene
                     stream_backup(core, r.into_inner().into_inner(), w).await;
                     return;
                 }
-                Ok(req) => match execute(&core, Some(&monitor), req).await {
+                Ok(req) => match core.answer(execute(&core, Some(&monitor), req)).await {
                     Ok(s) => Reply::Ok(s),
                     Err(e) => Reply::Error(e.to_string()),
                 },

@@ -29,24 +29,24 @@ impl Core {
         }
         let hash = token_hash(token);
         let rec = self
-            .store
+            .reading()
             .token(&hash)?
             .ok_or_else(Error::unauthenticated)?;
         let user = self
-            .store
+            .reading()
             .user(rec.user)?
             .ok_or_else(Error::unauthenticated)?;
         Ok(Caller { user, token: hash })
     }
 
     pub fn user(&self, id: UserId) -> Result<Option<User>> {
-        Ok(self.store.user(id)?)
+        Ok(self.reading().user(id)?)
     }
 
     /// A user the caller may see: same workspace. Anything else looks
     /// exactly like a user that does not exist.
     pub fn visible_user(&self, caller: &User, id: UserId) -> Result<User> {
-        match self.store.user(id)? {
+        match self.reading().user(id)? {
             Some(u) if u.workspace == caller.workspace => Ok(u),
             _ => Err(Error::not_found("no such user")),
         }
@@ -62,7 +62,7 @@ impl Core {
                 "password must be 1 to {MAX_PASSWORD_BYTES} bytes"
             )));
         }
-        if self.store.user_id_by_name(&new.username)?.is_some() {
+        if self.reading().user_id_by_name(&new.username)?.is_some() {
             return Err(username_taken());
         }
         let password_hash = self.passwords.hash(new.password).await?;
@@ -103,8 +103,8 @@ impl Core {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(Error::rate_limited(wait));
         }
-        let user = match self.store.user_id_by_name(username)? {
-            Some(id) => self.store.user(id)?,
+        let user = match self.reading().user_id_by_name(username)? {
+            Some(id) => self.reading().user(id)?,
             None => None,
         };
         let ok = self
@@ -130,7 +130,7 @@ impl Core {
     /// A fresh token for a user named by the operator (`parlor token issue`).
     pub async fn issue_token(&self, username: &str) -> Result<String> {
         let id = self
-            .store
+            .reading()
             .user_id_by_name(username)?
             .ok_or_else(|| Error::not_found(format!("no user named {username:?}")))?;
         self.issue_token_for(id).await

@@ -8,22 +8,24 @@
 //! 2. jobs arriving while the previous flush ran are taken together
 //!    (group commit), up to `MAX_BATCH`;
 //! 3. the store is synced: sled flush, then fsync;
-//! 4. only then is `visible` raised to the newest message id, the jobs'
-//!    events are published to the hub and their callers answered — in id
-//!    order.
+//! 4. only then is `visible` raised to the newest message id, `durable`
+//!    to the number of jobs begun, the jobs' events are published to the
+//!    hub and their callers answered — in id order.
 //!
 //! Consequences: ids are assigned in commit order and never reused (the
 //! counters resume from the log's last key, and no id is seen before it is
 //! on disk); readers bound every scan by `visible`, so no reader can see id
 //! N+1 and later discover N; nothing is acknowledged before its batch is
-//! durable. A failed fsync cannot be retried safely, so it stops the
+//! durable. Reads of anything else (rooms, users, markers) may see a job
+//! applied but not yet synced; `applied` and `durable` let an answer built
+//! from such reads wait for them (`Core::answer`). A failed fsync cannot be retried safely, so it stops the
 //! process (systemd restarts it; what was acknowledged is on disk).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::{Error, Result};
 use super::hub::{Event, Hub};
@@ -83,6 +85,11 @@ pub struct CommitStats {
 pub struct Committer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     visible: Arc<AtomicU64>,
+    /// Jobs begun: raised before each job runs, so a reader that saw a
+    /// job's writes sees it counted when it looks after its read.
+    applied: Arc<AtomicU64>,
+    /// Jobs durable: the number begun when the last sync finished.
+    durable: watch::Receiver<u64>,
     metrics: Arc<Metrics>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -102,6 +109,8 @@ impl Committer {
     ) -> std::io::Result<Committer> {
         let s = store.summary().map_err(|e| std::io::Error::other(e.0))?;
         let visible = Arc::new(AtomicU64::new(s.last_msg));
+        let applied = Arc::new(AtomicU64::new(0));
+        let (durable_tx, durable) = watch::channel(0);
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Counters {
             user: s.last_user,
@@ -113,13 +122,19 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("parlor-commit".into())
             .spawn({
-                let visible = visible.clone();
+                let marks = Marks {
+                    visible: visible.clone(),
+                    applied: applied.clone(),
+                    durable: durable_tx,
+                };
                 let metrics = metrics.clone();
-                move || writer_loop(rx, store, hub, counters, visible, metrics)
+                move || writer_loop(rx, store, hub, counters, marks, metrics)
             })?;
         Ok(Committer {
             tx: Mutex::new(Some(tx)),
             visible,
+            applied,
+            durable,
             metrics,
             thread: Mutex::new(Some(thread)),
         })
@@ -129,6 +144,21 @@ impl Committer {
     /// messages is bounded by it.
     pub fn visible(&self) -> MsgId {
         MsgId(self.visible.load(Ordering::Acquire))
+    }
+
+    /// Jobs begun so far. Loaded *after* a read of the store, it counts
+    /// every job whose writes that read could have seen.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Waits until the first `jobs` jobs are durable (at once if they are,
+    /// or if the writer has stopped: it syncs before it stops).
+    pub async fn durable_through(&self, jobs: u64) {
+        if *self.durable.borrow() >= jobs {
+            return;
+        }
+        let _ = self.durable.clone().wait_for(|&d| d >= jobs).await;
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -197,19 +227,30 @@ fn shutting_down() -> Error {
     Error::new(super::error::Kind::Internal, "the server is shutting down")
 }
 
+/// What the writer raises for readers.
+struct Marks {
+    visible: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
+    durable: watch::Sender<u64>,
+}
+
 fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     store: Arc<Store>,
     hub: Arc<Hub>,
     mut ids: Counters,
-    visible: Arc<AtomicU64>,
+    marks: Marks,
     metrics: Arc<Metrics>,
 ) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     let mut published = ids.msg;
+    let mut begun = 0u64;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next {
+            // Counted before its writes can be seen (see `applied`).
+            begun += 1;
+            marks.applied.store(begun, Ordering::Release);
             ids.last_ms = ids.last_ms.max(unix_ms());
             let now_ms = ids.last_ms;
             let mut tx = Tx {
@@ -236,7 +277,8 @@ fn writer_loop(
         }
         let micros = t0.elapsed().as_micros() as u64;
         // Durable: now, and only now, may anyone see these ids.
-        visible.store(ids.msg, Ordering::Release);
+        marks.visible.store(ids.msg, Ordering::Release);
+        marks.durable.send_replace(begun);
         metrics
             .messages
             .fetch_add(ids.msg - published, Ordering::Relaxed);
@@ -250,6 +292,7 @@ fn writer_loop(
     if let Err(e) = store.sync() {
         fail_stop(&e);
     }
+    marks.durable.send_replace(begun);
 }
 
 fn fail_stop(e: &dyn std::fmt::Display) -> ! {

@@ -182,7 +182,7 @@ impl Core {
             Some(id) => {
                 if id.0 != 0
                     && self
-                        .store
+                        .reading()
                         .message(id)?
                         .filter(|m| m.room == room && id <= visible)
                         .is_none()
@@ -194,7 +194,7 @@ impl Core {
                 id
             }
             None => self
-                .store
+                .visible_log()
                 .room_messages(room, MsgId(0), visible)
                 .next_back()
                 .transpose()?
@@ -234,14 +234,14 @@ impl Core {
         self.room_for(user, room)?;
         let visible = self.commit.visible();
         let after = match window.from_ms {
-            Some(ms) => MsgId(self.store.first_id_at(ms, visible)?.0 - 1),
+            Some(ms) => MsgId(self.visible_log().first_id_at(ms, visible)?.0 - 1),
             None => MsgId(0),
         };
         let upto = match window.until_ms {
-            Some(ms) => MsgId(self.store.first_id_at(ms, visible)?.0 - 1),
+            Some(ms) => MsgId(self.visible_log().first_id_at(ms, visible)?.0 - 1),
             None => visible,
         };
-        let scan = self.store.room_messages(room, after, upto);
+        let scan = self.visible_log().room_messages(room, after, upto);
         let mut out: Vec<Message> = match window.last {
             Some(n) => scan.rev().take(n).collect::<std::result::Result<_, _>>()?,
             None => scan.collect::<std::result::Result<_, _>>()?,
@@ -252,23 +252,34 @@ impl Core {
         Ok(out)
     }
 
-    /// Every visible message after `after` in every room of `user`,
-    /// ascending by id: a merge of one lazy range scan per room, so the
-    /// cost is the messages taken plus one seek per room — never the size
-    /// of the history. Blocking: run it off the async executor.
+    /// The rooms of `user` that a cursor read covers. Read in the task
+    /// that answers (see `Core::answer`), before the messages are
+    /// streamed, so no answer shows a membership that is not durable.
+    pub fn cursor_rooms(&self, user: &User) -> Result<CursorRooms> {
+        Ok(CursorRooms(self.reading().rooms_of(user.id)?))
+    }
+
+    /// Every visible message after `after` in `rooms`, ascending by id: a
+    /// merge of one lazy range scan per room, so the cost is the messages
+    /// taken plus one seek per room — never the size of the history.
+    /// Blocking: run it off the async executor.
     pub fn messages_after(
         &self,
-        user: &User,
+        rooms: &CursorRooms,
         after: MsgId,
-    ) -> Result<impl Iterator<Item = Result<Message>> + '_> {
+    ) -> impl Iterator<Item = Result<Message>> + '_ {
         let upto = self.commit.visible();
-        let rooms = self.store.rooms_of(user.id)?;
         let scans = rooms
-            .into_iter()
-            .map(|room| self.store.room_messages(room, after, upto));
-        Ok(Merge::new(scans.map(|s| s.map(|r| r.map_err(Error::from)))))
+            .0
+            .iter()
+            .map(move |&room| self.visible_log().room_messages(room, after, upto));
+        Merge::new(scans.map(|s| s.map(|r| r.map_err(Error::from))))
     }
 }
+
+/// The rooms a user takes part in, for [`Core::messages_after`]; only
+/// [`Core::cursor_rooms`] makes one.
+pub struct CursorRooms(Vec<RoomId>);
 
 fn message_event(msg: Message, participants: &[(UserId, Participant)], new_chat: bool) -> Event {
     Event {
@@ -377,20 +388,17 @@ mod tests {
                 .unwrap();
         }
         let texts: Vec<String> = core
-            .messages_after(&ann, MsgId(0))
-            .unwrap()
+            .messages_after(&core.cursor_rooms(&ann).unwrap(), MsgId(0))
             .map(|m| m.unwrap().text)
             .collect();
         assert_eq!(texts, ["m0", "m1", "m3", "m4"]);
         let first = core
-            .messages_after(&ann, MsgId(0))
-            .unwrap()
+            .messages_after(&core.cursor_rooms(&ann).unwrap(), MsgId(0))
             .next()
             .unwrap()
             .unwrap();
         let after_first: Vec<u64> = core
-            .messages_after(&ann, first.id)
-            .unwrap()
+            .messages_after(&core.cursor_rooms(&ann).unwrap(), first.id)
             .map(|m| m.unwrap().id.0)
             .collect();
         assert_eq!(after_first.len(), 3);
@@ -432,8 +440,7 @@ mod tests {
         let cursor = MsgId(last.0 - 75);
         let before = core.items_scanned();
         let page: Vec<Message> = core
-            .messages_after(&ann, cursor)
-            .unwrap()
+            .messages_after(&core.cursor_rooms(&ann).unwrap(), cursor)
             .take(50)
             .collect::<Result<_>>()
             .unwrap();

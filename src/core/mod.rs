@@ -23,6 +23,9 @@ pub mod overview;
 pub mod patients;
 pub mod rooms;
 
+use std::cell::Cell;
+use std::future::Future;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,6 +44,49 @@ pub struct Core {
     send_buckets: UserBuckets,
     pub limits: Limits,
     pub metrics: Arc<metrics::Metrics>,
+}
+
+tokio::task_local! {
+    /// For the answer being built in this task: the jobs its reads of the
+    /// store may have seen (see [`Core::answer`]).
+    static READ_MARK: Cell<u64>;
+}
+
+/// The store, for a read outside the writer. Dropped after the read, it
+/// notes for the answer being built ([`Core::answer`]) every job whose
+/// writes that read could have seen, durable or not yet.
+struct Reading<'a>(&'a Core);
+
+impl Deref for Reading<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.0.store
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let seen = self.0.commit.applied();
+        let _ = READ_MARK.try_with(|m| m.set(m.get().max(seen)));
+    }
+}
+
+/// Runs a long read (a whole history, a search) on the blocking pool. Its
+/// reads of the store count for the answer being built, as if made in the
+/// answering task (see [`Core::answer`]).
+pub async fn blocking<T, E, F>(f: F) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<error::Error> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
+    let (out, mark) = tokio::task::spawn_blocking(move || {
+        READ_MARK.sync_scope(Cell::new(0), || (f(), READ_MARK.with(Cell::get)))
+    })
+    .await
+    .map_err(|e| E::from(error::Error::internal(e)))?;
+    let _ = READ_MARK.try_with(|m| m.set(m.get().max(mark)));
+    out
 }
 
 /// An authenticated caller: the user and the hash of the token used.
@@ -83,6 +129,35 @@ impl Core {
         }))
     }
 
+    /// Reads the store outside the writer; see [`Reading`]. Every read of
+    /// the core's operations goes through here.
+    fn reading(&self) -> Reading<'_> {
+        Reading(self)
+    }
+
+    /// The store, for reads of messages bounded by `visible`: what they can
+    /// see is durable, so they need no [`Reading`] and may be lazy.
+    fn visible_log(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs a request's handler and holds its answer until everything the
+    /// handler read is durable: a read may see a job the writer has applied
+    /// but not yet synced (a new room, a moved read marker), and no answer
+    /// may show what a crash could still take back. Reads must happen in
+    /// this task. An answer that read nothing unsynced is not held; one
+    /// that did waits for the sync under way, about a millisecond.
+    pub async fn answer<F: Future>(&self, handler: F) -> F::Output {
+        let (out, mark) = READ_MARK
+            .scope(Cell::new(0), async {
+                let out = handler.await;
+                (out, READ_MARK.with(Cell::get))
+            })
+            .await;
+        self.commit.durable_through(mark).await;
+        out
+    }
+
     /// Finishes queued writes and syncs. Call once, at the end.
     pub fn shutdown(&self) {
         self.commit.shutdown();
@@ -115,6 +190,99 @@ impl Core {
 
     /// Items read by store range scans so far (for cost tests).
     pub fn items_scanned(&self) -> u64 {
-        self.store.scanned()
+        self.reading().scanned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Role, UserId, Workspace};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A job that holds the writer thread until `gate` is released.
+    async fn hold_writer(core: &Core, started: Option<mpsc::Sender<()>>) -> mpsc::Sender<()> {
+        let (gate, wait) = mpsc::channel::<()>();
+        let _answered = core
+            .commit
+            .submit(move |_| {
+                if let Some(s) = started {
+                    let _ = s.send(());
+                }
+                let _ = wait.recv();
+                Ok(((), vec![]))
+            })
+            .await
+            .unwrap();
+        gate
+    }
+
+    /// An answer that read a user the writer has applied but not yet
+    /// synced waits for the sync — also when the read ran on the blocking
+    /// pool; an answer that read nothing is not held.
+    #[tokio::test]
+    async fn an_answer_waits_until_what_it_read_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = Core::open(dir.path(), Limits::default()).unwrap();
+        // The writer takes the first job and holds; the next two queue
+        // behind it and so join its group: the user is applied, then the
+        // third job holds the group before its sync.
+        let first = hold_writer(&core, None).await;
+        let _answered = core
+            .commit
+            .submit(|tx| {
+                let user = User {
+                    id: tx.next_user_id(),
+                    username: "ann".into(),
+                    display_name: "ann".into(),
+                    role: Role::Staff,
+                    workspace: Workspace::default(),
+                    password_hash: String::new(),
+                    created_ms: tx.now_ms,
+                };
+                tx.batch.put_user(&user);
+                Ok(((), vec![]))
+            })
+            .await
+            .unwrap();
+        let (started, is_holding) = mpsc::channel();
+        let second = hold_writer(&core, Some(started)).await;
+        first.send(()).unwrap();
+        tokio::task::spawn_blocking(move || is_holding.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the third job runs");
+
+        let c = core.clone();
+        let not_reading = core.answer(async { 7 });
+        let answered = tokio::time::timeout(Duration::from_secs(10), not_reading).await;
+        assert_eq!(
+            answered.ok(),
+            Some(7),
+            "an answer that read nothing is not held"
+        );
+
+        let mut here = Box::pin(core.answer(async { c.user(UserId(1)).unwrap() }));
+        let c = core.clone();
+        let mut pooled = Box::pin(core.answer(blocking(move || c.user(UserId(1)))));
+        for pending in [
+            tokio::time::timeout(Duration::from_millis(300), &mut here)
+                .await
+                .is_err(),
+            tokio::time::timeout(Duration::from_millis(300), &mut pooled)
+                .await
+                .is_err(),
+        ] {
+            assert!(pending, "an answer showed a user that is not durable");
+        }
+
+        second.send(()).unwrap();
+        let shown = tokio::time::timeout(Duration::from_secs(10), here).await;
+        let user = shown.expect("answered once durable").expect("the user");
+        assert_eq!(user.username, "ann");
+        let shown = tokio::time::timeout(Duration::from_secs(10), pooled).await;
+        assert!(shown.expect("answered once durable").unwrap().is_some());
+        core.shutdown();
     }
 }

@@ -62,16 +62,19 @@ impl Core {
         let visible = self.commit.visible();
         let mut rooms = Vec::new();
         let mut people = BTreeMap::new();
-        for id in self.store.rooms_of(user.id)? {
-            let Some(room) = self.store.room(id)? else {
+        for id in self.reading().rooms_of(user.id)? {
+            let Some(room) = self.reading().room(id)? else {
                 continue;
             };
-            let participants = self.store.participants(id)?;
+            let participants = self.reading().participants(id)?;
             let Some(me) = participants.iter().find(|(u, _)| *u == user.id) else {
                 continue;
             };
             let last_read = me.1.last_read;
-            let after = self.store.room_messages(id, last_read, visible).rev();
+            let after = self
+                .visible_log()
+                .room_messages(id, last_read, visible)
+                .rev();
             let mut unread = 0;
             let mut newest = None;
             let mut unread_more = false;
@@ -90,7 +93,7 @@ impl Core {
             // Nothing after the marker: the newest message is at or before it.
             if newest.is_none() {
                 newest = self
-                    .store
+                    .visible_log()
                     .room_messages(id, MsgId(0), visible)
                     .next_back()
                     .transpose()?
@@ -100,7 +103,7 @@ impl Core {
                 if people.contains_key(u) {
                     continue;
                 }
-                if let Some(p) = self.store.user(*u)? {
+                if let Some(p) = self.reading().user(*u)? {
                     people.insert(
                         p.id,
                         Person {

@@ -62,7 +62,7 @@ impl Core {
     ) -> Result<PatientChat> {
         let hidden = || Error::not_found("no such patient");
         let id = UserId::parse(patient).ok_or_else(hidden)?;
-        let patient = self.store.user(id)?.ok_or_else(hidden)?;
+        let patient = self.reading().user(id)?.ok_or_else(hidden)?;
         let ws_matches =
             patient.workspace.tenant == tenant && patient.workspace.instance == instance;
         let allowed = caller.id == patient.id
@@ -71,7 +71,7 @@ impl Core {
         if patient.role != Role::Patient || !ws_matches || !allowed {
             return Err(hidden());
         }
-        if let Some(room) = self.store.patient_chat(patient.id)? {
+        if let Some(room) = self.reading().patient_chat(patient.id)? {
             return Ok(PatientChat { room, patient });
         }
         let (pid, ws) = (patient.id, patient.workspace.clone());
@@ -150,7 +150,9 @@ impl Core {
         for e in external_ids {
             let id = parse_external_id(e)
                 .filter(|id| *id <= self.commit.visible())
-                .filter(|id| matches!(self.store.message(*id), Ok(Some(m)) if m.room == chat.room))
+                .filter(
+                    |id| matches!(self.reading().message(*id), Ok(Some(m)) if m.room == chat.room),
+                )
                 .ok_or_else(|| Error::not_found(format!("no message {e:?} in this chat")))?;
             ids.push(id);
         }
@@ -196,7 +198,7 @@ impl Core {
                 }
                 .min(visible);
                 let mut v: Vec<Message> = self
-                    .store
+                    .visible_log()
                     .room_messages(room, MsgId(0), upper)
                     .rev()
                     .filter(keep)
@@ -213,7 +215,7 @@ impl Core {
                     MsgId(x.0.saturating_sub(1))
                 };
                 let mut v: Vec<Message> = self
-                    .store
+                    .visible_log()
                     .room_messages(room, lower, visible)
                     .filter(keep)
                     .take(size + 1)
@@ -227,10 +229,10 @@ impl Core {
         // The other side: is there anything beyond the page's far edge?
         let beyond = |newer: bool, edge: MsgId| -> Result<bool> {
             let mut scan: Box<dyn Iterator<Item = _>> = if newer {
-                Box::new(self.store.room_messages(room, edge, visible))
+                Box::new(self.visible_log().room_messages(room, edge, visible))
             } else {
                 Box::new(
-                    self.store
+                    self.visible_log()
                         .room_messages(room, MsgId(0), MsgId(edge.0.saturating_sub(1)))
                         .rev(),
                 )
@@ -278,11 +280,11 @@ impl Core {
         }
         let below = range.1.min(MsgId(self.commit.visible().0 + 1));
         let ids = self
-            .store
+            .reading()
             .search(chat.room, query, (range.0, below), limit, ascending)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(m) = self.store.message(id)? {
+            if let Some(m) = self.reading().message(id)? {
                 out.push(m);
             }
         }
@@ -294,10 +296,12 @@ impl Core {
     pub fn border_at(&self, ms: u64, before: bool) -> Result<Border> {
         let visible = self.commit.visible();
         Ok(if before {
-            let first_after = self.store.first_id_at(ms.saturating_add(1), visible)?;
+            let first_after = self
+                .visible_log()
+                .first_id_at(ms.saturating_add(1), visible)?;
             Border::AtOrBelow(MsgId(first_after.0 - 1))
         } else {
-            Border::AtOrAbove(self.store.first_id_at(ms, visible)?)
+            Border::AtOrAbove(self.visible_log().first_id_at(ms, visible)?)
         })
     }
 
@@ -332,7 +336,7 @@ impl Core {
     }
 
     pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
-        Ok(self.store.webhook(ws)?)
+        Ok(self.reading().webhook(ws)?)
     }
 
     /// Pending webhook deliveries, in message order, from `from` on — only
@@ -340,7 +344,7 @@ impl Core {
     /// messages), so nothing is sent before it is on disk.
     pub fn pending_deliveries(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
         let visible = self.commit.visible();
-        let mut out = self.store.outbox(from, limit)?;
+        let mut out = self.reading().outbox(from, limit)?;
         out.retain(|d| d.message <= visible);
         Ok(out)
     }
@@ -357,7 +361,7 @@ impl Core {
 
     /// The key that authenticates page tokens.
     pub fn page_token_key(&self) -> Result<[u8; 32]> {
-        Ok(self.store.page_token_key()?)
+        Ok(self.reading().page_token_key()?)
     }
 }
 

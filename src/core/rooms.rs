@@ -36,10 +36,10 @@ impl Core {
     /// A room the user takes part in. A room that does not exist and one the
     /// user is not in look the same.
     pub fn room_for(&self, user: &User, room: RoomId) -> Result<Room> {
-        if self.store.participant(room, user.id)?.is_none() {
+        if self.reading().participant(room, user.id)?.is_none() {
             return Err(no_such_room());
         }
-        self.store.room(room)?.ok_or_else(no_such_room)
+        self.reading().room(room)?.ok_or_else(no_such_room)
     }
 
     /// `room_info`: the room and its participants, for a participant.
@@ -51,17 +51,17 @@ impl Core {
     /// Details of a room the user may see: one they are in, or an open
     /// room of their workspace (which they may join).
     pub fn visible_room_info(&self, user: &User, room: RoomId) -> Result<RoomInfo> {
-        match self.store.room(room)? {
+        match self.reading().room(room)? {
             Some(r) if r.is_open() && r.workspace == user.workspace => self.info(r),
             _ => self.room_info(user, room),
         }
     }
 
     fn info(&self, room: Room) -> Result<RoomInfo> {
-        let participants = self.store.participants(room.id)?;
+        let participants = self.reading().participants(room.id)?;
         let visible = self.commit.visible();
         let last = self
-            .store
+            .reading()
             .room_messages(room.id, MsgId(0), visible)
             .next_back()
             .transpose()?;
@@ -104,15 +104,15 @@ impl Core {
         room: RoomId,
         last_read: Option<MsgId>,
     ) -> Result<Participant> {
-        let member = self.store.participant(room, user.id)?.is_some();
-        let r = self.store.room(room)?.ok_or_else(no_such_room)?;
+        let member = self.reading().participant(room, user.id)?.is_some();
+        let r = self.reading().room(room)?.ok_or_else(no_such_room)?;
         if r.workspace != user.workspace || !(member || r.is_open()) {
             return Err(no_such_room());
         }
         let visible = self.commit.visible();
         if let Some(id) = last_read.filter(|id| id.0 != 0) {
             if self
-                .store
+                .reading()
                 .message(id)?
                 .filter(|m| m.room == room && id <= visible)
                 .is_none()
@@ -157,13 +157,13 @@ impl Core {
 
     /// The rooms a user is in.
     pub fn rooms_of(&self, user: &User) -> Result<Vec<RoomId>> {
-        Ok(self.store.rooms_of(user.id)?)
+        Ok(self.reading().rooms_of(user.id)?)
     }
 
     /// `create_dm`: the one DM room of a pair, made on first use.
     pub async fn create_dm(&self, caller: &User, other: UserId) -> Result<RoomId> {
         let other = self.visible_user(caller, other)?;
-        if let Some(room) = self.store.dm(caller.id, other.id)? {
+        if let Some(room) = self.reading().dm(caller.id, other.id)? {
             return Ok(room);
         }
         let (a, b, workspace) = (caller.id, other.id, caller.workspace.clone());
@@ -215,7 +215,7 @@ impl Core {
         let mut users = Vec::with_capacity(members.len());
         for id in &members {
             users.push(
-                self.store
+                self.reading()
                     .user(*id)?
                     .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?,
             );

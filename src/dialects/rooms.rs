@@ -196,9 +196,10 @@ pub async fn retrieve(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let limit = b
         .limit
         .map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize);
+    let rooms = ctx.core.cursor_rooms(&caller.user)?;
     let core = ctx.core.clone();
     Ok(http::stream_json(move |out| {
-        let messages = core.messages_after(&caller.user, MsgId(b.after))?;
+        let messages = core.messages_after(&rooms, MsgId(b.after));
         if !out.write(b"{\"messages\":[") {
             return Ok(());
         }

@@ -25,7 +25,7 @@ use crate::core::hub::{Event, EventKind};
 use crate::core::messages::{PostAs, Window};
 use crate::core::model::{Message, MsgId, Participant, RoomId, UserId};
 use crate::core::rooms::RoomInfo;
-use crate::core::{Caller, Core};
+use crate::core::{blocking, Caller, Core};
 use crate::net::http::{self, Resp};
 use crate::net::ws::{self, Dialect, Out};
 
@@ -449,7 +449,7 @@ impl Session {
                     for room in core.rooms_of(&user)? {
                         chats.push(names.chat(&core.room_info(&user, room)?));
                     }
-                    Ok(chats)
+                    Ok::<_, Error>(chats)
                 })
                 .await?;
                 Ok(Some(frame("chatsList", &chats)))
@@ -508,13 +508,6 @@ impl Session {
             }
         }
     }
-}
-
-/// Store reads that may be long (a whole history) run off the executor.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(Error::internal)?
 }
 
 impl Dialect for Session {

@@ -9,7 +9,7 @@ use hyper::{Request, StatusCode};
 use serde::Serialize;
 
 use super::{caller, Ctx};
-use crate::core::error::{Error, Result};
+use crate::core::error::Result;
 use crate::core::model::{RoomKind, User};
 use crate::core::overview::{Overview, Person, RoomSummary};
 use crate::net::http::{self, Resp};
@@ -112,12 +112,11 @@ fn render(user: &User, o: &Overview) -> Resp {
 pub async fn rooms(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let caller = caller(&ctx.core, &req)?;
     let core = ctx.core.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::core::blocking(move || {
         let o = core.overview(&caller.user)?;
         Ok(render(&caller.user, &o))
     })
     .await
-    .map_err(Error::internal)?
 }
 
 #[cfg(test)]

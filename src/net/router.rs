@@ -10,7 +10,13 @@ use super::ops;
 use crate::core::error::Error;
 use crate::dialects::{accounts, actions, echo, patient, rooms, Ctx};
 
+/// Answers a request; what the answer shows is durable (`Core::answer`).
 pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let core = ctx.core.clone();
+    Ok(core.answer(dispatch(ctx, req)).await)
+}
+
+async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let reply = match (&method, path.as_str()) {
@@ -40,5 +46,5 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
         (&Method::GET, p) if crate::web::owns(p) => crate::web::serve(&req),
         _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
     };
-    Ok(reply.unwrap_or_else(|e| http::error(&e)))
+    reply.unwrap_or_else(|e| http::error(&e))
 }

@@ -133,8 +133,9 @@ pub async fn run<D: Dialect>(
                             core.metrics.conns_rate_limited.fetch_add(1, Relaxed);
                             break (CloseCode::Policy, "rate limit exceeded".into());
                         }
-                        Some(Ok(WsMessage::Text(t))) => dialect.on_text(t.as_str()).await,
-                        Some(Ok(WsMessage::Binary(b))) => dialect.on_binary(&b),
+                        // Answers show only what is durable (`Core::answer`).
+                        Some(Ok(WsMessage::Text(t))) => core.answer(dialect.on_text(t.as_str())).await,
+                        Some(Ok(WsMessage::Binary(b))) => core.answer(async { dialect.on_binary(&b) }).await,
                         Some(Ok(_)) => continue,
                     };
                     let mut closing = None;

@@ -27,7 +27,7 @@ use super::{caller, Ctx};
 use crate::core::error::Error;
 use crate::core::model::{external_id, words, Message, MsgId, User, UserId};
 use crate::core::patients::{Border, Page, PatientChat, MAX_PAGE};
-use crate::core::Core;
+use crate::core::{blocking, Core};
 use crate::net::http::{self, Resp};
 use tokens::{Kind, Token};
 
@@ -449,13 +449,12 @@ async fn handle(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         Endpoint::History | Endpoint::Search | Endpoint::Find => {
             let q = Query::parse(req.uri().query())?;
             let endpoint = t.endpoint;
-            tokio::task::spawn_blocking(move || match endpoint {
+            blocking(move || match endpoint {
                 Endpoint::History => history(&core, &chat, &q),
                 Endpoint::Search => search(&core, &chat, &q),
                 _ => find(&core, &chat, &q),
             })
             .await
-            .map_err(Error::internal)?
         }
     }
 }
@@ -482,9 +481,7 @@ async fn send(
     } else {
         core.outbound(&caller, &chat, b.message).await?
     };
-    tokio::task::spawn_blocking(move || Ok(ok_json(&Render::new(&core, &chat)?.message(&m)?)))
-        .await
-        .map_err(Error::internal)?
+    blocking(move || Ok(ok_json(&Render::new(&core, &chat)?.message(&m)?))).await
 }
 
 #[derive(Deserialize)]
