@@ -76,16 +76,6 @@ fn check_history(history: &[Value], acked: &BTreeMap<u64, Value>, sent: &HashSet
     }
 }
 
-/// Records a push as acknowledged (any live delivery acknowledges).
-fn ack(acked: &mut BTreeMap<u64, Value>, m: Value) {
-    let id = msg_id(&m);
-    if let Some(prev) = acked.get(&id) {
-        assert_eq!(prev, &m, "two different messages pushed with id {id}");
-    } else {
-        acked.insert(id, m);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_messages_survive_repeated_kill9() {
     let Setup {
@@ -267,27 +257,6 @@ async fn kill9_mid_stream_loses_no_acknowledged_message() {
     );
     let acked_max = acked.keys().next_back().copied().unwrap_or(0);
     assert!(msg_id(&m) > acked_max);
-}
-
-/// `serve` flags for the crash harness: rate limits high enough that the
-/// senders are limited by the daemon's commit speed, not by policy.
-const UNTHROTTLED: [&str; 4] = ["--msg-burst", "1000000", "--msg-rate", "1000000"];
-
-/// A small xorshift generator: the crash moments are random but
-/// reproducible from the printed seed (`PARLOR_CRASH_SEED`).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// The crash harness of issue 7: under concurrent load, `kill -9` at a

@@ -99,6 +99,18 @@ pub struct Store {
     page_key: std::sync::OnceLock<[u8; 32]>,
 }
 
+/// sled writes its `conf` file and creates its files without ever fsyncing
+/// them or the directory: after a power cut `conf` may be empty (sled then
+/// warns and writes its defaults again). Synced once, at open.
+fn sync_sled_files(dir: &Path) -> io::Result<()> {
+    match File::open(dir.join("conf")) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    File::open(dir)?.sync_all()
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, checks the format version and
     /// that the log's tail is consistent with its index.
@@ -131,6 +143,7 @@ impl Store {
         store.page_token_key().map_err(other)?;
         store
             .sync()
+            .and_then(|()| sync_sled_files(dir))
             .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
         Ok((store, summary))
     }

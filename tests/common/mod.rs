@@ -1147,3 +1147,37 @@ pub async fn collect_pushes(ws: &mut Ws, n: usize, within: Duration) -> Vec<Valu
     }
     out
 }
+
+// --- Crash and power-cut harnesses (durability.rs, powercut.rs) -------------
+
+/// `serve` flags for the crash harnesses: rate limits high enough that the
+/// senders are limited by the daemon's commit speed, not by policy.
+pub const UNTHROTTLED: [&str; 4] = ["--msg-burst", "1000000", "--msg-rate", "1000000"];
+
+/// A small xorshift generator: crash moments are random but reproducible
+/// from a printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// Records a push as acknowledged (any live delivery acknowledges); the same
+/// id pushed twice must be the same message.
+pub fn ack(acked: &mut std::collections::BTreeMap<u64, Value>, m: Value) {
+    let id = msg_id(&m);
+    if let Some(prev) = acked.get(&id) {
+        assert_eq!(prev, &m, "two different messages pushed with id {id}");
+    } else {
+        acked.insert(id, m);
+    }
+}
