@@ -10,7 +10,9 @@
 //! - [`core`]: every rule. The sequencer (`core::commit`) is the only
 //!   writer: it assigns ids, applies, syncs, and only then publishes to the
 //!   hub (`core::hub`) and answers — so ids become visible in order and
-//!   nothing is acknowledged before it is on disk.
+//!   nothing is acknowledged before it is on disk. Reads outside the
+//!   writer go through `Core::reading`, and every answer waits in
+//!   `Core::answer` until what its reads saw is durable.
 //! - [`store`]: the only code that imports sled: key layouts, value codec,
 //!   flush + fsync.
 //! - [`control`]: the operator's Unix socket, so the CLI works while the
