@@ -267,13 +267,7 @@ async fn kill9_mid_stream_loses_no_acknowledged_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn random_kill9_cycles_under_load_keep_every_acknowledged_message() {
     let cycles = env_u64("PARLOR_CRASH_CYCLES").unwrap_or(20);
-    let seed = env_u64("PARLOR_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
+    let seed = seed_from_env("PARLOR_CRASH_SEED");
     eprintln!("crash harness: {cycles} cycles, PARLOR_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let mut srv = Server::new();
@@ -304,37 +298,11 @@ async fn random_kill9_cycles_under_load_keep_every_acknowledged_message() {
     for cycle in 0..cycles {
         let a = srv.addr();
         let kill_after = 1 + rng.next(400) as usize;
-        let cycle_acked: Arc<Mutex<BTreeMap<u64, Value>>> = Arc::default();
-        let mut tasks = Vec::new();
-        for (u, tok) in tokens.iter().enumerate() {
-            let ws = Ws::auth(&a, tok).await;
-            let texts: Vec<String> = (0..1000).map(|n| format!("k{cycle}-w{u}-{n}")).collect();
-            sent.extend(texts.iter().cloned());
-            let (mut sink, mut stream) = ws.stream.split();
-            let acked_r = cycle_acked.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Ok(Some(Ok(frame))) =
-                    tokio::time::timeout(Duration::from_secs(30), stream.next()).await
-                {
-                    if let Message::Text(s) = frame {
-                        let v: Value = serde_json::from_str(s.as_str()).expect("push is JSON");
-                        ack(&mut acked_r.lock().unwrap(), v["message"].clone());
-                    }
-                }
-            }));
-            let room = room.clone();
-            tasks.push(tokio::spawn(async move {
-                for t in texts {
-                    let f = json!({"room": room, "messages": t}).to_string();
-                    if !matches!(
-                        tokio::time::timeout(WS_TIMEOUT, sink.send(Message::text(f))).await,
-                        Ok(Ok(()))
-                    ) {
-                        break;
-                    }
-                }
-            }));
-        }
+        let texts: Vec<Vec<String>> = (0..USERS)
+            .map(|u| (0..1000).map(|n| format!("k{cycle}-w{u}-{n}")).collect())
+            .collect();
+        sent.extend(texts.iter().flatten().cloned());
+        let load = SendLoad::start(&a, &tokens, &room, texts).await;
         // A reader following the cursor while the load runs.
         let poll = {
             let (a, tok, after) = (a.clone(), tokens[0].clone(), max_id);
@@ -371,23 +339,16 @@ async fn random_kill9_cycles_under_load_keep_every_acknowledged_message() {
             })
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while cycle_acked.lock().unwrap().len() < kill_after
-            && tokio::time::Instant::now() < deadline
-        {
+        while load.acked_count() < kill_after && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         srv.kill9();
-        for t in tasks {
-            tokio::time::timeout(Duration::from_secs(40), t)
-                .await
-                .expect("client task did not end after kill -9")
-                .expect("client task panicked");
-        }
+        let cycle_acked = load.finish().await;
         let polled = tokio::time::timeout(Duration::from_secs(40), poll)
             .await
             .expect("poller did not end")
             .expect("poller panicked");
-        for (id, m) in std::mem::take(&mut *cycle_acked.lock().unwrap()) {
+        for (id, m) in cycle_acked {
             assert!(id > max_id, "cycle {cycle}: id {id} reused (had {max_id})");
             ack(&mut acked, m);
         }

@@ -28,15 +28,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use lazyfs::{LazyFs, Trigger};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tempfile::TempDir;
-use tokio_tungstenite::tungstenite::Message;
 
 const USERS: usize = 4;
 /// Mounts an honest instance, or `None` (the test is skipped) where this
@@ -214,12 +211,13 @@ enum CutAt {
 /// Records every push received as acknowledged; returns how many this
 /// cycle had.
 async fn load_then_cut(rig: &mut Rig, chat: &mut Chat, tag: &str, cut: CutAt) -> usize {
-    let a = rig.srv.addr();
-    let mut conns = Vec::new();
-    for tok in &chat.tokens {
-        conns.push(Ws::auth(&a, tok).await);
-    }
-    // Armed once connected: the count starts with the load.
+    let texts: Vec<Vec<String>> = (0..USERS)
+        .map(|u| (0..1000).map(|n| format!("{tag}-w{u}-{n}")).collect())
+        .collect();
+    chat.sent.extend(texts.iter().flatten().cloned());
+    let load = SendLoad::start(&rig.srv.addr(), &chat.tokens, &chat.room, texts).await;
+    // Armed once the load runs (sled writes in the background, so arming
+    // before connecting could cut before any socket is up).
     let cut_after = match cut {
         CutAt::Pushes(n) => n,
         CutAt::Fs(t) => {
@@ -227,55 +225,15 @@ async fn load_then_cut(rig: &mut Rig, chat: &mut Chat, tag: &str, cut: CutAt) ->
             USERS * 1000
         }
     };
-    let cycle_acked: Arc<Mutex<BTreeMap<u64, Value>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for (u, ws) in conns.into_iter().enumerate() {
-        let texts: Vec<String> = (0..1000).map(|n| format!("{tag}-w{u}-{n}")).collect();
-        chat.sent.extend(texts.iter().cloned());
-        let (mut sink, mut stream) = ws.stream.split();
-        let acked = cycle_acked.clone();
-        // Reader: ends when the daemon dies (or stays silent for 30 s).
-        tasks.push(tokio::spawn(async move {
-            while let Ok(Some(Ok(frame))) =
-                tokio::time::timeout(Duration::from_secs(30), stream.next()).await
-            {
-                if let Message::Text(s) = frame {
-                    let v: Value = serde_json::from_str(s.as_str()).expect("push is JSON");
-                    let m = v["message"].clone();
-                    check_message(&m);
-                    ack(&mut acked.lock().unwrap(), m);
-                }
-            }
-        }));
-        // Writer: stops at the first failed send.
-        let room = chat.room.clone();
-        tasks.push(tokio::spawn(async move {
-            for t in texts {
-                let f = json!({"room": room, "messages": t}).to_string();
-                if !matches!(
-                    tokio::time::timeout(WS_TIMEOUT, sink.send(Message::text(f))).await,
-                    Ok(Ok(()))
-                ) {
-                    break;
-                }
-            }
-        }));
-    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !rig.fs().is_frozen()
-        && cycle_acked.lock().unwrap().len() < cut_after
+        && load.acked_count() < cut_after
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     rig.power_cut();
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(40), t)
-            .await
-            .expect("client task did not end after the power cut")
-            .expect("client task panicked");
-    }
-    let got = std::mem::take(&mut *cycle_acked.lock().unwrap());
+    let got = load.finish().await;
     let n = got.len();
     for (id, m) in got {
         assert!(
@@ -368,13 +326,7 @@ async fn power_cuts_under_load_lose_no_acknowledged_message() {
         return;
     };
     let cycles = env_u64("PARLOR_POWERCUT_CYCLES").unwrap_or(10);
-    let seed = env_u64("PARLOR_POWERCUT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
+    let seed = seed_from_env("PARLOR_POWERCUT_SEED");
     eprintln!("power-cut harness: {cycles} cycles, PARLOR_POWERCUT_SEED={seed}");
     let began = Instant::now();
     let mut rng = Rng(seed);

@@ -1181,3 +1181,85 @@ pub fn ack(acked: &mut std::collections::BTreeMap<u64, Value>, m: Value) {
         acked.insert(id, m);
     }
 }
+
+/// A seed for a harness's random choices: `$var` if set (to replay a run),
+/// else the clock (odd, as xorshift needs a non-zero state).
+pub fn seed_from_env(var: &str) -> u64 {
+    env_u64(var).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    })
+}
+
+/// Senders posting to one room as fast as the daemon commits, one
+/// `/chat/connect` socket each, never waiting for answers; every push a
+/// socket receives is checked and recorded as acknowledged. Built to be
+/// cut off: the tasks end when the daemon dies.
+pub struct SendLoad {
+    acked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Value>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SendLoad {
+    /// `texts[i]` is sent by `tokens[i]`.
+    pub async fn start(
+        addr: &str,
+        tokens: &[String],
+        room: &str,
+        texts: Vec<Vec<String>>,
+    ) -> SendLoad {
+        let acked = std::sync::Arc::<std::sync::Mutex<_>>::default();
+        let mut tasks = Vec::new();
+        for (tok, texts) in tokens.iter().zip(texts) {
+            let (mut sink, mut stream) = Ws::auth(addr, tok).await.stream.split();
+            let acked_r = std::sync::Arc::clone(&acked);
+            // Reader: ends when the daemon dies (or stays silent for 30 s).
+            tasks.push(tokio::spawn(async move {
+                while let Ok(Some(Ok(frame))) =
+                    timeout(Duration::from_secs(30), stream.next()).await
+                {
+                    if let Message::Text(s) = frame {
+                        let v: Value = serde_json::from_str(s.as_str()).expect("push is JSON");
+                        let m = v["message"].clone();
+                        check_message(&m);
+                        ack(&mut acked_r.lock().unwrap(), m);
+                    }
+                }
+            }));
+            // Writer: stops at the first failed send.
+            let room = room.to_string();
+            tasks.push(tokio::spawn(async move {
+                for t in texts {
+                    let f = json!({"room": room, "messages": t}).to_string();
+                    if !matches!(
+                        timeout(WS_TIMEOUT, sink.send(Message::text(f))).await,
+                        Ok(Ok(()))
+                    ) {
+                        break;
+                    }
+                }
+            }));
+        }
+        SendLoad { acked, tasks }
+    }
+
+    /// Pushes seen so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Once the daemon is gone: waits for every task and returns what was
+    /// acknowledged.
+    pub async fn finish(self) -> std::collections::BTreeMap<u64, Value> {
+        for t in self.tasks {
+            timeout(Duration::from_secs(40), t)
+                .await
+                .expect("client task did not end after the daemon died")
+                .expect("client task panicked");
+        }
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
