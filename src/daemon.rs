@@ -28,7 +28,6 @@ pub fn limits(args: &ServeArgs) -> Limits {
         chat_history: args.chat_history,
         login_fails_per_account: args.login_fails_per_account,
         login_fails_per_addr: args.login_fails_per_addr,
-        header_timeout: Duration::from_secs(args.header_timeout_secs),
         auth_deadline: Duration::from_secs(args.auth_deadline_secs),
         ..Limits::default()
     }
@@ -94,6 +93,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         tls,
         proxies: args.trusted_proxies.clone(),
         conformance_echo: args.conformance_echo,
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
     };
     net::serve(core.clone(), monitor, listener, front, stopped, GRACE).await;
     hooks.stop().await;

@@ -104,6 +104,21 @@ mod tests {
         assert!(!p.verify("parlor-dummy".into(), None).await.unwrap());
     }
 
+    /// An unknown user (no hash) costs an argon2 verification like a known
+    /// one: the dummy hash is made and checked, not skipped.
+    #[tokio::test]
+    async fn an_unknown_user_is_verified_against_a_real_hash() {
+        let p = Passwords::new(1);
+        assert!(!p.verify("anything".into(), None).await.unwrap());
+        let dummy = p.dummy.get().expect("the dummy hash was made");
+        assert!(
+            dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{dummy}"
+        );
+        // And it is the dummy's own password that matches, still false.
+        assert!(!p.verify("parlor-dummy".into(), None).await.unwrap());
+    }
+
     #[test]
     fn tokens_are_distinct_and_hashed() {
         let (a, ha) = new_token();

@@ -25,8 +25,6 @@ pub struct Limits {
     pub conns_per_user: usize,
     /// Open TCP connections in all.
     pub max_connections: usize,
-    /// Request headers must be complete within this.
-    pub header_timeout: Duration,
     /// A WebSocket that has not authenticated by then is closed (1008).
     pub auth_deadline: Duration,
     /// Messages per chat in a whole-chat view (actions' `get_messages`,
@@ -44,7 +42,6 @@ impl Default for Limits {
             conn_queue: 4 * super::commit::MAX_BATCH,
             conns_per_user: 32,
             max_connections: 16_384,
-            header_timeout: Duration::from_secs(30),
             auth_deadline: Duration::from_secs(10),
             chat_history: 100,
         }

@@ -32,6 +32,8 @@ pub struct Front {
     /// Serve the conformance echo at `/conformance/echo`
     /// (`--conformance-echo`, for protocol test suites; off in production).
     pub conformance_echo: bool,
+    /// Request headers must be complete within this (API.md §1: 30 s).
+    pub header_timeout: Duration,
 }
 
 /// Serves until `shutdown` turns true, then stops accepting and returns
@@ -107,7 +109,7 @@ async fn serve_connection<I>(io: I, ctx: Ctx, mut shutdown: watch::Receiver<bool
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = ctx.core.limits.header_timeout;
+    let header_timeout = ctx.front.header_timeout;
     let svc = service_fn(move |req| router::route(ctx.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
