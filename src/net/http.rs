@@ -175,8 +175,52 @@ where
     r
 }
 
+/// `%XX` escapes (and, in a query, `+` for a space) → UTF-8 text; `None`
+/// for a `%` without two hex digits or for bytes that are not UTF-8.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                // Two hex digits: `from_str_radix` alone would also take a sign (`%+a`).
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?)
+                    .ok()
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn percent_decoding_takes_two_hex_digits_and_nothing_else() {
+        assert_eq!(
+            super::percent_decode("a%2Fb%0a", false).as_deref(),
+            Some("a/b\n")
+        );
+        assert_eq!(super::percent_decode("a+b", false).as_deref(), Some("a+b"));
+        assert_eq!(super::percent_decode("a+b", true).as_deref(), Some("a b"));
+        // `from_str_radix` would take these signs (the bug the property
+        // tests found).
+        for bad in ["%+a", "a%+0b", "%-1", "%", "%a", "%zz", "%C3"] {
+            assert_eq!(super::percent_decode(bad, true), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

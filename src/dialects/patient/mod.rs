@@ -28,7 +28,7 @@ use crate::core::error::Error;
 use crate::core::model::{external_id, words, Message, MsgId, User, UserId};
 use crate::core::patients::{Border, Page, PatientChat, MAX_PAGE};
 use crate::core::{blocking, Core};
-use crate::net::http::{self, Resp};
+use crate::net::http::{self, percent_decode, Resp};
 use tokens::{Kind, Token};
 
 /// `pageSize` when none is given.
@@ -127,34 +127,6 @@ pub(crate) fn target(method: &Method, path: &str) -> Option<Target> {
         patient: percent_decode(p, false)?,
         endpoint,
     })
-}
-
-/// `%XX` escapes (and, in a query, `+` for a space) → UTF-8 text.
-fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                // Two hex digits: `from_str_radix` alone would also take a sign (`%+a`).
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?)
-                    .ok()
-                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 // ---------------------------------------------------------------------------
