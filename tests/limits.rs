@@ -1,7 +1,8 @@
-//! Configurable limits (issue 7): the WebSocket authentication deadline and
-//! the request-header timeout, each shortened by its flag so the test runs
-//! in seconds. (Rates, caps and throttles are tested with their dialects
-//! and in `accounts.rs`.)
+//! Configurable limits (issue 7): the WebSocket authentication deadline,
+//! the request-header timeout and the global connection cap, each set by
+//! its flag so the test runs in seconds. (Rates, the per-user socket cap
+//! and throttles are tested with their dialects, in `accounts.rs` and in
+//! `core::hub`.)
 
 mod common;
 
@@ -71,4 +72,31 @@ fn out_of_range_limits_are_refused_at_start() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag), "{flag}: {err}");
     }
+}
+
+/// `--max-connections`: at the cap the daemon stops accepting (the kernel
+/// queues the rest); a freed connection lets the next one in.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_holds_new_connections_until_one_ends() {
+    let w = World::with_flags(&["--max-connections", "2"]).await;
+    let addr = w.addr();
+    let first = Ws::auth(&addr, &w.alice.token).await;
+    let mut second = Ws::auth(&addr, &w.bob.token).await;
+    let waiting = tokio::spawn({
+        let addr = addr.clone();
+        async move { get(&addr, "/healthz").await.status }
+    });
+    // Two held: the third is not served (not refused either).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served at a cap of 2"
+    );
+    second.expect_silence(Duration::from_millis(100)).await;
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a connection ended")
+        .unwrap();
+    assert_eq!(status, 200);
 }
