@@ -1,5 +1,5 @@
 //! The operator's subcommands (`user add`, `token issue`, `webhook set`,
-//! `webhook pending`, `backup`, `restore`): through the
+//! `webhook pending`, `backup`, `restore`, `check`): through the
 //! running daemon's control socket when there is one, else on the store
 //! directly. Both run the same core operation (`control::execute`).
 
@@ -218,5 +218,36 @@ pub fn restore(data_dir: &Path, src: &Path, verify: bool) -> anyhow::Result<()> 
             ""
         }
     );
+    Ok(())
+}
+
+/// `parlor check`: reads the write-ahead log as the daemon's open would,
+/// and says what it found; writes nothing.
+pub fn check(data_dir: &Path) -> anyhow::Result<()> {
+    let store = data_dir.join("store");
+    if !store.is_dir() {
+        bail!("{} holds no store", data_dir.display());
+    }
+    let wal = crate::store::wal_dir(&store);
+    let scan =
+        crate::store::wal::scan(&wal, 0, &mut |_, _| Ok(())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("store format: {}", crate::store::FORMAT_VERSION);
+    println!("write-ahead log: {}", wal.display());
+    println!("segments: {}", scan.segments);
+    match (scan.first_seq, scan.last_seq) {
+        (Some(a), Some(b)) => println!("records: {} (seq {a}..={b})", scan.records),
+        _ => println!("records: 0"),
+    }
+    match &scan.torn {
+        Some(t) => println!(
+            "torn end: {} bytes at offset {} of {} (a write cut short by a crash, never \
+             acknowledged; the daemon cuts it at its next start)",
+            t.len,
+            t.offset,
+            t.path.display()
+        ),
+        None => println!("torn end: none"),
+    }
+    println!("ok");
     Ok(())
 }

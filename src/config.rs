@@ -42,6 +42,10 @@ pub enum Command {
         /// The backup file to write (JSON lines; replaced atomically).
         dest: PathBuf,
     },
+    /// Check the store's write-ahead log in --data-dir (also while the
+    /// daemon runs) and report what it holds, changing nothing: exits 1
+    /// if it is damaged so that the daemon would refuse to start.
+    Check,
     /// Rebuild a store in --data-dir from a backup (the daemon stopped, the
     /// data directory without a store).
     Restore {
@@ -148,6 +152,39 @@ pub struct ServeArgs {
         value_name = "PATH"
     )]
     pub tls_key: Option<PathBuf>,
+    /// sled's page cache bound, MiB (the store's main memory use).
+    #[arg(
+        long,
+        env = "PARLOR_CACHE_MIB",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(4..=65_536)
+    )]
+    pub cache_mib: u64,
+    /// Seconds between checkpoints (sled made durable, the write-ahead
+    /// log trimmed); also after --checkpoint-mib of log.
+    #[arg(
+        long,
+        env = "PARLOR_CHECKPOINT_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub checkpoint_secs: u64,
+    /// MiB of write-ahead log that trigger a checkpoint before its time.
+    #[arg(
+        long,
+        env = "PARLOR_CHECKPOINT_MIB",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..=65_536)
+    )]
+    pub checkpoint_mib: u64,
+    /// Size of each preallocated write-ahead log segment, MiB.
+    #[arg(
+        long,
+        env = "PARLOR_WAL_SEGMENT_MIB",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u64).range(1..=1024)
+    )]
+    pub wal_segment_mib: u64,
     /// Serve the conformance echo WebSocket at `/conformance/echo` (no
     /// authentication; for protocol test suites such as `.ci/autobahn`).
     /// Hidden: never for production.

@@ -29,6 +29,14 @@ pub fn limits(args: &ServeArgs) -> Limits {
         login_fails_per_account: args.login_fails_per_account,
         login_fails_per_addr: args.login_fails_per_addr,
         auth_deadline: Duration::from_secs(args.auth_deadline_secs),
+        store: crate::store::Options {
+            cache_bytes: args.cache_mib << 20,
+            segment_bytes: args.wal_segment_mib << 20,
+        },
+        checkpoint: crate::store::checkpoint::Every {
+            interval: Duration::from_secs(args.checkpoint_secs),
+            bytes: args.checkpoint_mib << 20,
+        },
         ..Limits::default()
     }
 }

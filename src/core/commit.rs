@@ -7,14 +7,17 @@
 //!    counters owned here, and fills a batch, which is applied atomically;
 //! 2. jobs arriving while the previous flush ran are taken together
 //!    (group commit), up to `MAX_BATCH`;
-//! 3. the store is synced: sled flush, then fsync;
+//! 3. the group's writes become one record of the write-ahead log,
+//!    written and `fdatasync`ed by this thread (`Store::commit`): no other
+//!    thread is involved, and sled is not flushed (a background
+//!    checkpoint does that, off this path);
 //! 4. only then is `visible` raised to the newest message id, `durable`
 //!    to the number of jobs begun, the jobs' events are published to the
 //!    hub and their callers answered — in id order.
 //!
 //! Consequences: ids are assigned in commit order and never reused (the
-//! counters resume from the log's last key, and no id is seen before it is
-//! on disk); readers bound every scan by `visible`, so no reader can see id
+//! counters resume from the log's last key after the write-ahead log is
+//! replayed, and no id is seen before it is on disk); readers bound every scan by `visible`, so no reader can see id
 //! N+1 and later discover N; nothing is acknowledged before its batch is
 //! durable. Reads of anything else (rooms, users, markers) may see a job
 //! applied but not yet synced; `applied` and `durable` let an answer built
@@ -245,6 +248,8 @@ fn writer_loop(
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     let mut published = ids.msg;
     let mut begun = 0u64;
+    // The group's writes, as one write-ahead log record.
+    let mut record: Vec<u8> = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next {
@@ -261,8 +266,11 @@ fn writer_loop(
             };
             let d = job(&mut tx);
             let batch = std::mem::take(&mut tx.batch);
-            if let Err(e) = store.apply(batch) {
-                fail_stop(&e);
+            if !batch.is_empty() {
+                if let Err(e) = store.apply(&batch) {
+                    fail_stop(&e);
+                }
+                batch.encode_into(&mut record);
             }
             done.push(d);
             next = if done.len() < MAX_BATCH {
@@ -272,8 +280,13 @@ fn writer_loop(
             };
         }
         let t0 = Instant::now();
-        if let Err(e) = store.sync() {
-            fail_stop(&e);
+        // A group that wrote nothing has nothing to make durable: every
+        // earlier group already is.
+        if !record.is_empty() {
+            if let Err(e) = store.commit(&record) {
+                fail_stop(&e);
+            }
+            record.clear();
         }
         let micros = t0.elapsed().as_micros() as u64;
         // Durable: now, and only now, may anyone see these ids.
@@ -288,9 +301,6 @@ fn writer_loop(
         for d in done.drain(..) {
             d(&hub);
         }
-    }
-    if let Err(e) = store.sync() {
-        fail_stop(&e);
     }
     marks.durable.send_replace(begun);
 }

@@ -30,6 +30,10 @@ pub struct Limits {
     /// Messages per chat in a whole-chat view (actions' `get_messages`,
     /// `read_message`, `create_chat`): the newest this many.
     pub chat_history: usize,
+    /// The store's cache bound and log segment size.
+    pub store: crate::store::Options,
+    /// How often sled's copy is made durable and the log trimmed.
+    pub checkpoint: crate::store::checkpoint::Every,
 }
 
 impl Default for Limits {
@@ -44,6 +48,8 @@ impl Default for Limits {
             max_connections: 16_384,
             auth_deadline: Duration::from_secs(10),
             chat_history: 100,
+            store: crate::store::Options::default(),
+            checkpoint: crate::store::checkpoint::Every::default(),
         }
     }
 }

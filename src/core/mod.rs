@@ -29,6 +29,7 @@ use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::store::checkpoint::Checkpointer;
 use crate::store::{OpenError, Store};
 use commit::Committer;
 use hub::Hub;
@@ -39,6 +40,7 @@ pub struct Core {
     store: Arc<Store>,
     pub hub: Arc<Hub>,
     commit: Committer,
+    checkpointer: Checkpointer,
     passwords: auth::Passwords,
     login_throttle: LoginThrottle,
     send_buckets: UserBuckets,
@@ -99,9 +101,10 @@ pub struct Caller {
 impl Core {
     /// Opens the store in `dir` and starts the sequencer.
     pub fn open(dir: &Path, limits: Limits) -> Result<Arc<Core>, OpenError> {
-        let (store, summary) = Store::open(dir)?;
+        let (store, summary) = Store::open_with(dir, &limits.store)?;
         tracing::info!(
             recovered = summary.recovered,
+            replayed = summary.replayed,
             users = summary.last_user,
             rooms = summary.last_room,
             last_message = summary.last_msg,
@@ -113,11 +116,14 @@ impl Core {
         let metrics = Arc::new(metrics::Metrics::default());
         let commit = Committer::start(store.clone(), hub.clone(), metrics.clone())
             .map_err(|e| OpenError::Other(format!("starting the writer: {e}")))?;
+        let checkpointer = Checkpointer::start(store.clone(), limits.checkpoint.clone())
+            .map_err(|e| OpenError::Other(format!("starting the checkpoint thread: {e}")))?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Arc::new(Core {
             store,
             hub,
             commit,
+            checkpointer,
             passwords: auth::Passwords::new(cpus),
             login_throttle: LoginThrottle::new(
                 limits.login_fails_per_account,
@@ -161,6 +167,7 @@ impl Core {
     /// Finishes queued writes and syncs. Call once, at the end.
     pub fn shutdown(&self) {
         self.commit.shutdown();
+        self.checkpointer.shutdown();
         let s = self.commit.stats();
         if s.batches > 0 {
             tracing::info!(

@@ -163,7 +163,8 @@ impl Store {
     }
 
     /// Writes records (in `export` order) into this store, rebuilding
-    /// every index, then syncs. Meant for a fresh store (`restore`).
+    /// every index, through the write-ahead log (it holds the whole
+    /// history, see `Store::open_with`), then checkpoints. Meant for a fresh store (`restore`).
     pub fn import(&self, records: &mut dyn Iterator<Item = Result<Record>>) -> Result<u64> {
         let mut patient_rooms = HashSet::new();
         let mut batch = WriteBatch::default();
@@ -171,7 +172,7 @@ impl Store {
         for rec in records {
             match rec? {
                 Record::PageTokenKey { key } => {
-                    batch.0.insert(PAGE_KEY_KEY, &unhex::<32>(&key)?);
+                    batch.insert(PAGE_KEY_KEY, unhex::<32>(&key)?);
                 }
                 Record::User { user } => {
                     if matches!(user.role, Role::Staff | Role::Admin) {
@@ -209,12 +210,14 @@ impl Store {
             n += 1;
             pending += 1;
             if pending >= 1000 {
-                self.apply(std::mem::take(&mut batch))?;
+                self.write_through(&std::mem::take(&mut batch))?;
                 pending = 0;
             }
         }
-        self.apply(batch)?;
-        self.sync().map_err(|e| StoreError(e.to_string()))?;
+        self.write_through(&batch)?;
+        self.checkpoint()
+            .map(|_| ())
+            .map_err(|e| StoreError(e.to_string()))?;
         Ok(n)
     }
 }

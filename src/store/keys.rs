@@ -80,6 +80,10 @@ pub fn with_id(prefix: &[u8], id: u64) -> Vec<u8> {
 }
 
 pub const FORMAT_VERSION_KEY: &[u8] = b"0format_version";
+/// The seq of the last write-ahead log record applied to the index:
+/// written in the same sled batch as nothing else, after that record's
+/// writes, so a checkpoint that holds it holds them.
+pub const WAL_SEQ_KEY: &[u8] = b"0wal_seq";
 
 pub fn one(tag: u8, a: u64) -> [u8; 9] {
     let mut k = [0u8; 9];

@@ -1,12 +1,25 @@
 //! The store: the only code that imports sled. Typed reads, typed write
-//! batches, and `sync` (flush, then fsync). It knows nothing of ordering or
-//! fan-out; `core::commit` is its only writer.
+//! batches, the write-ahead log that makes them durable (`wal`), and the
+//! checkpoint that makes sled's copy durable so the log can be trimmed.
+//! It knows nothing of ordering or fan-out; `core::commit` is its only
+//! writer.
 //!
-//! Key layouts: `keys`. Value encoding: `codec`.
+//! A commit: each job's batch is applied to sled (visible to readers, not
+//! durable), then the group's batches are one record of the log,
+//! appended and `fdatasync`ed by the calling thread ([`Store::commit`]),
+//! then the record's seq is written to sled as its marker. sled is never
+//! flushed on that path. [`Store::checkpoint`] (a background thread, see
+//! `checkpoint`) flushes and fsyncs sled. Opening replays every record
+//! above sled's marker, or, if sled's files cannot be opened, rebuilds
+//! the index from the whole log.
+//!
+//! Key layouts: `keys`. Value encoding: `codec`. Log format: `wal`.
 
+pub mod checkpoint;
 mod codec;
 mod export;
 pub mod keys;
+pub mod wal;
 
 pub use export::Record;
 
@@ -25,8 +38,29 @@ use crate::core::model::{
 };
 use keys::*;
 
-/// Bumped when the layout in `keys` changes incompatibly; checked at open.
-pub const FORMAT_VERSION: u64 = 1;
+/// Bumped when the layout in `keys` (or how the store's files fit
+/// together) changes incompatibly; checked at open. 1: sled alone, synced
+/// per commit. 2: sled as the index behind parlor's write-ahead log
+/// (`DIR/wal`); a format-1 store is migrated on first open.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// How the store uses memory and disk (`parlor serve` flags).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// sled's page cache bound, bytes.
+    pub cache_bytes: u64,
+    /// Size of each write-ahead log segment, preallocated.
+    pub segment_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_bytes: 64 << 20,
+            segment_bytes: 16 << 20,
+        }
+    }
+}
 
 /// A stored token: only the SHA-256 of the token string is the key.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -78,6 +112,13 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Default)]
 pub struct Summary {
     pub recovered: bool,
+    /// Write-ahead log records replayed into the index.
+    pub replayed: u64,
+    /// The format this store had, if it was migrated at this open.
+    pub migrated_from: Option<u64>,
+    /// Where sled's unreadable files were moved, if the index was rebuilt
+    /// from the log at this open.
+    pub rebuilt_from: Option<PathBuf>,
     pub last_user: u64,
     pub last_room: u64,
     pub last_msg: u64,
@@ -97,6 +138,16 @@ pub struct Store {
     scanned: AtomicU64,
     /// The page-token key, made (and synced) at open.
     page_key: std::sync::OnceLock<[u8; 32]>,
+    /// The log's appending end: the sequencer's alone (`commit`).
+    wal: Mutex<wal::Writer>,
+    wal_shared: std::sync::Arc<wal::Shared>,
+    /// The newest log record whose marker is in sled (its writes are).
+    applied_seq: AtomicU64,
+    /// The newest log record sled holds durably (the last checkpoint's).
+    checkpointed: AtomicU64,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
+    wal_dir: PathBuf,
 }
 
 /// sled writes its `conf` file and creates its files without ever fsyncing
@@ -111,21 +162,152 @@ fn sync_sled_files(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The write-ahead log's directory inside a store's directory.
+pub fn wal_dir(dir: &Path) -> PathBuf {
+    dir.join("wal")
+}
+
+/// Opens sled's files in `dir`. sled 0.34 may refuse files that a power
+/// cut left with unsynced writes persisted out of order ("corrupted
+/// data"), or panic on them: both are reported as `Other`.
+fn open_sled(dir: &Path, opts: &Options) -> std::result::Result<sled::Db, OpenError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(opts.cache_bytes)
+        // Durability is the write-ahead log's; sled is flushed only by
+        // checkpoints, never by a timer of its own.
+        .flush_every_ms(None);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) if e.to_string().contains("lock") => Err(OpenError::Locked),
+        Ok(Err(e)) => Err(OpenError::Other(format!("sled: {e}"))),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(OpenError::Other(format!("sled panicked: {what}")))
+        }
+    }
+}
+
+/// sled's files cannot be opened: if the log holds the whole history (it
+/// starts at record 1 and reads cleanly), moves sled's files to
+/// `DIR/index-damaged-<unix ms>/` (kept for inspection, never deleted)
+/// so that a fresh index is rebuilt by replaying the log. Otherwise
+/// refuses, saying why.
+fn move_index_aside(dir: &Path, why: &str) -> std::result::Result<PathBuf, OpenError> {
+    let wal = wal_dir(dir);
+    let refuse = |more: String| {
+        OpenError::Other(format!(
+            "the store's index in {} cannot be opened ({why}), and {more}; restore from a \
+             backup (`parlor restore`)",
+            dir.display()
+        ))
+    };
+    let scan = wal::scan(&wal, 0, &mut |_, _| Ok(()))
+        .map_err(|e| refuse(format!("it cannot be rebuilt: {e}")))?;
+    if scan.first_seq != Some(1) {
+        return Err(refuse(format!(
+            "the write-ahead log in {} does not hold the whole history to rebuild it from",
+            wal.display()
+        )));
+    }
+    let aside = dir.join(format!("index-damaged-{}", unix_ms_now()));
+    let io = |e: io::Error| OpenError::Other(format!("moving the damaged index aside: {e}"));
+    std::fs::create_dir(&aside).map_err(io)?;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let keep = name == "wal" || name.to_string_lossy().starts_with("index-damaged-");
+        if !keep {
+            std::fs::rename(entry.path(), aside.join(&name)).map_err(io)?;
+        }
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    tracing::error!(
+        cause = why,
+        moved_to = %aside.display(),
+        records = scan.records,
+        "the store's index could not be opened; rebuilding it from the write-ahead log"
+    );
+    Ok(aside)
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir`, checks the format version and
-    /// that the log's tail is consistent with its index.
+    /// Opens (or creates) the store in `dir` with the default options.
     pub fn open(dir: &Path) -> std::result::Result<(Store, Summary), OpenError> {
+        Store::open_with(dir, &Options::default())
+    }
+
+    /// Opens (or creates) the store in `dir`: checks the format version
+    /// (migrating a format-1 store), replays the write-ahead log above
+    /// sled's marker (cutting a torn last record, refusing damage in the
+    /// middle), checks that the message log's tail is consistent with its
+    /// index, and checkpoints, so everything it will show is durable.
+    pub fn open_with(
+        dir: &Path,
+        opts: &Options,
+    ) -> std::result::Result<(Store, Summary), OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(format!("{dir:?}: {e}")))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            let s = e.to_string();
-            if s.contains("lock") {
-                OpenError::Locked
-            } else {
-                OpenError::Other(format!("opening the store in {dir:?}: {s}"))
+        let wal_dir = wal_dir(dir);
+        let mut rebuilt_from = None;
+        let mut db = match open_sled(dir, opts) {
+            Err(OpenError::Other(why)) => {
+                rebuilt_from = Some(move_index_aside(dir, &why)?);
+                open_sled(dir, opts)?
             }
-        })?;
+            r => r?,
+        };
+        let checkpointed = wal::read_checkpoint(&wal_dir)
+            .map_err(|e| OpenError::Other(format!("reading {}: {e}", wal_dir.display())))?;
+        let marker = wal_marker(&db).map_err(|e| OpenError::Other(e.0))?;
+        if let (None, Some(ck)) = (&rebuilt_from, checkpointed) {
+            if marker < ck {
+                drop(db);
+                let why = format!(
+                    "sled reopened as of log record {marker}, but it had been checkpointed \
+                     through record {ck}: it lost writes it held durably"
+                );
+                rebuilt_from = Some(move_index_aside(dir, &why)?);
+                db = open_sled(dir, opts)?;
+            }
+        }
         let data_file = File::open(dir.join("db"))
             .map_err(|e| OpenError::Other(format!("opening the data file: {e}")))?;
+        let other = |e: StoreError| OpenError::Other(e.0);
+        let migrated_from = check_format(&db).map_err(other)?;
+        let marker = wal_marker(&db).map_err(other)?;
+        let mut replayed_to = marker;
+        let scan = wal::scan(&wal_dir, marker, &mut |seq, payload| {
+            let mut batch = decode_ops(payload)?;
+            batch.insert(WAL_SEQ_KEY, &u64_value(seq));
+            db.apply_batch(batch).map_err(|e| e.to_string())?;
+            replayed_to = seq;
+            Ok(())
+        })
+        .map_err(|e| OpenError::Other(e.to_string()))?;
+        if let Some(t) = &scan.torn {
+            tracing::warn!(
+                file = %t.path.display(),
+                offset = t.offset,
+                bytes = t.len,
+                "the write-ahead log ends in a torn write (a crash mid-append, never acknowledged); cutting it"
+            );
+            wal::cut_torn(t).map_err(|e| {
+                OpenError::Other(format!("cutting the torn end of {}: {e}", t.path.display()))
+            })?;
+        }
+        let next_seq = scan.last_seq.unwrap_or(0).max(replayed_to) + 1;
+        let writer = wal::Writer::open(&wal_dir, opts.segment_bytes, scan.end, next_seq)
+            .map_err(|e| OpenError::Other(format!("opening the write-ahead log: {e}")))?;
         let store = Store {
             db,
             dir: dir.to_path_buf(),
@@ -133,36 +315,48 @@ impl Store {
             synced_blobs: Mutex::new(HashSet::new()),
             scanned: AtomicU64::new(0),
             page_key: std::sync::OnceLock::new(),
+            wal_shared: writer.shared(),
+            wal: Mutex::new(writer),
+            applied_seq: AtomicU64::new(replayed_to),
+            checkpointed: AtomicU64::new(marker),
+            wal_dir: wal_dir.clone(),
+            checkpointing: Mutex::new(()),
         };
-        let other = |e: StoreError| OpenError::Other(e.0);
-        store.check_format().map_err(other)?;
-        let summary = store.summary().map_err(other)?;
+        if let Some(from) = migrated_from {
+            // The log must hold the whole history (so that the index can
+            // be rebuilt from it): a format-1 store's data goes in first.
+            // The new format is stamped only once that is durable; a crash
+            // before makes the next open do it again, harmlessly.
+            let n = store.write_base().map_err(other)?;
+            store
+                .checkpoint()
+                .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
+            store
+                .db
+                .insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION))
+                .map_err(|e| other(e.into()))?;
+            tracing::info!(
+                from,
+                to = FORMAT_VERSION,
+                records = n,
+                "migrated the store's format (sled is now the index behind a write-ahead log)"
+            );
+        }
+        let mut summary = store.summary().map_err(other)?;
+        summary.replayed = scan.replayed;
+        summary.migrated_from = migrated_from;
+        summary.rebuilt_from = rebuilt_from;
         store.check_log_tail(summary.last_msg).map_err(other)?;
-        // Made here, before the sync below, so tokens signed with it
+        // Made here, before the checkpoint below, so tokens signed with it
         // survive any crash after open.
         store.page_token_key().map_err(other)?;
+        // Everything open found is made durable before anything is shown:
+        // sled may hold writes of a group whose log record a crash took.
         store
-            .sync()
-            .and_then(|()| sync_sled_files(dir))
+            .checkpoint()
+            .and_then(|_| sync_sled_files(dir))
             .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
         Ok((store, summary))
-    }
-
-    fn check_format(&self) -> Result<()> {
-        match self.db.get(FORMAT_VERSION_KEY)? {
-            Some(v) => match read_u64(&v) {
-                Some(FORMAT_VERSION) => Ok(()),
-                other => Err(StoreError(format!(
-                    "store format {other:?}, this parlor reads {FORMAT_VERSION}"
-                ))),
-            },
-            None if self.db.is_empty() => {
-                self.db
-                    .insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION))?;
-                Ok(())
-            }
-            None => Err(StoreError("store has data but no format version".into())),
-        }
     }
 
     /// The newest log entry must have its room-index entry: both are written
@@ -192,14 +386,53 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Makes everything applied so far durable: sled's flush (which ends in
+    /// Makes a group commit durable: its writes (each job's batch,
+    /// already applied, encoded by [`WriteBatch::encode_into`]) as one
+    /// write-ahead log record, appended and synced on the calling thread;
+    /// then the record's seq as sled's marker. Returns the seq. An error
+    /// cannot be retried safely: the caller stops.
+    pub fn commit(&self, payload: &[u8]) -> io::Result<u64> {
+        let seq = self
+            .wal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(payload)?;
+        self.db
+            .insert(WAL_SEQ_KEY, &u64_value(seq))
+            .map_err(io::Error::other)?;
+        self.applied_seq.store(seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// Makes sled's copy durable: sled's flush (which ends in
     /// `sync_file_range`, not a full fsync), then `fsync` of the data file
-    /// and of any new blob files. Only after this may anything be
-    /// acknowledged.
-    pub fn sync(&self) -> io::Result<()> {
+    /// and of any new blob files. Returns the log seq it covers. Never on
+    /// the commit path. The log is kept whole (see `wal`): a checkpoint
+    /// bounds the replay at open, it does not trim.
+    pub fn checkpoint(&self) -> io::Result<u64> {
+        let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        // Loaded before the flush: the marker's insert came before this
+        // store, so the flush holds it and everything written before it.
+        let seq = self.applied_seq.load(Ordering::Acquire);
         self.db.flush().map_err(io::Error::other)?;
         self.data_file.sync_all()?;
-        self.sync_blobs()
+        self.sync_blobs()?;
+        wal::write_checkpoint(&self.wal_dir, seq)?;
+        self.checkpointed.store(seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// The newest log seq committed, and the newest a checkpoint holds.
+    pub fn log_position(&self) -> (u64, u64) {
+        (
+            self.applied_seq.load(Ordering::Acquire),
+            self.checkpointed.load(Ordering::Acquire),
+        )
+    }
+
+    /// The log's state shared with the checkpoint thread.
+    pub fn wal(&self) -> &wal::Shared {
+        &self.wal_shared
     }
 
     fn sync_blobs(&self) -> io::Result<()> {
@@ -231,8 +464,17 @@ impl Store {
         Ok(())
     }
 
-    pub fn apply(&self, batch: WriteBatch) -> Result<()> {
-        self.db.apply_batch(batch.0)?;
+    /// Applies a batch to sled atomically: visible to readers at once,
+    /// durable only once its group is committed ([`Store::commit`]).
+    pub fn apply(&self, batch: &WriteBatch) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for op in &batch.0 {
+            match op {
+                Op::Put(k, v) => b.insert(k.as_slice(), v.as_slice()),
+                Op::Remove(k) => b.remove(k.as_slice()),
+            }
+        }
+        self.db.apply_batch(b)?;
         Ok(())
     }
 
@@ -256,6 +498,7 @@ impl Store {
             last_room: self.last_id(ROOM)?,
             last_msg,
             last_msg_ms: self.log_entry(last_msg)?.map_or(0, |(_, ms)| ms),
+            ..Summary::default()
         })
     }
 
@@ -495,27 +738,65 @@ impl Store {
         Ok(out)
     }
 
-    /// The key that authenticates page tokens; made once, at open.
+    /// The key that authenticates page tokens; made once, at open, and
+    /// written through the log like every other write.
     pub fn page_token_key(&self) -> Result<[u8; 32]> {
         if let Some(k) = self.page_key.get() {
             return Ok(*k);
         }
-        use rand::RngCore;
-        let mut fresh = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut fresh);
-        // compare_and_swap: two first uses agree on one key.
-        let _ = self
-            .db
-            .compare_and_swap(PAGE_KEY_KEY, None as Option<&[u8]>, Some(&fresh[..]))?;
-        let v = self
-            .db
-            .get(PAGE_KEY_KEY)?
-            .ok_or_else(|| StoreError("page token key vanished".into()))?;
-        let key: [u8; 32] = v
-            .as_ref()
-            .try_into()
-            .map_err(|_| StoreError("page token key is damaged".into()))?;
+        let key = match self.db.get(PAGE_KEY_KEY)? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError("page token key is damaged".into()))?,
+            None => {
+                use rand::RngCore;
+                let mut fresh = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut fresh);
+                let mut b = WriteBatch::default();
+                b.insert(PAGE_KEY_KEY, fresh);
+                self.write_through(&b)?;
+                fresh
+            }
+        };
         Ok(*self.page_key.get_or_init(|| key))
+    }
+
+    /// Writes everything sled holds (but its own meta) into the log, in
+    /// records of about 1 MiB: the base of a migrated store's history.
+    fn write_base(&self) -> Result<u64> {
+        let mut batch = WriteBatch::default();
+        let (mut n, mut bytes) = (0u64, 0usize);
+        for kv in self.db.iter() {
+            let (k, v) = kv?;
+            if k == FORMAT_VERSION_KEY || k == WAL_SEQ_KEY {
+                continue;
+            }
+            bytes += k.len() + v.len();
+            batch.insert(&k, &v);
+            n += 1;
+            if bytes >= 1 << 20 {
+                self.write_through(&std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+        }
+        self.write_through(&batch)?;
+        Ok(n)
+    }
+
+    /// Writes a batch outside the sequencer (open, restore): applied and
+    /// made durable as a log record of its own. Only while no sequencer
+    /// runs.
+    fn write_through(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.apply(batch)?;
+        let mut record = Vec::new();
+        batch.encode_into(&mut record);
+        self.commit(&record)
+            .map_err(|e| StoreError(format!("writing the write-ahead log: {e}")))?;
+        Ok(())
     }
 
     /// The id of a room's newest message, if any.
@@ -533,22 +814,125 @@ fn log_value(v: &[u8]) -> Option<(u64, u64)> {
     Some((read_u64(v.get(..8)?)?, read_u64(v.get(8..16)?)?))
 }
 
+/// The format a store's sled holds: `None` if it is this parlor's (a new
+/// store is stamped with it), `Some(old)` if it must be migrated. A newer
+/// format is refused.
+fn check_format(db: &sled::Db) -> Result<Option<u64>> {
+    match db.get(FORMAT_VERSION_KEY)? {
+        Some(v) => match read_u64(&v) {
+            Some(FORMAT_VERSION) => Ok(None),
+            Some(1) => Ok(Some(1)),
+            Some(newer) if newer > FORMAT_VERSION => Err(StoreError(format!(
+                "this store was written by a newer parlor (store format {newer}); this parlor \
+                 reads format {FORMAT_VERSION}: run the newer parlor, or restore a backup \
+                 (`parlor backup` / `parlor restore`) made for this one"
+            ))),
+            other => Err(StoreError(format!(
+                "store format {other:?}, this parlor reads {FORMAT_VERSION}"
+            ))),
+        },
+        None if db.is_empty() => {
+            db.insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION))?;
+            Ok(None)
+        }
+        None => Err(StoreError("store has data but no format version".into())),
+    }
+}
+
+/// sled's marker: the seq of the last log record whose writes it holds.
+fn wal_marker(db: &sled::Db) -> Result<u64> {
+    match db.get(WAL_SEQ_KEY)? {
+        None => Ok(0),
+        Some(v) => {
+            read_u64(&v).ok_or_else(|| StoreError("the write-ahead log marker is damaged".into()))
+        }
+    }
+}
+
+/// One write of a batch.
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+}
+
+const OP_PUT: u8 = 1;
+const OP_REMOVE: u8 = 2;
+
+/// A log record's payload back into a sled batch.
+fn decode_ops(mut p: &[u8]) -> std::result::Result<sled::Batch, String> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
+        if p.len() < n {
+            return Err("a log record's writes end early".into());
+        }
+        let (a, b) = p.split_at(n);
+        *p = b;
+        Ok(a)
+    }
+    fn len(p: &mut &[u8]) -> std::result::Result<usize, String> {
+        Ok(u32::from_le_bytes(take(p, 4)?.try_into().expect("4 bytes")) as usize)
+    }
+    let mut b = sled::Batch::default();
+    while !p.is_empty() {
+        let kind = take(&mut p, 1)?[0];
+        let n = len(&mut p)?;
+        let key = take(&mut p, n)?;
+        match kind {
+            OP_PUT => {
+                let n = len(&mut p)?;
+                b.insert(key, take(&mut p, n)?);
+            }
+            OP_REMOVE => b.remove(key),
+            k => return Err(format!("a log record holds an unknown write kind {k}")),
+        }
+    }
+    Ok(b)
+}
+
 /// Writes to apply atomically. Built by `core::commit` jobs only.
 #[derive(Default)]
-pub struct WriteBatch(sled::Batch);
+pub struct WriteBatch(Vec<Op>);
 
 impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends this batch's writes to a log record's payload:
+    /// per write `kind: u8 | key len: u32 LE | key [| value len | value]`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        for op in &self.0 {
+            let (kind, key, value) = match op {
+                Op::Put(k, v) => (OP_PUT, k, Some(v)),
+                Op::Remove(k) => (OP_REMOVE, k, None),
+            };
+            out.push(kind);
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            if let Some(v) = value {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.0
+            .push(Op::Put(key.as_ref().to_vec(), value.as_ref().to_vec()));
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.0.push(Op::Remove(key.as_ref().to_vec()));
+    }
     pub fn put_care_team_member(&mut self, ws: &Workspace, user: UserId) {
-        self.0.insert(
+        self.insert(
             with_id(&workspace(WS_STAFF, &ws.tenant, &ws.instance), user.0),
             &[],
         );
     }
 
     pub fn put_patient_chat(&mut self, patient: UserId, ws: &Workspace, room: RoomId) {
-        self.0
-            .insert(&one(PATIENT_CHAT, patient.0), &u64_value(room.0));
-        self.0.insert(
+        self.insert(&one(PATIENT_CHAT, patient.0), &u64_value(room.0));
+        self.insert(
             with_id(
                 &workspace(WS_PATIENT_CHAT, &ws.tenant, &ws.instance),
                 room.0,
@@ -559,13 +943,13 @@ impl WriteBatch {
 
     pub fn put_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
         for w in words.iter().filter(|w| w.len() <= MAX_WORD) {
-            self.0.insert(with_id(&postings(room.0, w), id.0), &[]);
+            self.insert(with_id(&postings(room.0, w), id.0), &[]);
         }
     }
 
     pub fn remove_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
         for w in words.iter().filter(|w| w.len() <= MAX_WORD) {
-            self.0.remove(with_id(&postings(room.0, w), id.0));
+            self.remove(with_id(&postings(room.0, w), id.0));
         }
     }
 
@@ -578,16 +962,16 @@ impl WriteBatch {
     }
 
     pub fn remove_delivery(&mut self, message: MsgId) {
-        self.0.remove(&one(OUTBOX, message.0));
+        self.remove(&one(OUTBOX, message.0));
     }
 
     fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
-        self.0.insert(key, codec::encode(value));
+        self.0.push(Op::Put(key.to_vec(), codec::encode(value)));
     }
 
     pub fn put_user(&mut self, user: &User) {
         self.put(&one(USER, user.id.0), user);
-        self.0.insert(
+        self.insert(
             bytes(USERNAME, user.username.as_bytes()),
             &u64_value(user.id.0),
         );
@@ -598,7 +982,7 @@ impl WriteBatch {
     }
 
     pub fn remove_token(&mut self, hash: &[u8; 32]) {
-        self.0.remove(bytes(TOKEN, hash));
+        self.remove(bytes(TOKEN, hash));
     }
 
     pub fn put_room(&mut self, room: &Room) {
@@ -608,12 +992,12 @@ impl WriteBatch {
     /// Adds or updates a participant, and the user→room membership index.
     pub fn put_participant(&mut self, room: RoomId, user: UserId, p: &Participant) {
         self.put(&two(PARTICIPANT, room.0, user.0), p);
-        self.0.insert(&two(MEMBERSHIP, user.0, room.0), &[]);
+        self.insert(&two(MEMBERSHIP, user.0, room.0), &[]);
     }
 
     pub fn put_dm(&mut self, a: UserId, b: UserId, room: RoomId) {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        self.0.insert(&two(DM, lo.0, hi.0), &u64_value(room.0));
+        self.insert(&two(DM, lo.0, hi.0), &u64_value(room.0));
     }
 
     /// Appends a message to the global log and its room's index.
@@ -621,7 +1005,7 @@ impl WriteBatch {
         let mut log = [0u8; 16];
         log[..8].copy_from_slice(&m.room.0.to_be_bytes());
         log[8..].copy_from_slice(&m.at_ms.to_be_bytes());
-        self.0.insert(&one(LOG, m.id.0), &log);
+        self.insert(&one(LOG, m.id.0), &log);
         self.put(&two(ROOM_MSG, m.room.0, m.id.0), m);
     }
 }
@@ -678,8 +1062,8 @@ mod tests {
             for id in [1, 2, 300] {
                 b.put_message(&msg(id, 4));
             }
-            s.apply(b).unwrap();
-            s.sync().unwrap();
+            s.apply(&b).unwrap();
+            s.checkpoint().unwrap();
         }
         let (s, sum) = reopen(dir.path());
         assert_eq!((sum.last_msg, sum.last_room), (300, 4));
@@ -695,7 +1079,7 @@ mod tests {
         for id in 1..=10 {
             b.put_message(&msg(id, 1 + id % 2));
         }
-        s.apply(b).unwrap();
+        s.apply(&b).unwrap();
         let ids = |after, upto| -> Vec<u64> {
             s.room_messages(RoomId(1), MsgId(after), MsgId(upto))
                 .map(|m| m.unwrap().id.0)
@@ -719,7 +1103,7 @@ mod tests {
             m.at_ms = (id / 2) * 10;
             b.put_message(&m);
         }
-        s.apply(b).unwrap();
+        s.apply(&b).unwrap();
         let upto = MsgId(40);
         let brute = |ms: u64| {
             (1..=40u64)
@@ -756,7 +1140,7 @@ mod tests {
             b.put_postings(RoomId(1), &w(&ws), MsgId(id));
         }
         b.put_postings(RoomId(2), &w(&["b", "c"]), MsgId(61));
-        s.apply(b).unwrap();
+        s.apply(&b).unwrap();
         let ids = |words: &[&str], below: u64, limit| -> Vec<u64> {
             s.search(RoomId(1), &w(words), (MsgId(0), MsgId(below)), limit, false)
                 .unwrap()
@@ -801,6 +1185,243 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = Store::open(dir.path()).unwrap();
         assert_eq!(s.page_token_key().unwrap(), s.page_token_key().unwrap());
+    }
+
+    /// What the disk holds at this moment, as a crash would leave it: the
+    /// store's files copied while it is open (sled unflushed).
+    fn crash_copy(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let dest = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+                crash_copy(&entry.path(), &dest);
+            } else {
+                std::fs::copy(entry.path(), dest).unwrap();
+            }
+        }
+    }
+
+    fn commit(s: &Store, batches: &[WriteBatch]) {
+        let mut record = Vec::new();
+        for b in batches {
+            s.apply(b).unwrap();
+            b.encode_into(&mut record);
+        }
+        s.commit(&record).unwrap();
+    }
+
+    #[test]
+    fn committed_groups_survive_a_crash_before_any_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let base = s.log_position().0;
+        for g in 0..5u64 {
+            let batches: Vec<WriteBatch> = (1..=3)
+                .map(|j| {
+                    let mut b = WriteBatch::default();
+                    b.put_message(&msg(g * 3 + j, 1));
+                    b
+                })
+                .collect();
+            commit(&s, &batches);
+        }
+        // A removal is replayed too.
+        let mut b = WriteBatch::default();
+        b.put_delivery(&Delivery {
+            message: MsgId(15),
+            patient: UserId(1),
+            workspace: Workspace::default(),
+            text: "m15".into(),
+            at_ms: 15,
+        });
+        commit(&s, &[b]);
+        let mut b = WriteBatch::default();
+        b.remove_delivery(MsgId(15));
+        commit(&s, &[b]);
+        assert_eq!(s.log_position().0, base + 7);
+        crash_copy(dir.path(), copy.path());
+        let (c, sum) = Store::open(copy.path()).unwrap();
+        assert_eq!(sum.last_msg, 15);
+        assert!(sum.replayed >= 1, "replayed {}", sum.replayed);
+        assert_eq!(c.message(MsgId(14)).unwrap().unwrap().text, "m14");
+        assert!(c.outbox(MsgId(0), 10).unwrap().is_empty());
+        // Open checkpointed what it replayed: nothing is replayed twice,
+        // and the next record follows on.
+        assert_eq!(c.log_position(), (base + 7, base + 7));
+        drop(c);
+        let (c, sum) = reopen(copy.path());
+        assert_eq!((sum.replayed, sum.last_msg), (0, 15));
+        let mut b = WriteBatch::default();
+        b.put_message(&msg(16, 1));
+        commit(&c, &[b]);
+        assert_eq!(c.log_position().0, base + 8);
+    }
+
+    #[test]
+    fn reopen_replays_only_what_follows_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            cache_bytes: 8 << 20,
+            segment_bytes: 8 * 1024,
+        };
+        let (s, _) = Store::open_with(dir.path(), &opts).unwrap();
+        let base = s.log_position().0;
+        let group = |s: &Store, id: u64| {
+            let mut b = WriteBatch::default();
+            b.put_message(&msg(id, 2));
+            commit(s, &[b]);
+        };
+        for id in 1..=100 {
+            group(&s, id);
+        }
+        let segs = wal::segments(&wal_dir(dir.path())).unwrap().len();
+        assert!(segs > 2, "{segs} segments");
+        assert_eq!(s.checkpoint().unwrap(), base + 100);
+        // The log is kept whole: it is the history the index is rebuilt from.
+        assert_eq!(wal::segments(&wal_dir(dir.path())).unwrap().len(), segs);
+        for id in 101..=110 {
+            group(&s, id);
+        }
+        let copy = tempfile::tempdir().unwrap();
+        crash_copy(dir.path(), copy.path());
+        let (c, sum) = Store::open_with(copy.path(), &opts).unwrap();
+        // sled may have written some of its unflushed pages on its own:
+        // the log replays exactly what its marker does not cover.
+        assert!((1..=10).contains(&sum.replayed), "{}", sum.replayed);
+        assert_eq!(sum.last_msg, 110);
+        assert_eq!(c.message(MsgId(105)).unwrap().unwrap().text, "m105");
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = Store::open(dir.path()).unwrap();
+            let mut b = WriteBatch::default();
+            b.put_message(&msg(1, 1));
+            s.apply(&b).unwrap();
+            // What a format-1 parlor left: no log, no marker.
+            s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
+            s.db.remove(WAL_SEQ_KEY).unwrap();
+            s.checkpoint().unwrap();
+        }
+        std::fs::remove_dir_all(wal_dir(dir.path())).unwrap();
+        let (s, sum) = reopen(dir.path());
+        assert_eq!(sum.migrated_from, Some(1));
+        assert_eq!(s.message(MsgId(1)).unwrap().unwrap().text, "m1");
+        s.db.insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION + 1))
+            .unwrap();
+        s.checkpoint().unwrap();
+        drop(s);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            match Store::open(dir.path()) {
+                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => break e.to_string(),
+                Ok(_) => panic!("a newer format was opened"),
+            }
+        };
+        assert!(
+            err.contains(&format!("format {}", FORMAT_VERSION + 1)),
+            "{err}"
+        );
+        assert!(err.contains(&format!("format {FORMAT_VERSION}")), "{err}");
+        assert!(err.contains("parlor backup"), "{err}");
+    }
+
+    /// sled's data file scribbled over, as a power cut that reordered its
+    /// unsynced writes leaves it (sled then refuses or panics).
+    fn damage_index(dir: &Path) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("db"))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        use std::os::unix::fs::FileExt;
+        let mut x = 0x9e37_79b9u32;
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        f.write_all_at(&junk, 0).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    #[test]
+    fn an_index_sled_cannot_open_is_rebuilt_from_the_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let key;
+        {
+            let (s, _) = Store::open(dir.path()).unwrap();
+            key = s.page_token_key().unwrap();
+            for id in 1..=50 {
+                let mut b = WriteBatch::default();
+                b.put_message(&msg(id, 3));
+                commit(&s, &[b]);
+            }
+            s.checkpoint().unwrap();
+        }
+        damage_index(dir.path());
+        let (s, sum) = reopen(dir.path());
+        let aside = sum.rebuilt_from.expect("rebuilt");
+        assert!(aside.join("db").exists(), "the damaged files are kept");
+        assert_eq!(sum.last_msg, 50);
+        assert_eq!(s.message(MsgId(50)).unwrap().unwrap().text, "m50");
+        assert_eq!(s.page_token_key().unwrap(), key);
+    }
+
+    #[test]
+    fn a_migrated_store_can_be_rebuilt_too() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = Store::open(dir.path()).unwrap();
+            let mut b = WriteBatch::default();
+            b.put_message(&msg(1, 1));
+            b.put_message(&msg(2, 1));
+            s.apply(&b).unwrap();
+            s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
+            s.db.remove(WAL_SEQ_KEY).unwrap();
+            s.checkpoint().unwrap();
+        }
+        std::fs::remove_dir_all(wal_dir(dir.path())).unwrap();
+        drop(reopen(dir.path()));
+        damage_index(dir.path());
+        let (s, sum) = reopen(dir.path());
+        assert!(sum.rebuilt_from.is_some());
+        assert_eq!(s.message(MsgId(2)).unwrap().unwrap().text, "m2");
+    }
+
+    #[test]
+    fn a_damaged_index_without_the_whole_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = Store::open(dir.path()).unwrap();
+            s.checkpoint().unwrap();
+        }
+        // The segments gone, the checkpoint record kept.
+        for (_, seg) in wal::segments(&wal_dir(dir.path())).unwrap() {
+            std::fs::remove_file(seg).unwrap();
+        }
+        damage_index(dir.path());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            match Store::open(dir.path()) {
+                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => break e.to_string(),
+                Ok(_) => panic!("opened a damaged index with no log to rebuild it"),
+            }
+        };
+        assert!(err.contains("parlor restore"), "{err}");
     }
 
     #[test]

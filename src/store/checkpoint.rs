@@ -1,0 +1,110 @@
+//! The checkpoint thread: makes sled's copy durable every few seconds (or
+//! after so many bytes of log), so the write-ahead log's older segments
+//! can go, and keeps the next log segment preallocated ahead of need.
+//! Nothing here is on the commit path: the sequencer never waits for it.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Store;
+
+/// When to checkpoint.
+#[derive(Clone, Debug)]
+pub struct Every {
+    pub interval: Duration,
+    /// …or after this many bytes of log since the last one.
+    pub bytes: u64,
+}
+
+impl Default for Every {
+    fn default() -> Self {
+        Every {
+            interval: Duration::from_secs(5),
+            bytes: 64 << 20,
+        }
+    }
+}
+
+/// How often the thread looks at the log's size and the spare.
+const TICK: Duration = Duration::from_millis(50);
+
+pub struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    pub fn start(store: Arc<Store>, every: Every) -> std::io::Result<Checkpointer> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = std::thread::Builder::new()
+            .name("parlor-checkpoint".into())
+            .spawn({
+                let stop = stop.clone();
+                move || run(&store, &every, &stop)
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stops the thread after one last checkpoint (call after the writer
+    /// has stopped, so the log needs no replay at the next open).
+    pub fn shutdown(&self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
+    let mut last = Instant::now();
+    let mut bytes_at_last = 0u64;
+    let mut spare_failing = false;
+    loop {
+        let stopping = {
+            let (flag, cv) = stop;
+            let g = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (g, _) = cv
+                .wait_timeout_while(g, TICK, |s| !*s)
+                .unwrap_or_else(|p| p.into_inner());
+            *g
+        };
+        match store.wal().prepare_spare() {
+            Ok(()) if spare_failing => {
+                spare_failing = false;
+                tracing::info!("the next write-ahead log segment is preallocated again");
+            }
+            Ok(()) => {}
+            Err(e) if !spare_failing => {
+                spare_failing = true;
+                tracing::warn!(error = %e, "cannot preallocate the next write-ahead log segment");
+            }
+            Err(_) => {}
+        }
+        let bytes = store
+            .wal()
+            .appended
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (committed, checkpointed) = store.log_position();
+        let due = last.elapsed() >= every.interval || bytes - bytes_at_last >= every.bytes;
+        if stopping || (due && committed > checkpointed) {
+            if let Err(e) = store.checkpoint() {
+                // A failed fsync may have dropped sled's dirty pages; a
+                // later "successful" one would not cover them, so the log
+                // must not be trimmed on its word. Stop: at the next open
+                // the log is replayed and nothing acknowledged is lost.
+                tracing::error!(error = %e, "the checkpoint could not sync the store; stopping");
+                std::process::abort();
+            }
+            last = Instant::now();
+            bytes_at_last = bytes;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
