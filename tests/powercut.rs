@@ -18,6 +18,12 @@
 //! a failed mount fails the test.
 //!
 //! `PARLOR_POWERCUT_CYCLES` (default 10) and `PARLOR_POWERCUT_SEED`.
+//! `PARLOR_POWERCUT_MODE` chooses what the harness's cuts do (the lazyfs
+//! cut modes): `exact` (the default: exactly what was fsynced survives),
+//! `lossy-data` (a seeded random subset of the unsynced writes survives,
+//! out of order, the newest kept one torn at a sector boundary), `lossy`
+//! (that, and directory operations durable only by a directory fsync).
+//! Each mount's cut seed is derived from `PARLOR_POWERCUT_SEED`.
 
 mod common;
 #[path = "common/lazyfs.rs"]
@@ -68,6 +74,8 @@ struct Rig {
     fs: Option<LazyFs>,
     /// What each power cut caught.
     cuts: Vec<Cut>,
+    /// The cut mode of every mount (its seed varied per mount).
+    mode: CutMode,
 }
 
 /// What one power cut caught in flight.
@@ -91,6 +99,7 @@ impl Rig {
             disk,
             fs: Some(fs),
             cuts: Vec::new(),
+            mode: CutMode::default(),
         })
     }
 
@@ -99,6 +108,15 @@ impl Rig {
         assert!(self.fs.is_none(), "already mounted");
         let fs = lazyfs::mount(self.disk.path(), self.srv.data_dir(), lying).expect("remount");
         self.fs = Some(fs);
+        self.set_mode(self.mode);
+    }
+
+    /// The cut mode of this and every later mount; each mount's seed is
+    /// `mode.seed` plus the number of cuts so far.
+    fn set_mode(&mut self, mode: CutMode) {
+        self.mode = mode;
+        let seed = mode.seed.wrapping_add(self.cuts.len() as u64);
+        self.fs().set_cut_mode(CutMode { seed, ..mode });
     }
 
     /// Freeze the disk (nothing more reaches it, every later fsync fails),
@@ -332,6 +350,17 @@ async fn power_cuts_under_load_lose_no_acknowledged_message() {
     eprintln!("power-cut harness: {cycles} cycles, PARLOR_POWERCUT_SEED={seed}");
     let began = Instant::now();
     let mut rng = Rng(seed);
+    let mode = match std::env::var("PARLOR_POWERCUT_MODE").as_deref() {
+        Err(_) | Ok("exact") => CutMode::default(),
+        Ok("lossy-data") => CutMode {
+            dir_ops: DirDurability::Immediate,
+            ..CutMode::lossy(seed)
+        },
+        Ok("lossy") => CutMode::lossy(seed),
+        Ok(other) => panic!("PARLOR_POWERCUT_MODE={other}: exact, lossy-data or lossy"),
+    };
+    eprintln!("power-cut harness: cut mode {mode:?}");
+    rig.set_mode(mode);
     let mut chat = setup(&mut rig).await;
     for cycle in 0..cycles {
         let cut = match rng.next(3) {
