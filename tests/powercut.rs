@@ -22,8 +22,10 @@
 //! cut modes): `exact` (the default: exactly what was fsynced survives),
 //! `lossy-data` (a seeded random subset of the unsynced writes survives,
 //! out of order, the newest kept one torn at a sector boundary), `lossy`
-//! (that, and directory operations durable only by a directory fsync).
-//! Each mount's cut seed is derived from `PARLOR_POWERCUT_SEED`.
+//! (that, and directory operations durable only by a directory fsync),
+//! or the parts, comma-separated: `keep=none|all|<fraction>`, `reorder`,
+//! `tear=sector|byte`, `dirs` (e.g. `keep=0.5,tear=byte`). Each mount's
+//! cut seed is derived from `PARLOR_POWERCUT_SEED`.
 
 mod common;
 #[path = "common/lazyfs.rs"]
@@ -337,6 +339,42 @@ async fn restart_and_audit(rig: &mut Rig, chat: &mut Chat, tag: &str) -> Result<
     Ok(Audit { lost, violations })
 }
 
+/// The cut mode `PARLOR_POWERCUT_MODE` names (see the module doc).
+fn harness_mode(spec: &str, seed: u64) -> CutMode {
+    let mut mode = CutMode {
+        seed,
+        ..CutMode::default()
+    };
+    for part in spec.split(',') {
+        match part.trim() {
+            "exact" => {}
+            "lossy" => mode = CutMode::lossy(seed),
+            "lossy-data" => {
+                mode = CutMode {
+                    dir_ops: DirDurability::Immediate,
+                    ..CutMode::lossy(seed)
+                }
+            }
+            "keep=none" => mode.keep = KeepPolicy::None,
+            "keep=all" => mode.keep = KeepPolicy::All,
+            "reorder" => mode.reorder = true,
+            "tear=sector" => mode.tear = Tear::Sector,
+            "tear=byte" => mode.tear = Tear::Byte,
+            "dirs" => mode.dir_ops = DirDurability::OnDirFsync,
+            p => match p.strip_prefix("keep=").and_then(|f| f.parse::<f64>().ok()) {
+                Some(fraction) if (0.0..=1.0).contains(&fraction) => {
+                    mode.keep = KeepPolicy::Random { fraction }
+                }
+                _ => panic!(
+                    "PARLOR_POWERCUT_MODE={spec}: `{p}` is not exact, lossy, lossy-data, \
+                     keep=none|all|<fraction>, reorder, tear=sector|byte or dirs"
+                ),
+            },
+        }
+    }
+    mode
+}
+
 /// The power-cut harness: `PARLOR_POWERCUT_CYCLES` cycles (default 10) of
 /// load → random cut → remount → restart → audit, on accumulating data
 /// (the store is never wiped between cycles).
@@ -350,15 +388,12 @@ async fn power_cuts_under_load_lose_no_acknowledged_message() {
     eprintln!("power-cut harness: {cycles} cycles, PARLOR_POWERCUT_SEED={seed}");
     let began = Instant::now();
     let mut rng = Rng(seed);
-    let mode = match std::env::var("PARLOR_POWERCUT_MODE").as_deref() {
-        Err(_) | Ok("exact") => CutMode::default(),
-        Ok("lossy-data") => CutMode {
-            dir_ops: DirDurability::Immediate,
-            ..CutMode::lossy(seed)
-        },
-        Ok("lossy") => CutMode::lossy(seed),
-        Ok(other) => panic!("PARLOR_POWERCUT_MODE={other}: exact, lossy-data or lossy"),
-    };
+    let mode = harness_mode(
+        std::env::var("PARLOR_POWERCUT_MODE")
+            .as_deref()
+            .unwrap_or("exact"),
+        seed,
+    );
     eprintln!("power-cut harness: cut mode {mode:?}");
     rig.set_mode(mode);
     let mut chat = setup(&mut rig).await;
