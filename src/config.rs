@@ -5,10 +5,23 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// `parlor --version`: the crate's version and the store format this build
+/// reads and writes (`store::FORMAT_VERSION`), e.g. `0.1.0 (store format 1)`.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (store format {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::store::FORMAT_VERSION
+        )
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "parlor",
-    version,
+    version = version(),
     about = "A single-node chat daemon speaking several chat APIs over one store"
 )]
 pub struct Cli {

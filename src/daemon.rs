@@ -41,6 +41,12 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     };
     // So does an address it cannot listen on.
     let listener = bind(&args.listen).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        store_format = crate::store::FORMAT_VERSION,
+        data_dir = %data_dir.display(),
+        "starting"
+    );
     let core = Core::open(&data_dir.join("store"), limits(&args))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;

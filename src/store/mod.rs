@@ -153,7 +153,9 @@ impl Store {
             Some(v) => match read_u64(&v) {
                 Some(FORMAT_VERSION) => Ok(()),
                 other => Err(StoreError(format!(
-                    "store format {other:?}, this parlor reads {FORMAT_VERSION}"
+                    "the store is in format {}, but this parlor ({}) reads and writes only format {FORMAT_VERSION}; nothing was changed. Run the parlor that wrote it, or restore a backup taken with `parlor backup FILE` before the upgrade (see README, \"Installing offline\")",
+                    other.map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
+                    env!("CARGO_PKG_VERSION"),
                 ))),
             },
             None if self.db.is_empty() => {
