@@ -2,15 +2,28 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// `parlor --version`: the crate's version and the store format this build
+/// reads and writes (`store::FORMAT_VERSION`), e.g. `0.1.0 (store format 1)`.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (store format {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::store::FORMAT_VERSION
+        )
+    })
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "parlor",
-    version,
+    version = version(),
     about = "A single-node chat daemon speaking several chat APIs over one store"
 )]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Where the store and the control socket live.
     #[arg(long, env = "PARLOR_DATA_DIR", default_value = "data", global = true)]
@@ -20,6 +33,50 @@ pub struct Cli {
     /// With no subcommand, parlor serves.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// Parses `std::env::args`, exiting with clap's message on an error.
+    pub fn parse_args() -> Cli {
+        Self::parse_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses a command line. `--data-dir` goes before or after the
+    /// subcommand; `serve`'s flags, which parlor also takes with no
+    /// subcommand, are refused before one (`parlor --listen X user add` would
+    /// otherwise drop `--listen` silently). Their `PARLOR_*` variables are
+    /// not flags given, so they never conflict.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        if let Some(sub) = matches.subcommand_name() {
+            if let Some(flag) = serve_flag_given(&cmd, &matches) {
+                let hint = if sub == "serve" {
+                    format!("give it after '{sub}'")
+                } else {
+                    "it is a flag of 'serve'".to_owned()
+                };
+                return Err(cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("the argument '--{flag}' cannot be used before the subcommand '{sub}': {hint}"),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+}
+
+/// The first top-level flag given on the command line that is not global
+/// (not `--data-dir`, so one of `serve`'s), by its long name.
+fn serve_flag_given(cmd: &clap::Command, matches: &ArgMatches) -> Option<String> {
+    cmd.get_arguments()
+        .filter(|a| !a.is_global_set())
+        .find(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|a| a.get_long().unwrap_or(a.get_id().as_str()).to_owned())
 }
 
 #[derive(Subcommand, Debug)]

@@ -47,12 +47,17 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(net::tls::acceptor(cert, key)?),
         _ => None,
     };
+    // So does an address it cannot listen on.
+    let listener = bind(&args.listen).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        store_format = crate::store::FORMAT_VERSION,
+        data_dir = %data_dir.display(),
+        "starting"
+    );
     let core = Core::open(&data_dir.join("store"), limits(&args))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let public_url = args.public_url.clone().unwrap_or_else(|| {
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -112,6 +117,22 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(control::socket_path(data_dir));
     finish(core);
     Ok(())
+}
+
+/// Binds `--listen`. `:PORT` (or a bare port) is refused with a hint, not
+/// guessed: other servers read it as every interface, so taking it as
+/// loopback would leave a daemon meant for the network unreachable, and
+/// taking it as every interface would expose one meant for this machine.
+async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    let port = listen.strip_prefix(':').unwrap_or(listen);
+    if port.parse::<u16>().is_ok() {
+        anyhow::bail!(
+            "could not listen on '{listen}': give a host, e.g. 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"
+        );
+    }
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on '{listen}'"))
 }
 
 /// Finishes queued writes and syncs; the last thing before exit.

@@ -720,6 +720,127 @@ async fn serve_reads_listen_and_data_dir_from_environment() {
     assert_eq!(uid, id, "PARLOR_DATA_DIR must select the data directory");
 }
 
+#[test]
+fn listen_without_a_host_is_refused_before_the_data_dir_is_made() {
+    let srv = Server::new();
+    std::fs::remove_dir(srv.data_dir()).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = taken.local_addr().unwrap().to_string();
+    for (listen, hint) in [(":18411", "127.0.0.1:18411"), (in_use.as_str(), "")] {
+        let out = srv.cli(&["serve", "--listen", listen], None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "serve --listen {listen} succeeded");
+        assert!(!stdout.contains("listening on"), "{stdout}");
+        assert!(
+            stderr.contains(&format!("could not listen on '{listen}'")) && stderr.contains(hint),
+            "{stderr}"
+        );
+        assert!(
+            !srv.data_dir().exists(),
+            "--listen {listen}: the data directory was made before the address was checked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_dir_is_taken_before_or_after_the_subcommand() {
+    let mut srv = Server::new();
+    let dir = srv.data_dir().to_str().unwrap().to_owned();
+    // Elsewhere, so that the default ./data is not the server's directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let before = |srv: &Server, args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--data-dir", dir.as_str()];
+        all.extend_from_slice(args);
+        srv.cli_command(&all, stdin, |c| {
+            c.current_dir(elsewhere.path());
+        })
+    };
+    let out = before(
+        &srv,
+        &["user", "add", "ann", "--role", "staff"],
+        Some("pw-ann\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = before(&srv, &["token", "issue", "ann"], None);
+    assert!(out.status.success(), "{out:?}");
+    let stopped = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        !elsewhere.path().join("data").exists(),
+        "the default ./data was used"
+    );
+
+    srv.start();
+    let out = before(&srv, &["token", "issue", "ann"], None);
+    assert!(out.status.success(), "{out:?}");
+    let running = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    for token in [&stopped, &running] {
+        srv.post_json("/chat/retrieve", Some(token), &json!({"after": 0}))
+            .await
+            .expect(200);
+    }
+    let (_, uid) = srv.login("ann", "pw-ann").await;
+    assert_eq!(uid, id);
+
+    // serve's flags are not dropped silently before another subcommand (or
+    // before `serve`); their variables are not flags, so they never clash.
+    for (args, says) in [
+        (
+            vec!["--listen", "127.0.0.1:0", "token", "issue", "ann"],
+            "'token'",
+        ),
+        (vec!["--msg-rate", "5", "serve"], "after 'serve'"),
+    ] {
+        let out = before(&srv, &args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(&format!("'--{}'", &args[0][2..])),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    let out = srv.cli_command(&["token", "issue", "ann", "--data-dir", &dir], None, |c| {
+        c.env("PARLOR_LISTEN", "127.0.0.1:0")
+            .env("PARLOR_MSG_RATE", "5");
+    });
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn cli_subcommands_log_only_warnings_unless_rust_log_says_otherwise() {
+    let srv = Server::new();
+    let dir = srv.data_dir().to_str().unwrap().to_owned();
+    // The daemon is stopped: the CLI opens the store itself, which logs at
+    // info (shown when RUST_LOG asks for it: the check can fail).
+    let run = |args: &[&str], stdin: Option<&str>, rust_log: Option<&str>| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--data-dir", &dir]);
+        let out = srv.cli_command(&all, stdin, |c| {
+            match rust_log {
+                Some(f) => c.env("RUST_LOG", f),
+                None => c.env_remove("RUST_LOG"),
+            };
+        });
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let quiet = run(
+        &["user", "add", "ann", "--role", "staff"],
+        Some("pw\n"),
+        None,
+    );
+    assert!(!quiet.contains("INFO"), "{quiet}");
+    let loud = run(&["token", "issue", "ann"], None, Some("info"));
+    assert!(
+        loud.contains("INFO"),
+        "no info lines with RUST_LOG=info: {loud}"
+    );
+    let quiet = run(&["token", "issue", "ann"], None, None);
+    assert!(!quiet.contains("INFO"), "{quiet}");
+}
+
 async fn failed_login_via(addr: &str, forwarded_for: &str, user: &str) -> u16 {
     let body = json!({"username": user, "password": "wrong"}).to_string();
     http(

@@ -18,6 +18,14 @@
 //! a failed mount fails the test.
 //!
 //! `PARLOR_POWERCUT_CYCLES` (default 10) and `PARLOR_POWERCUT_SEED`.
+//! `PARLOR_POWERCUT_MODE` chooses what the harness's cuts do (the lazyfs
+//! cut modes): `exact` (the default: exactly what was fsynced survives),
+//! `lossy-data` (a seeded random subset of the unsynced writes survives,
+//! out of order, the newest kept one torn at a sector boundary), `lossy`
+//! (that, and directory operations durable only by a directory fsync),
+//! or the parts, comma-separated: `keep=none|all|<fraction>`, `reorder`,
+//! `tear=sector|byte`, `dirs` (e.g. `keep=0.5,tear=byte`). Each mount's
+//! cut seed is derived from `PARLOR_POWERCUT_SEED`.
 
 mod common;
 #[path = "common/lazyfs.rs"]
@@ -31,7 +39,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lazyfs::{LazyFs, Trigger};
+use lazyfs::{
+    CutMode, CutReport, DirDurability, DirOp, Fate, KeepPolicy, LazyFs, Tear, Trigger, WriteOp,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -66,6 +76,8 @@ struct Rig {
     fs: Option<LazyFs>,
     /// What each power cut caught.
     cuts: Vec<Cut>,
+    /// The cut mode of every mount (its seed varied per mount).
+    mode: CutMode,
 }
 
 /// What one power cut caught in flight.
@@ -89,6 +101,7 @@ impl Rig {
             disk,
             fs: Some(fs),
             cuts: Vec::new(),
+            mode: CutMode::default(),
         })
     }
 
@@ -97,6 +110,15 @@ impl Rig {
         assert!(self.fs.is_none(), "already mounted");
         let fs = lazyfs::mount(self.disk.path(), self.srv.data_dir(), lying).expect("remount");
         self.fs = Some(fs);
+        self.set_mode(self.mode);
+    }
+
+    /// The cut mode of this and every later mount; each mount's seed is
+    /// `mode.seed` plus the number of cuts so far.
+    fn set_mode(&mut self, mode: CutMode) {
+        self.mode = mode;
+        let seed = mode.seed.wrapping_add(self.cuts.len() as u64);
+        self.fs().set_cut_mode(CutMode { seed, ..mode });
     }
 
     /// Freeze the disk (nothing more reaches it, every later fsync fails),
@@ -317,6 +339,42 @@ async fn restart_and_audit(rig: &mut Rig, chat: &mut Chat, tag: &str) -> Result<
     Ok(Audit { lost, violations })
 }
 
+/// The cut mode `PARLOR_POWERCUT_MODE` names (see the module doc).
+fn harness_mode(spec: &str, seed: u64) -> CutMode {
+    let mut mode = CutMode {
+        seed,
+        ..CutMode::default()
+    };
+    for part in spec.split(',') {
+        match part.trim() {
+            "exact" => {}
+            "lossy" => mode = CutMode::lossy(seed),
+            "lossy-data" => {
+                mode = CutMode {
+                    dir_ops: DirDurability::Immediate,
+                    ..CutMode::lossy(seed)
+                }
+            }
+            "keep=none" => mode.keep = KeepPolicy::None,
+            "keep=all" => mode.keep = KeepPolicy::All,
+            "reorder" => mode.reorder = true,
+            "tear=sector" => mode.tear = Tear::Sector,
+            "tear=byte" => mode.tear = Tear::Byte,
+            "dirs" => mode.dir_ops = DirDurability::OnDirFsync,
+            p => match p.strip_prefix("keep=").and_then(|f| f.parse::<f64>().ok()) {
+                Some(fraction) if (0.0..=1.0).contains(&fraction) => {
+                    mode.keep = KeepPolicy::Random { fraction }
+                }
+                _ => panic!(
+                    "PARLOR_POWERCUT_MODE={spec}: `{p}` is not exact, lossy, lossy-data, \
+                     keep=none|all|<fraction>, reorder, tear=sector|byte or dirs"
+                ),
+            },
+        }
+    }
+    mode
+}
+
 /// The power-cut harness: `PARLOR_POWERCUT_CYCLES` cycles (default 10) of
 /// load → random cut → remount → restart → audit, on accumulating data
 /// (the store is never wiped between cycles).
@@ -330,6 +388,14 @@ async fn power_cuts_under_load_lose_no_acknowledged_message() {
     eprintln!("power-cut harness: {cycles} cycles, PARLOR_POWERCUT_SEED={seed}");
     let began = Instant::now();
     let mut rng = Rng(seed);
+    let mode = harness_mode(
+        std::env::var("PARLOR_POWERCUT_MODE")
+            .as_deref()
+            .unwrap_or("exact"),
+        seed,
+    );
+    eprintln!("power-cut harness: cut mode {mode:?}");
+    rig.set_mode(mode);
     let mut chat = setup(&mut rig).await;
     for cycle in 0..cycles {
         let cut = match rng.next(3) {
@@ -586,4 +652,382 @@ fn lazyfs_keeps_exactly_what_was_fsynced() {
     fs5.freeze();
     fs5.unmount().unwrap();
     assert_eq!(read(&d("lie")), b"", "a lying disk persisted data");
+}
+
+/// A fresh disk and a mount of it in `mode`, or `None` where FUSE cannot
+/// be mounted (as [`mount_or_skip`]).
+fn fresh(mode: CutMode) -> Option<(TempDir, TempDir, LazyFs)> {
+    let disk = tempfile::tempdir().expect("tempdir");
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let fs = mount_or_skip(disk.path(), mnt.path())?;
+    fs.set_cut_mode(mode);
+    assert_eq!(fs.cut_mode(), mode);
+    Some((disk, mnt, fs))
+}
+
+fn sync_dir(dir: &Path) {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .unwrap_or_else(|e| panic!("fsync of the directory {dir:?}: {e}"));
+}
+
+/// The seed of the seeded cut modes below (`PARLOR_LAZYFS_SEED`, else a
+/// fixed one), printed so a failure can be replayed.
+fn lazyfs_seed() -> u64 {
+    let seed = env_u64("PARLOR_LAZYFS_SEED").unwrap_or(0x5eed_1a2f);
+    eprintln!("PARLOR_LAZYFS_SEED={seed}");
+    seed
+}
+
+/// 24 unsynced 100-byte writes (the i-th of byte b'A' + i) alternating
+/// between two synced files of dots ("log": write i at (i / 2) * 128,
+/// "other" likewise), then a cut in `mode`. Returns the report and the two
+/// files as the disk has them afterwards.
+fn cut_after_24_writes(mode: CutMode) -> Option<(CutReport, Vec<u8>, Vec<u8>)> {
+    let (disk, mnt, fs) = fresh(mode)?;
+    synced(&mnt.path().join("log"), &[b'.'; 4096]);
+    synced(&mnt.path().join("other"), &[b'.'; 2048]);
+    let log = OpenOptions::new()
+        .write(true)
+        .open(mnt.path().join("log"))
+        .unwrap();
+    let other = OpenOptions::new()
+        .write(true)
+        .open(mnt.path().join("other"))
+        .unwrap();
+    for i in 0..24u8 {
+        let f = if i % 2 == 0 { &log } else { &other };
+        f.write_all_at(&[b'A' + i; 100], u64::from(i / 2) * 128)
+            .unwrap();
+    }
+    let report = fs.freeze_report();
+    drop((log, other));
+    fs.unmount().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let got = (
+        report,
+        read(&disk.path().join("log")),
+        read(&disk.path().join("other")),
+    );
+    Some(got)
+}
+
+/// What [`cut_after_24_writes`] must leave: every kept write on the disk,
+/// every dropped one not, every synced byte still there.
+fn check_24_writes(report: &CutReport, log: &[u8], other: &[u8]) {
+    assert_eq!(report.writes.len(), 24);
+    let mut want_log = vec![b'.'; 4096];
+    let mut want_other = vec![b'.'; 2048];
+    let mut dropped = 0;
+    for (i, w) in report.writes.iter().enumerate() {
+        let i = i as u8;
+        let (name, want) = if i % 2 == 0 {
+            ("log", &mut want_log)
+        } else {
+            ("other", &mut want_other)
+        };
+        let offset = u64::from(i / 2) * 128;
+        assert!(w.path.ends_with(name), "write {i} went to {:?}", w.path);
+        assert_eq!(w.op, WriteOp::Write { offset, len: 100 });
+        match w.fate {
+            Fate::Kept => want[offset as usize..][..100].fill(b'A' + i),
+            Fate::Dropped => dropped += 100,
+            Fate::Torn { .. } => panic!("write {i} torn with tear off"),
+        }
+    }
+    assert_eq!(log, want_log, "the disk's log is not the kept writes");
+    assert_eq!(other, want_other, "the disk's other is not the kept writes");
+    let reported: u64 = report.dropped.iter().map(|(_, n)| n).sum();
+    assert_eq!(reported, dropped);
+}
+
+/// A seeded cut keeps a subset of the unsynced writes (out of order with
+/// `reorder`, the oldest ones without), loses nothing synced, and does
+/// the same again with the same seed.
+#[test]
+fn lazyfs_cut_keeps_a_seeded_subset_of_unsynced_writes() {
+    let seed = lazyfs_seed();
+    let mode = CutMode {
+        seed,
+        keep: KeepPolicy::Random { fraction: 0.5 },
+        reorder: true,
+        ..CutMode::default()
+    };
+    let Some((report, log, other)) = cut_after_24_writes(mode) else {
+        return;
+    };
+    check_24_writes(&report, &log, &other);
+    let fates: Vec<Fate> = report.writes.iter().map(|w| w.fate).collect();
+    let kept = report.kept_writes();
+    assert!(
+        kept > 0 && kept < 24,
+        "seed {seed}: kept {kept} of 24 (all or nothing)"
+    );
+    let first_dropped = fates.iter().position(|f| *f == Fate::Dropped).unwrap();
+    assert!(
+        fates[first_dropped..].contains(&Fate::Kept),
+        "seed {seed}: reordered, yet the kept writes are the oldest ones: {fates:?}"
+    );
+
+    // The same seed, the same writes: the same cut.
+    let (again, log2, other2) = cut_after_24_writes(mode).unwrap();
+    let fates2: Vec<Fate> = again.writes.iter().map(|w| w.fate).collect();
+    assert_eq!(fates, fates2, "seed {seed}: not reproducible");
+    assert_eq!((log, other), (log2, other2));
+
+    // In order: as many kept, and they are the oldest.
+    let in_order = CutMode {
+        reorder: false,
+        ..mode
+    };
+    let (report, log, other) = cut_after_24_writes(in_order).unwrap();
+    check_24_writes(&report, &log, &other);
+    let fates: Vec<Fate> = report.writes.iter().map(|w| w.fate).collect();
+    assert_eq!(report.kept_writes(), kept);
+    assert!(
+        fates[..kept].iter().all(|f| *f == Fate::Kept),
+        "seed {seed}: in order, yet not a prefix: {fates:?}"
+    );
+
+    // Nothing kept by default, everything with KeepPolicy::All.
+    let (report, log, other) = cut_after_24_writes(CutMode::default()).unwrap();
+    check_24_writes(&report, &log, &other);
+    assert_eq!(report.kept_writes(), 0);
+    let all = CutMode {
+        keep: KeepPolicy::All,
+        ..CutMode::default()
+    };
+    let (report, log, other) = cut_after_24_writes(all).unwrap();
+    check_24_writes(&report, &log, &other);
+    assert_eq!(report.kept_writes(), 24);
+}
+
+/// A torn write: every unsynced write kept but the newest, of which only a
+/// strict prefix (ending on a sector boundary with `Tear::Sector`)
+/// reaches the disk; a write within one sector is not torn.
+#[test]
+fn lazyfs_cut_tears_the_newest_kept_write() {
+    let seed = lazyfs_seed();
+    for tear in [Tear::Sector, Tear::Byte] {
+        let mode = CutMode {
+            seed,
+            keep: KeepPolicy::All,
+            tear,
+            ..CutMode::default()
+        };
+        let Some((disk, mnt, fs)) = fresh(mode) else {
+            return;
+        };
+        synced(&mnt.path().join("f"), &[b'.'; 1000]);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(mnt.path().join("f"))
+            .unwrap();
+        f.write_all_at(b"first", 0).unwrap();
+        f.write_all_at(&[b'X'; 4000], 700).unwrap();
+        let report = fs.freeze_report();
+        drop(f);
+        fs.unmount().unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let fates: Vec<Fate> = report.writes.iter().map(|w| w.fate).collect();
+        let Fate::Torn { kept: t } = fates[1] else {
+            panic!("{tear:?}, seed {seed}: the newest write was not torn: {fates:?}");
+        };
+        assert_eq!(fates[0], Fate::Kept);
+        assert!(t > 0 && t < 4000, "{tear:?}: not a strict prefix: {t}");
+        if tear == Tear::Sector {
+            assert_eq!((700 + t) % 512, 0, "torn off a sector boundary: {t}");
+        }
+        let mut want = b"first".to_vec();
+        want.resize(700, b'.');
+        want.resize(700 + t as usize, b'X');
+        if want.len() < 1000 {
+            want.resize(1000, b'.');
+        }
+        assert_eq!(read(&disk.path().join("f")), want, "{tear:?}: torn at {t}");
+        assert_eq!(report.dropped.iter().map(|(_, n)| n).sum::<u64>(), 4000 - t);
+    }
+
+    // Within one sector: whole or nothing.
+    let mode = CutMode {
+        seed,
+        keep: KeepPolicy::All,
+        tear: Tear::Sector,
+        ..CutMode::default()
+    };
+    let (disk, mnt, fs) = fresh(mode).unwrap();
+    let mut f = File::create(mnt.path().join("small")).unwrap();
+    f.write_all(&[b'S'; 100]).unwrap();
+    let report = fs.freeze_report();
+    drop(f);
+    fs.unmount().unwrap();
+    assert_eq!(report.writes[0].fate, Fate::Kept);
+    assert_eq!(read(&disk.path().join("small")), [b'S'; 100]);
+}
+
+/// With `DirDurability::OnDirFsync`, directory operations are visible at
+/// once but durable only once a directory fsync commits them: a cut
+/// undoes a create (even of an fsynced file), an unlink, a rename (also
+/// over another file), an rmdir and a mkdir, and keeps what a directory
+/// fsync committed.
+#[test]
+fn lazyfs_directory_operations_wait_for_a_directory_fsync() {
+    let mode = CutMode {
+        dir_ops: DirDurability::OnDirFsync,
+        ..CutMode::default()
+    };
+    let Some((disk, mnt, fs)) = fresh(mode) else {
+        return;
+    };
+    let p = |n: &str| mnt.path().join(n);
+    let d = |n: &str| disk.path().join(n);
+
+    // Durable: created, then the directories fsynced.
+    fs::create_dir(p("d")).unwrap();
+    fs::create_dir(p("emptydir")).unwrap();
+    for (n, data) in [("victim", "victim data"), ("old", "old name")] {
+        synced(&p(n), data.as_bytes());
+    }
+    synced(&p("src"), b"source");
+    synced(&p("over"), b"to be replaced");
+    sync_dir(mnt.path());
+
+    // Committed by a later directory fsync (of d: the journal's commit
+    // takes every operation before, too).
+    synced(&p("early"), b"early");
+    synced(&p("d/dsynced"), b"in d");
+    sync_dir(&p("d"));
+
+    // Not committed: a file fsync does not commit its creation.
+    synced(&p("created"), b"fsynced data");
+    fs::remove_file(p("victim")).unwrap();
+    fs::rename(p("old"), p("new")).unwrap();
+    fs::rename(p("src"), p("over")).unwrap();
+    fs::remove_dir(p("emptydir")).unwrap();
+    fs::create_dir(p("newdir")).unwrap();
+    synced(&p("newdir/x"), b"x");
+    fs::rename(p("newdir"), p("newdir2")).unwrap();
+
+    // Before the cut the mount shows every operation as done, and not the
+    // graveyard that keeps what the undo needs.
+    assert_eq!(read(&p("created")), b"fsynced data");
+    assert!(!p("victim").exists() && !p("old").exists() && !p("src").exists());
+    assert_eq!(read(&p("new")), b"old name");
+    assert_eq!(read(&p("over")), b"source");
+    assert!(!p("emptydir").exists());
+    assert_eq!(read(&p("newdir2/x")), b"x");
+    assert!(d(".lazyfs-graveyard").is_dir());
+    assert!(!p(".lazyfs-graveyard").exists());
+    assert!(fs::create_dir(p(".lazyfs-graveyard")).is_err());
+    let mut names: Vec<String> = fs::read_dir(mnt.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let want = ["created", "d", "early", "new", "newdir2", "over"];
+    assert_eq!(names, want);
+
+    let report = fs.freeze_report();
+    fs.unmount().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let ops: Vec<&DirOp> = report.dir_ops.iter().map(|o| &o.op).collect();
+    assert_eq!(ops.len(), 8, "{ops:?}");
+    assert!(matches!(ops[0], DirOp::Create(p) if p.ends_with("created")));
+    assert!(matches!(ops[1], DirOp::Unlink(p) if p.ends_with("victim")));
+    assert!(matches!(ops[5], DirOp::Mkdir(p) if p.ends_with("newdir")));
+    assert!(matches!(ops[7], DirOp::Rename { from, to }
+        if from.ends_with("newdir") && to.ends_with("newdir2")));
+    assert_eq!(report.undone_dir_ops(), 8);
+
+    // After the cut: what the last committed state had.
+    assert!(
+        !d("created").exists(),
+        "a create survived without a dir fsync"
+    );
+    assert_eq!(
+        read(&d("victim")),
+        b"victim data",
+        "the unlink was not undone"
+    );
+    assert_eq!(read(&d("old")), b"old name", "the rename was not undone");
+    assert!(!d("new").exists());
+    assert_eq!(read(&d("src")), b"source");
+    assert_eq!(read(&d("over")), b"to be replaced");
+    assert!(d("emptydir").is_dir(), "the rmdir was not undone");
+    assert!(!d("newdir").exists() && !d("newdir2").exists());
+    assert_eq!(read(&d("early")), b"early");
+    assert_eq!(read(&d("d/dsynced")), b"in d");
+    assert!(!d(".lazyfs-graveyard").exists(), "the graveyard was left");
+
+    // Through a fresh mount: exactly these names.
+    let fs2 = lazyfs::mount(disk.path(), mnt.path(), false).unwrap();
+    let mut names: Vec<String> = fs::read_dir(mnt.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let want = ["d", "early", "emptydir", "old", "over", "src", "victim"];
+    assert_eq!(names, want);
+
+    // A directory fsync after all of it: everything stays; an unlink
+    // committed frees its graveyard entry at once.
+    fs2.set_cut_mode(mode);
+    fs::remove_file(p("victim")).unwrap();
+    fs::rename(p("old"), p("new")).unwrap();
+    synced(&p("created"), b"created again");
+    sync_dir(mnt.path());
+    assert_eq!(fs::read_dir(d(".lazyfs-graveyard")).unwrap().count(), 0);
+    let report = fs2.freeze_report();
+    fs2.unmount().unwrap();
+    assert_eq!(report.dir_ops.len(), 0, "{:?}", report.dir_ops);
+    assert!(!d("victim").exists() && !d("old").exists());
+    assert_eq!(read(&d("new")), b"old name");
+    assert_eq!(read(&d("created")), b"created again");
+}
+
+/// Everything at once (`CutMode::lossy`): what survives of the directory
+/// journal is a prefix of it, and a kept write to a file whose creation
+/// is undone goes with the file; switching back to `Immediate` commits
+/// the journal.
+#[test]
+fn lazyfs_lossy_cut_undoes_a_suffix_of_the_directory_journal() {
+    let seed = lazyfs_seed();
+    let Some((disk, mnt, fs)) = fresh(CutMode::lossy(seed)) else {
+        return;
+    };
+    let p = |n: &str| mnt.path().join(n);
+    for i in 0..16 {
+        let mut f = File::create(p(&format!("f{i}"))).unwrap();
+        f.write_all(&[b'a' + i as u8; 1500]).unwrap();
+    }
+    let report = fs.freeze_report();
+    fs.unmount().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.dir_ops.len(), 16);
+    let undone: Vec<bool> = report.dir_ops.iter().map(|o| o.undone).collect();
+    let kept = undone.iter().filter(|u| !**u).count();
+    assert!(
+        undone[kept..].iter().all(|u| *u),
+        "seed {seed}: not a prefix survived: {undone:?}"
+    );
+    for (i, o) in report.dir_ops.iter().enumerate() {
+        let f = disk.path().join(format!("f{i}"));
+        assert_eq!(f.exists(), !o.undone, "seed {seed}: f{i}");
+        if f.exists() {
+            let w = &report.writes[i];
+            let n = match w.fate {
+                Fate::Kept => 1500,
+                Fate::Torn { kept } => kept as usize,
+                Fate::Dropped => 0,
+            };
+            assert_eq!(read(&f), vec![b'a' + i as u8; n], "seed {seed}: f{i}");
+        }
+    }
+
+    let (disk, mnt, fs) = fresh(CutMode::lossy(seed)).unwrap();
+    fs::create_dir(mnt.path().join("dir")).unwrap();
+    fs.set_cut_mode(CutMode::default());
+    assert_eq!(fs.freeze_report().dir_ops.len(), 0);
+    fs.unmount().unwrap();
+    assert!(disk.path().join("dir").is_dir());
 }

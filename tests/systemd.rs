@@ -142,7 +142,15 @@ async fn without_notify_socket_nothing_changes() {
 fn unit_file_hardening_score() {
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/parlor.service");
     let text = std::fs::read_to_string(&unit).expect("read unit");
-    for line in ["Type=notify", "WatchdogSec=", "NotifyAccess=main"] {
+    // The last two: packaging/build-deb rewrites that ExecStart path, and
+    // the .deb's /etc/default/parlor is read through that line.
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "NotifyAccess=main",
+        "ExecStart=/usr/local/bin/parlor ",
+        "EnvironmentFile=-/etc/default/parlor",
+    ] {
         assert!(
             text.lines().any(|l| l.starts_with(line)),
             "unit lacks {line}"

@@ -276,31 +276,72 @@ async fn recv_json(ws: &mut Wss) -> Value {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
-async fn plain_http_on_the_tls_port_fails_and_the_server_carries_on() {
+async fn plain_http_on_the_tls_port_gets_a_400_saying_use_https_and_the_server_carries_on() {
     let pki = Pki::new();
     let mut srv = Server::new();
     start_tls(&mut srv, &pki);
     let addr = srv.addr();
     let tls = pki.client_default();
 
-    let started = Instant::now();
-    let got = raw_exchange(
-        &addr,
+    for head in [
         format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
-        Vec::new(),
-    )
-    .await;
+        format!("POST /auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 2\r\n\r\n{{}}"),
+    ] {
+        let started = Instant::now();
+        let got = raw_exchange(&addr, head.clone(), Vec::new()).await;
+        let (status, lower_head, body) = parse_raw_response(&got);
+        assert_eq!(
+            status,
+            400,
+            "{head:?} → {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            lower_head.contains("content-type: application/json"),
+            "{lower_head}"
+        );
+        let v: Value = serde_json::from_slice(&body).expect("a JSON error body");
+        assert_error_body(&v, "BAD_REQUEST");
+        assert!(
+            v["error"].as_str().unwrap().contains("https://"),
+            "the answer does not say to use https: {v}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered only after {:?}",
+            started.elapsed()
+        );
+    }
+    healthz_over(&addr, &tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn neither_tls_nor_http_on_the_tls_port_is_closed_without_an_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let mut srv = Server::new();
+    start_tls(&mut srv, &pki);
+    let addr = srv.addr();
+
+    let started = Instant::now();
+    let mut s = timeout(HTTP_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    s.write_all(b"\x00\x01\x02\x03 not a TLS record\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let r = timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the connection was not closed within 5 s");
     assert!(
-        !got.starts_with(b"HTTP/"),
-        "plain HTTP was answered on the TLS port: {:?}",
+        r.is_err() || !got.starts_with(b"HTTP/"),
+        "answered in HTTP: {:?}",
         String::from_utf8_lossy(&got)
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the failed handshake was not closed promptly"
-    );
-    healthz_over(&addr, &tls).await;
-    healthz_over(&addr, &tls).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    healthz_over(&addr, &pki.client_default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

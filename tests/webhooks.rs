@@ -283,6 +283,8 @@ async fn admin_webhook_endpoints_check_role_fields_and_url() {
         ("url", json!("ftp://127.0.0.1/x")),
         ("url", json!("not a url")),
         ("api_secret", json!("line\nbreak")),
+        ("api_secret", json!("")),
+        ("api_key", json!("")),
         ("tenant", json!("")),
     ] {
         let mut b = ok.clone();
@@ -312,6 +314,43 @@ async fn admin_webhook_endpoints_check_role_fields_and_url() {
         .http_get_auth("/admin/webhooks/pending?limit=0", &c.admin)
         .await
         .expect_error(400, "BAD_REQUEST");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_set_cli_refuses_an_empty_secret_running_and_stopped() {
+    let mut c = clinic(&[]).await;
+    let set = |srv: &Server, key: &str, secret: &str| {
+        let args = [
+            "webhook",
+            "set",
+            "--tenant",
+            T,
+            "--instance",
+            I,
+            "--url",
+            "http://127.0.0.1:9/x",
+            "--api-key",
+            key,
+        ];
+        srv.cli(&args, Some(secret))
+    };
+    for running in [true, false] {
+        if !running {
+            c.srv.kill9();
+        }
+        for (key, secret) in [("k", ""), ("k", "\n"), ("", "s\n")] {
+            let out = set(&c.srv, key, secret);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "running={running}: key {key:?}, secret {secret:?} accepted"
+            );
+            assert!(stderr.contains("must not be empty"), "{stderr}");
+        }
+        // The same with a secret is fine.
+        let out = set(&c.srv, "k", "s\n");
+        assert!(out.status.success(), "running={running}: {out:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -89,7 +89,7 @@ fn error(status: StatusCode, code: &str) -> Resp {
 pub async fn serve(args: &BenchArgs) -> Result<()> {
     let listener = TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("could not listen on '{}'", args.listen))?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() && !args.allow_remote {
         bail!("the baseline server listens on loopback only unless --allow-remote is given");

@@ -322,6 +322,13 @@ impl Core {
         if !url_ok {
             return Err(Error::bad_request("url must be an http:// or https:// URL"));
         }
+        // Refused like an empty password: an empty secret would key the
+        // signature with nothing.
+        if hook.api_key.is_empty() || hook.api_secret.is_empty() {
+            return Err(Error::bad_request(
+                "api_key and api_secret must not be empty (the secret keys the X-Webhook-Signature HMAC)",
+            ));
+        }
         if hook.api_key.len() > 1024 || hook.api_secret.len() > 1024 {
             return Err(Error::bad_request(
                 "api_key and api_secret are at most 1024 bytes",

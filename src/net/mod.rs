@@ -88,11 +88,12 @@ pub async fn serve(
                 return serve_connection(stream, ctx, conn_shutdown).await;
             };
             let handshake = tokio::select! {
-                r = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.accept(stream)) => r,
+                r = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls::accept(&tls, stream)) => r,
                 _ = conn_shutdown.changed() => return,
             };
             match handshake {
-                Ok(Ok(stream)) => serve_connection(stream, ctx, conn_shutdown).await,
+                Ok(Ok(Some(stream))) => serve_connection(stream, ctx, conn_shutdown).await,
+                Ok(Ok(None)) => {}
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }

@@ -822,13 +822,13 @@ fn check_format(db: &sled::Db) -> Result<Option<u64>> {
         Some(v) => match read_u64(&v) {
             Some(FORMAT_VERSION) => Ok(None),
             Some(1) => Ok(Some(1)),
-            Some(newer) if newer > FORMAT_VERSION => Err(StoreError(format!(
-                "this store was written by a newer parlor (store format {newer}); this parlor \
-                 reads format {FORMAT_VERSION}: run the newer parlor, or restore a backup \
-                 (`parlor backup` / `parlor restore`) made for this one"
-            ))),
             other => Err(StoreError(format!(
-                "store format {other:?}, this parlor reads {FORMAT_VERSION}"
+                "the store is in format {}, but this parlor ({}) reads and writes only format \
+                 {FORMAT_VERSION} (and migrates format 1); nothing was changed. Run the parlor \
+                 that wrote it, or restore a backup taken with `parlor backup FILE` before the \
+                 upgrade (see README, \"Installing offline\")",
+                other.map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
+                env!("CARGO_PKG_VERSION"),
             ))),
         },
         None if db.is_empty() => {

@@ -251,11 +251,24 @@ impl Server {
     /// Runs `parlor ARGS… --data-dir DIR` with `stdin` as its standard input;
     /// bounded by [`CLI_TIMEOUT`].
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.cli_command(args, stdin, |cmd| {
+            cmd.arg("--data-dir").arg(&self.data_dir);
+        })
+    }
+
+    /// Runs `parlor ARGS…` (no `--data-dir` added) after `adjust` has had
+    /// the command (more arguments, the environment); like [`Server::cli`]
+    /// otherwise.
+    pub fn cli_command(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Output {
         let mut cmd = self.base_command();
-        cmd.args(args)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .stdin(Stdio::piped())
+        cmd.args(args);
+        adjust(&mut cmd);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn parlor CLI");
