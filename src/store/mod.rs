@@ -4,6 +4,7 @@
 //!
 //! Key layouts: `keys`. Value encoding: `codec`.
 
+mod api_clients;
 mod codec;
 mod export;
 pub mod keys;
