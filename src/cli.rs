@@ -1,4 +1,4 @@
-//! The operator's subcommands (`user add`, `token issue`, `webhook set`,
+//! The operator's subcommands (`user add`, `token issue`, `api-client add`, `webhook set`,
 //! `webhook pending`, `backup`, `restore`, `check`): through the
 //! running daemon's control socket when there is one, else on the store
 //! directly. Both run the same core operation (`control::execute`).
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::config::{TokenCommand, UserCommand, WebhookCommand};
+use crate::config::{ApiClientCommand, TokenCommand, UserCommand, WebhookCommand};
 use crate::control::{self, Reply, Request};
 use crate::core::limits::Limits;
 use crate::core::Core;
@@ -42,6 +42,30 @@ pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
 pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Issue { username } = cmd;
     println!("{}", run(data_dir, Request::TokenIssue { username })?);
+    Ok(())
+}
+
+/// `parlor api-client add NAME --tenant T --instance I [--display-name S]
+/// [--rotate]`: prints the secret.
+pub fn api_client(data_dir: &Path, cmd: ApiClientCommand) -> anyhow::Result<()> {
+    let ApiClientCommand::Add {
+        name,
+        tenant,
+        instance,
+        display_name,
+        rotate,
+    } = cmd;
+    let secret = run(
+        data_dir,
+        Request::ApiClientAdd {
+            name,
+            tenant,
+            instance,
+            display_name,
+            rotate,
+        },
+    )?;
+    println!("{secret}");
     Ok(())
 }
 

@@ -92,6 +92,10 @@ pub enum Command {
     /// Manage webhooks.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Manage API clients (integrations that exchange a name and secret
+    /// for tokens, as Welkin's SDK does).
+    #[command(subcommand)]
+    ApiClient(ApiClientCommand),
     /// Load-test a running daemon (or the no-storage baseline).
     Bench(Box<crate::bench::BenchArgs>),
     /// Write a backup of the store to DEST (while the daemon runs, too).
@@ -262,6 +266,26 @@ pub enum UserCommand {
         instance: Option<String>,
         #[arg(long)]
         display_name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiClientCommand {
+    /// Create an API client and print its secret (shown this once); with
+    /// --rotate, print a new secret for an existing one and revoke every
+    /// token issued with the old.
+    Add {
+        /// 1 to 64 of A-Z a-z 0-9 . _ - (unique within the tenant).
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        instance: String,
+        /// How its messages are signed (default: the name).
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        rotate: bool,
     },
 }
 

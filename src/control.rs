@@ -14,6 +14,7 @@ use crate::core::error::{Error, Result};
 use crate::core::model::parse_external_id;
 use crate::core::Core;
 use crate::dialects::accounts::{new_user, new_webhook};
+use crate::dialects::api_clients::new_api_client;
 use crate::webhooks::{self, Monitor};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +30,14 @@ pub enum Request {
     },
     TokenIssue {
         username: String,
+    },
+    /// Answers the new secret.
+    ApiClientAdd {
+        name: String,
+        tenant: String,
+        instance: String,
+        display_name: Option<String>,
+        rotate: bool,
     },
     WebhookSet {
         tenant: String,
@@ -81,6 +90,16 @@ pub async fn execute(core: &Core, monitor: Option<&Monitor>, req: Request) -> Re
             Ok(core.create_user(new).await?.to_string())
         }
         Request::TokenIssue { username } => core.issue_token(&username).await,
+        Request::ApiClientAdd {
+            name,
+            tenant,
+            instance,
+            display_name,
+            rotate,
+        } => {
+            let new = new_api_client(&tenant, &instance, name, display_name, rotate)?;
+            core.add_api_client(None, new).await
+        }
         Request::WebhookSet {
             tenant,
             instance,

@@ -126,6 +126,7 @@ pub fn patient_request(data: &[u8]) {
         Ok(q) => {
             for step in [
                 q.page_size().map(drop),
+                q.content_page_size().map(drop),
                 q.flag("includeArchived").map(drop),
                 q.flag("before").map(drop),
                 q.include_archived(None).map(drop),
@@ -234,6 +235,11 @@ fn token_from(b: &mut Bytes) -> Token {
         _ => Border::AtOrAbove(id),
     };
     let size = 1 + usize::from(b.u8()) % MAX_PAGE;
+    let content_size = if kind == tokens::Kind::Search {
+        1 + usize::from(b.u8()) % MAX_PAGE
+    } else {
+        size
+    };
     let include_archived = b.u8() & 1 == 1;
     let mut query = Vec::new();
     if kind == tokens::Kind::Search {
@@ -257,6 +263,7 @@ fn token_from(b: &mut Bytes) -> Token {
         room,
         border,
         size,
+        content_size,
         include_archived,
         query,
     }

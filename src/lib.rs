@@ -8,13 +8,15 @@
 //!   core operations and renders replies, events and errors back. No
 //!   dialect touches the store or another dialect.
 //! - [`core`]: every rule. The sequencer (`core::commit`) is the only
-//!   writer: it assigns ids, applies, syncs, and only then publishes to the
+//!   writer: it assigns ids, applies, makes the group one durable
+//!   write-ahead log record, and only then publishes to the
 //!   hub (`core::hub`) and answers — so ids become visible in order and
 //!   nothing is acknowledged before it is on disk. Reads outside the
 //!   writer go through `Core::reading`, and every answer waits in
 //!   `Core::answer` until what its reads saw is durable.
 //! - [`store`]: the only code that imports sled: key layouts, value codec,
-//!   flush + fsync.
+//!   the write-ahead log (`store::wal`, the history and what makes a
+//!   commit durable) and the background checkpoint of sled, its index.
 //! - [`control`]: the operator's Unix socket, so the CLI works while the
 //!   daemon holds the store; [`cli`]: the subcommands; [`config`]: flags
 //!   and `PARLOR_*` variables; [`bench`]: `parlor bench`, the bundled load

@@ -926,7 +926,7 @@ async fn find_from_a_hit_opens_the_page_around_it_hit_included() {
     let s = page(
         &addr,
         &c.pat,
-        &chat_path(&c.pat, "/search?query=zebra&pageSize=5"),
+        &chat_path(&c.pat, "/search?query=zebra&pageSize=5&contentPageSize=5"),
         true,
     )
     .await;
@@ -973,17 +973,16 @@ async fn find_from_a_hit_opens_the_page_around_it_hit_included() {
     )
     .await;
     assert_eq!(ids(&around)[0], all[8]);
-    // Find tokens are for find: not for history or search, and vice versa.
+    // Find tokens are for find (and history, API.md §5a: tests/welkin.rs),
+    // not for search; search tokens are not for find.
     let t = hit["nextPageToken"].as_str().unwrap();
-    for ep in ["", "/search"] {
-        get(
-            &addr,
-            &chat_path(&c.pat, &format!("{ep}?pageToken={}", enc(t))),
-            Some(&c.pat.token),
-        )
-        .await
-        .expect_error(400, "INVALID_PAGE_TOKEN");
-    }
+    get(
+        &addr,
+        &chat_path(&c.pat, &format!("/search?pageToken={}", enc(t))),
+        Some(&c.pat.token),
+    )
+    .await
+    .expect_error(400, "INVALID_PAGE_TOKEN");
     let search_token = page(
         &addr,
         &c.pat,
@@ -1209,13 +1208,15 @@ async fn forged_altered_and_cross_patient_tokens_are_invalid_page_token() {
     let t = other_search.content[0]["meta"]["nextPageToken"]
         .as_str()
         .unwrap();
-    get(
-        &addr,
-        &chat_path(&c.pat, &format!("/find?pageToken={}", enc(t))),
-        Some(&c.nurse.token),
-    )
-    .await
-    .expect_error(400, "INVALID_PAGE_TOKEN");
+    for ep in ["/find", ""] {
+        get(
+            &addr,
+            &chat_path(&c.pat, &format!("{ep}?pageToken={}", enc(t))),
+            Some(&c.nurse.token),
+        )
+        .await
+        .expect_error(400, "INVALID_PAGE_TOKEN");
+    }
     // The right token still works, for the patient too.
     page(
         &addr,

@@ -45,9 +45,10 @@ impl Core {
 
     /// A user the caller may see: same workspace. Anything else looks
     /// exactly like a user that does not exist.
+    /// An API client is not a person to reach: hidden the same way.
     pub fn visible_user(&self, caller: &User, id: UserId) -> Result<User> {
         match self.reading().user(id)? {
-            Some(u) if u.workspace == caller.workspace => Ok(u),
+            Some(u) if u.workspace == caller.workspace && !self.is_api_client(u.id)? => Ok(u),
             _ => Err(Error::not_found("no such user")),
         }
     }
@@ -103,9 +104,10 @@ impl Core {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(Error::rate_limited(wait));
         }
+        // An API client's user has no password: as unknown as no user.
         let user = match self.reading().user_id_by_name(username)? {
-            Some(id) => self.reading().user(id)?,
-            None => None,
+            Some(id) if !self.is_api_client(id)? => self.reading().user(id)?,
+            _ => None,
         };
         let ok = self
             .passwords
@@ -129,10 +131,12 @@ impl Core {
 
     /// A fresh token for a user named by the operator (`parlor token issue`).
     pub async fn issue_token(&self, username: &str) -> Result<String> {
-        let id = self
-            .reading()
-            .user_id_by_name(username)?
-            .ok_or_else(|| Error::not_found(format!("no user named {username:?}")))?;
+        // An API client's tokens come from its secret only (a rotation
+        // must find them all).
+        let id = match self.reading().user_id_by_name(username)? {
+            Some(id) if !self.is_api_client(id)? => id,
+            _ => return Err(Error::not_found(format!("no user named {username:?}"))),
+        };
         self.issue_token_for(id).await
     }
 

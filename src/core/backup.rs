@@ -241,6 +241,18 @@ mod tests {
         let nurse = core.user(ids[0]).unwrap().unwrap();
         let pat = core.user(ids[1]).unwrap().unwrap();
         core.issue_token("nurse").await.unwrap();
+        let bridge = crate::core::api_clients::NewApiClient {
+            workspace: ws.clone(),
+            name: "ehr".into(),
+            display_name: Some("EHR".into()),
+            rotate: false,
+        };
+        let secret = core.add_api_client(None, bridge.clone()).await.unwrap();
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let bridge_token = core
+            .exchange_api_client("clinic", "ehr", &secret, local)
+            .await
+            .unwrap();
         let hook = Webhook {
             url: "http://127.0.0.1:9/h".into(),
             api_key: "k".into(),
@@ -308,6 +320,19 @@ mod tests {
             .unwrap();
         assert_eq!(next.id.0, 4);
         assert!(core.authenticate("not a token").is_err());
+        // The API client: its secret, its token, and a rotation that finds
+        // that token to revoke.
+        let caller = core.authenticate(&bridge_token).unwrap();
+        assert!(core.is_api_client(caller.user.id).unwrap());
+        core.exchange_api_client("clinic", "ehr", &secret, local)
+            .await
+            .unwrap();
+        let rotate = crate::core::api_clients::NewApiClient {
+            rotate: true,
+            ..bridge
+        };
+        core.add_api_client(None, rotate).await.unwrap();
+        assert!(core.authenticate(&bridge_token).is_err());
         core.shutdown();
         drop(core);
         // Not into a store that has data.

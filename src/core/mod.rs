@@ -7,9 +7,11 @@
 //! - `hub`: live fan-out with bounded queues
 //! - `auth`, `limits`: passwords, tokens, throttles
 //! - `accounts`, `rooms`, `messages`, `patients`: the operations
+//! - `api_clients`: integrations' names and secrets, exchanged for tokens
 //! - `overview`: a user's rooms with bounded unread counts (read-only)
 
 pub mod accounts;
+pub mod api_clients;
 pub mod auth;
 pub mod backup;
 pub mod commit;

@@ -207,6 +207,21 @@ pub struct Delivery {
     pub at_ms: u64,
 }
 
+/// An API client (API.md §6): a bridge that exchanges its name and secret
+/// for tokens. It acts through its own user (`user`: staff of
+/// `workspace`, hidden from participant lists, no password).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiClient {
+    pub name: String,
+    pub workspace: Workspace,
+    pub user: UserId,
+    /// SHA-256 of the secret (256 random bits: see `core::api_clients`).
+    pub secret_hash: [u8; 32],
+    pub created_ms: u64,
+    /// When the secret was last replaced; `created_ms` if never.
+    pub rotated_ms: u64,
+}
+
 /// A message's `externalId` (patient dialect): `IM` + 32 hex digits, stable
 /// and unique because it is the message id.
 pub fn external_id(id: MsgId) -> String {

@@ -71,6 +71,7 @@ impl Core {
                 continue;
             };
             let last_read = me.1.last_read;
+            let participants = self.without_api_clients(participants)?;
             let after = self
                 .visible_log()
                 .room_messages(id, last_read, visible)

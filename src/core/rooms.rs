@@ -58,7 +58,7 @@ impl Core {
     }
 
     fn info(&self, room: Room) -> Result<RoomInfo> {
-        let participants = self.reading().participants(room.id)?;
+        let participants = self.without_api_clients(self.reading().participants(room.id)?)?;
         let visible = self.commit.visible();
         let last = self
             .reading()
@@ -217,6 +217,7 @@ impl Core {
             users.push(
                 self.reading()
                     .user(*id)?
+                    .filter(|u| !self.is_api_client(u.id).unwrap_or(true))
                     .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?,
             );
         }

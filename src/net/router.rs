@@ -8,7 +8,7 @@ use hyper::{Method, Request};
 use super::http::{self, Resp};
 use super::ops;
 use crate::core::error::Error;
-use crate::dialects::{accounts, actions, echo, patient, rooms, Ctx};
+use crate::dialects::{accounts, actions, api_clients, echo, patient, rooms, Ctx};
 
 /// Answers a request; what the answer shows is durable (`Core::answer`).
 pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
@@ -19,6 +19,11 @@ pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible>
 async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // `/{tenant}/admin/api_clients/{name}`: Welkin's token exchange.
+    if let Some((tenant, name)) = api_clients::exchange_target(&method, &path) {
+        let reply = api_clients::exchange(ctx, req, &tenant, &name).await;
+        return reply.unwrap_or_else(|e| http::error(&e));
+    }
     let reply = match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(ctx).await),
@@ -30,6 +35,7 @@ async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/auth/logout") => accounts::logout(ctx, req).await,
         (&Method::POST, "/admin/users") => accounts::add_user(ctx, req).await,
         (&Method::POST, "/admin/rooms") => accounts::add_room(ctx, req).await,
+        (&Method::POST, "/admin/api_clients") => api_clients::add(ctx, req).await,
         (&Method::POST, "/admin/webhooks") => accounts::set_webhook(ctx, req).await,
         (&Method::GET, "/admin/webhooks/pending") => accounts::pending_webhooks(ctx, req).await,
         (&Method::GET, "/chat/connect") => Ok(rooms::connect(ctx, req)),

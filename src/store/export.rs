@@ -5,8 +5,9 @@
 //! writer uses, so a restored store cannot disagree with itself.
 //!
 //! Order: page-token key, users, tokens, rooms, participants, DMs,
-//! messages (by id), webhooks, pending deliveries — rooms before their
-//! messages, so `import` knows which rooms are patient chats.
+//! messages (by id), webhooks, pending deliveries, API clients (each with
+//! the hashes of its tokens) — rooms before their messages, so `import`
+//! knows which rooms are patient chats.
 
 use std::collections::HashSet;
 
@@ -15,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
 use crate::core::model::{
-    words, Delivery, Message, MsgId, Participant, Role, Room, RoomId, RoomKind, User, UserId,
-    Webhook, Workspace,
+    words, ApiClient, Delivery, Message, MsgId, Participant, Role, Room, RoomId, RoomKind, User,
+    UserId, Webhook, Workspace,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +56,12 @@ pub enum Record {
     },
     Delivery {
         delivery: Delivery,
+    },
+    ApiClient {
+        client: ApiClient,
+        /// Hex SHA-256 of each token issued to it (its `Token` records are
+        /// exported as everyone's): what a rotation must revoke.
+        tokens: Vec<String>,
     },
 }
 
@@ -153,6 +160,15 @@ impl Store {
                 delivery: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
+        for kv in self.db.scan_prefix([API_CLIENT]) {
+            let (_, v) = kv?;
+            let client: ApiClient = codec::decode(&v).map_err(StoreError)?;
+            let tokens = self.client_tokens(client.user)?;
+            out(Record::ApiClient {
+                tokens: tokens.iter().map(|t| hex(t)).collect(),
+                client,
+            })?;
+        }
         Ok(())
     }
 
@@ -172,7 +188,7 @@ impl Store {
         for rec in records {
             match rec? {
                 Record::PageTokenKey { key } => {
-                    batch.insert(PAGE_KEY_KEY, unhex::<32>(&key)?);
+                    batch.insert(PAGE_KEY_KEY, &unhex::<32>(&key)?);
                 }
                 Record::User { user } => {
                     if matches!(user.role, Role::Staff | Role::Admin) {
@@ -206,6 +222,12 @@ impl Store {
                 }
                 Record::Webhook { workspace, webhook } => batch.put_webhook(&workspace, &webhook),
                 Record::Delivery { delivery } => batch.put_delivery(&delivery),
+                Record::ApiClient { client, tokens } => {
+                    for t in &tokens {
+                        batch.put_client_token(client.user, &unhex::<32>(t)?);
+                    }
+                    batch.put_api_client(&client);
+                }
             }
             n += 1;
             pending += 1;

@@ -22,6 +22,9 @@
 //! | `s` | `s` room:u64 word 0 msg:u64  | empty: search postings        |
 //! | `h` | `h` workspace                | `Webhook`: a ws's webhook     |
 //! | `o` | `o` msg:u64                  | `Delivery`: webhook outbox    |
+//! | `a` | `a` tenant 0 name            | `ApiClient` (API.md §6)       |
+//! | `b` | `b` user:u64                 | `a` key: a client's own user  |
+//! | `x` | `x` user:u64 sha256(token)   | empty: a client's tokens      |
 //!
 //! `workspace` is `tenant 0 instance` (names hold no control characters,
 //! so the 0 bytes cannot be ambiguous); `word` is a case-folded word of at
@@ -44,6 +47,9 @@ pub const WS_PATIENT_CHAT: u8 = b'k';
 pub const SEARCH: u8 = b's';
 pub const WEBHOOK: u8 = b'h';
 pub const OUTBOX: u8 = b'o';
+pub const API_CLIENT: u8 = b'a';
+pub const CLIENT_USER: u8 = b'b';
+pub const CLIENT_TOKEN: u8 = b'x';
 
 pub const PAGE_KEY_KEY: &[u8] = b"0page_token_key";
 
@@ -58,6 +64,27 @@ pub fn workspace(tag: u8, tenant: &str, instance: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(instance.as_bytes());
     k.push(0);
+    k
+}
+
+/// `a tenant 0 name`: an API client, unique within its tenant (a name is
+/// `A-Z a-z 0-9 . _ -`, a tenant holds no control characters: the 0 byte
+/// cannot be ambiguous).
+pub fn api_client(tenant: &str, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + tenant.len() + name.len());
+    k.push(API_CLIENT);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `x user hash`: one token of an API client's user (`user` alone, the
+/// prefix of them all), so that a rotation finds every one to revoke.
+pub fn client_token(user: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 8 + 32);
+    k.extend_from_slice(&one(CLIENT_TOKEN, user));
+    k.extend_from_slice(hash);
     k
 }
 
@@ -152,6 +179,11 @@ mod tests {
         let cats = with_id(&postings(1, "cats"), 0);
         assert!(!cats.starts_with(&postings(1, "cat")));
         assert!(cat < cats);
+        // API clients: ("ab","c") and ("a","bc") do not collide either,
+        // and one user's tokens sort under its own prefix.
+        assert_ne!(api_client("ab", "c"), api_client("a", "bc"));
+        assert!(client_token(7, &[0xff; 32]).starts_with(&one(CLIENT_TOKEN, 7)));
+        assert!(client_token(7, &[0xff; 32]) < client_token(8, &[0; 32]).to_vec());
         // Workspaces: ("ab","c") and ("a","bc") do not collide.
         assert_ne!(
             workspace(WS_STAFF, "ab", "c"),

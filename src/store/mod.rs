@@ -1,6 +1,7 @@
 //! The store: the only code that imports sled. Typed reads, typed write
 //! batches, the write-ahead log that makes them durable (`wal`), and the
-//! checkpoint that makes sled's copy durable so the log can be trimmed.
+//! checkpoint that makes sled's copy durable so the replay at open stays
+//! short.
 //! It knows nothing of ordering or fan-out; `core::commit` is its only
 //! writer.
 //!
@@ -15,6 +16,7 @@
 //!
 //! Key layouts: `keys`. Value encoding: `codec`. Log format: `wal`.
 
+mod api_clients;
 pub mod checkpoint;
 mod codec;
 mod export;
@@ -754,7 +756,7 @@ impl Store {
                 let mut fresh = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut fresh);
                 let mut b = WriteBatch::default();
-                b.insert(PAGE_KEY_KEY, fresh);
+                b.insert(PAGE_KEY_KEY, &fresh);
                 self.write_through(&b)?;
                 fresh
             }
@@ -915,17 +917,16 @@ impl WriteBatch {
         }
     }
 
-    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.0
-            .push(Op::Put(key.as_ref().to_vec(), value.as_ref().to_vec()));
+    fn insert(&mut self, key: &[u8], value: &[u8]) {
+        self.0.push(Op::Put(key.to_vec(), value.to_vec()));
     }
 
-    fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.0.push(Op::Remove(key.as_ref().to_vec()));
+    fn remove(&mut self, key: &[u8]) {
+        self.0.push(Op::Remove(key.to_vec()));
     }
     pub fn put_care_team_member(&mut self, ws: &Workspace, user: UserId) {
         self.insert(
-            with_id(&workspace(WS_STAFF, &ws.tenant, &ws.instance), user.0),
+            &with_id(&workspace(WS_STAFF, &ws.tenant, &ws.instance), user.0),
             &[],
         );
     }
@@ -933,7 +934,7 @@ impl WriteBatch {
     pub fn put_patient_chat(&mut self, patient: UserId, ws: &Workspace, room: RoomId) {
         self.insert(&one(PATIENT_CHAT, patient.0), &u64_value(room.0));
         self.insert(
-            with_id(
+            &with_id(
                 &workspace(WS_PATIENT_CHAT, &ws.tenant, &ws.instance),
                 room.0,
             ),
@@ -943,13 +944,13 @@ impl WriteBatch {
 
     pub fn put_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
         for w in words.iter().filter(|w| w.len() <= MAX_WORD) {
-            self.insert(with_id(&postings(room.0, w), id.0), &[]);
+            self.insert(&with_id(&postings(room.0, w), id.0), &[]);
         }
     }
 
     pub fn remove_postings(&mut self, room: RoomId, words: &[String], id: MsgId) {
         for w in words.iter().filter(|w| w.len() <= MAX_WORD) {
-            self.remove(with_id(&postings(room.0, w), id.0));
+            self.remove(&with_id(&postings(room.0, w), id.0));
         }
     }
 
@@ -972,7 +973,7 @@ impl WriteBatch {
     pub fn put_user(&mut self, user: &User) {
         self.put(&one(USER, user.id.0), user);
         self.insert(
-            bytes(USERNAME, user.username.as_bytes()),
+            &bytes(USERNAME, user.username.as_bytes()),
             &u64_value(user.id.0),
         );
     }
@@ -982,7 +983,7 @@ impl WriteBatch {
     }
 
     pub fn remove_token(&mut self, hash: &[u8; 32]) {
-        self.remove(bytes(TOKEN, hash));
+        self.remove(&bytes(TOKEN, hash));
     }
 
     pub fn put_room(&mut self, room: &Room) {

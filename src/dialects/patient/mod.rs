@@ -1,6 +1,10 @@
 //! The "patient" dialect (seeds 003/004, API.md §5): REST under
 //! `/{tenant}/{instance}/patient/{patientId}/chat` — inbound and outbound
 //! messages, history pages with page tokens, archive, search and find.
+//! Welkin's own clients (§5a) are served unchanged: `/patients/` is the
+//! same resource, `size` is `pageSize`, a search hit's tokens open
+//! history pages, `contentPageSize` sizes the hits' pages, and query
+//! parameters this dialect does not know are ignored.
 //!
 //! Translation only: the path, query and body become one core call
 //! (`core::patients`), its answer becomes the seeds' JSON. Who may do
@@ -80,10 +84,11 @@ fn bad_request(m: impl Into<String>) -> Fail {
 // Paths
 // ---------------------------------------------------------------------------
 
-/// Whether `path` is this dialect's (`/{tenant}/{instance}/patient/…`);
-/// the router hands such paths to [`route`], which parses the rest.
+/// Whether `path` is this dialect's (`/{tenant}/{instance}/patient/…`,
+/// or `/patients/…` as Welkin's live API and SDK write it); the router
+/// hands such paths to [`route`], which parses the rest.
 pub fn owns(path: &str) -> bool {
-    path.split('/').nth(3) == Some("patient")
+    matches!(path.split('/').nth(3), Some("patient" | "patients"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +113,8 @@ pub(crate) struct Target {
 pub(crate) fn target(method: &Method, path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let (t, i, p, sub) = match segs.as_slice() {
-        [t, i, "patient", p, "chat"] => (t, i, p, None),
-        [t, i, "patient", p, "chat", sub] => (t, i, p, Some(*sub)),
+        [t, i, "patient" | "patients", p, "chat"] => (t, i, p, None),
+        [t, i, "patient" | "patients", p, "chat", sub] => (t, i, p, Some(*sub)),
         _ => return None,
     };
     let endpoint = match (method, sub) {
@@ -163,20 +168,40 @@ impl Query {
         self.get("pageToken").filter(|t| !t.is_empty())
     }
 
-    /// `pageSize`, 1..=100; refused together with a `pageToken`.
+    /// `pageSize` (or its synonym `size`, as Welkin's clients send it),
+    /// 1..=100; refused together with a `pageToken`, and both names at once.
     pub(crate) fn page_size(&self) -> Result<Option<usize>> {
-        let Some(v) = self.get("pageSize") else {
-            return Ok(None);
+        let (name, v) = match (self.get("pageSize"), self.get("size")) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(bad_request(
+                    "size is a synonym of pageSize; give one of them",
+                ))
+            }
+            (Some(v), None) => ("pageSize", v),
+            (None, Some(v)) => ("size", v),
         };
         if self.token().is_some() {
-            return Err(bad_request(
-                "pageSize and pageToken are mutually exclusive; the token carries its page size",
-            ));
+            return Err(bad_request(format!(
+                "{name} and pageToken are mutually exclusive; the token carries its page size"
+            )));
         }
+        Self::size_value(name, v).map(Some)
+    }
+
+    /// `contentPageSize` (search), 1..=100: the page size of each hit's
+    /// own tokens.
+    pub(crate) fn content_page_size(&self) -> Result<Option<usize>> {
+        self.get("contentPageSize")
+            .map(|v| Self::size_value("contentPageSize", v))
+            .transpose()
+    }
+
+    fn size_value(name: &str, v: &str) -> Result<usize> {
         match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(Some(n)),
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
             _ => Err(bad_request(format!(
-                "pageSize must be an integer from 1 to {MAX_PAGE}"
+                "{name} must be an integer from 1 to {MAX_PAGE}"
             ))),
         }
     }
@@ -308,22 +333,16 @@ impl<'a> Render<'a> {
         })
     }
 
-    fn token(
-        &self,
-        kind: Kind,
-        border: Border,
-        size: usize,
-        archived: bool,
-        q: &[String],
-    ) -> String {
+    fn token(&self, kind: Kind, border: Border, at: &Paged, q: &[String]) -> String {
         tokens::encode(
             &self.key,
             &Token {
                 kind,
                 room: self.chat.room,
                 border,
-                size,
-                include_archived: archived,
+                size: at.size,
+                content_size: at.content_size,
+                include_archived: at.include_archived,
                 query: q.to_vec(),
             },
         )
@@ -332,7 +351,7 @@ impl<'a> Render<'a> {
     /// The envelope's `meta`, tokens of `kind` leading on from `page`.
     fn meta(&self, kind: Kind, at: &Paged, page: &Page, q: &[String]) -> Meta {
         let (older, newer) = cuts(page, at.border);
-        let tok = |b| self.token(kind, b, at.size, at.include_archived, q);
+        let tok = |b| self.token(kind, b, at, q);
         Meta {
             next_page_token: page.older.then(|| tok(older)),
             prev_page_token: page.newer.then(|| tok(newer)),
@@ -341,26 +360,21 @@ impl<'a> Render<'a> {
         }
     }
 
-    /// Search/find items: each message with the find tokens around it.
-    fn hits(&mut self, page: &Page, size: usize, archived: bool) -> Result<Vec<Hit>> {
+    /// Search/find items: each message with the find tokens around it,
+    /// for pages of `at.content_size` messages.
+    fn hits(&mut self, page: &Page, at: &Paged) -> Result<Vec<Hit>> {
+        let around = Paged {
+            border: Border::Newest,
+            size: at.content_size,
+            content_size: at.content_size,
+            include_archived: at.include_archived,
+        };
         let mut out = Vec::with_capacity(page.messages.len());
         for m in &page.messages {
             out.push(Hit {
                 meta: HitMeta {
-                    next_page_token: self.token(
-                        Kind::Find,
-                        Border::AtOrBelow(m.id),
-                        size,
-                        archived,
-                        &[],
-                    ),
-                    prev_page_token: self.token(
-                        Kind::Find,
-                        Border::AtOrAbove(m.id),
-                        size,
-                        archived,
-                        &[],
-                    ),
+                    next_page_token: self.token(Kind::Find, Border::AtOrBelow(m.id), &around, &[]),
+                    prev_page_token: self.token(Kind::Find, Border::AtOrAbove(m.id), &around, &[]),
                 },
                 message: self.message(m)?,
             });
@@ -384,11 +398,12 @@ fn cuts(page: &Page, border: Border) -> (Border, Border) {
     (Border::Below(MsgId(below)), Border::Above(MsgId(above)))
 }
 
-/// Where a page is read from, how long it is, and whether archived
-/// messages count.
+/// Where a page is read from, how long it is (and, for search, how long
+/// the pages its hits open are), and whether archived messages count.
 struct Paged {
     border: Border,
     size: usize,
+    content_size: usize,
     include_archived: bool,
 }
 
@@ -477,20 +492,23 @@ async fn archive(
 
 /// `GET …/chat?pageSize=|pageToken=&includeArchived=` → `{"meta",
 /// "content"}`, newest first; `nextPageToken` older, `prevPageToken`
-/// newer.
+/// newer. The token may also be a search hit's (or a find page's): then
+/// this is the page `find` would show, and history pages lead on from it.
 fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
     let mut r = Render::new(core, chat)?;
     let size = q.page_size()?;
     let token = q
         .token()
-        .map(|s| tokens::decode(&r.key, s, chat.room, Kind::History))
+        .map(|s| tokens::decode_any(&r.key, s, chat.room, &[Kind::History, Kind::Find]))
         .transpose()?;
+    let size = token
+        .as_ref()
+        .map_or(size.unwrap_or(DEFAULT_PAGE), |t| t.size);
     let at = Paged {
         include_archived: q.include_archived(token.as_ref())?,
         border: token.as_ref().map_or(Border::Newest, |t| t.border),
-        size: token
-            .as_ref()
-            .map_or(size.unwrap_or(DEFAULT_PAGE), |t| t.size),
+        size,
+        content_size: size,
     };
     let page = core.history_page(chat, at.border, at.size, at.include_archived)?;
     let content = page
@@ -543,15 +561,25 @@ fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
         (None, Some(a)) => a,
         (None, None) => return Err(bad_request("query is required")),
     };
+    let content_size = match (&token, q.content_page_size()?) {
+        (Some(t), Some(c)) if c != t.content_size => {
+            return Err(bad_request(
+                "contentPageSize differs from the page token's; leave it out with a pageToken",
+            ))
+        }
+        (Some(t), _) => t.content_size,
+        (None, c) => c.unwrap_or(DEFAULT_PAGE),
+    };
     let at = Paged {
         border: token.as_ref().map_or(Border::Newest, |t| t.border),
         size: token
             .as_ref()
             .map_or(size.unwrap_or(DEFAULT_PAGE), |t| t.size),
+        content_size,
         include_archived: false,
     };
     let page = search_page(core, chat, &words, at.border, at.size)?;
-    let content = r.hits(&page, at.size, false)?;
+    let content = r.hits(&page, &at)?;
     let meta = r.meta(Kind::Search, &at, &page, &words);
     Ok(ok_json(&Envelope { meta, content }))
 }
@@ -629,6 +657,7 @@ fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
                 include_archived: q.include_archived(Some(&t))?,
                 border: t.border,
                 size: t.size,
+                content_size: t.size,
             }
         }
         None => {
@@ -639,15 +668,17 @@ fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
                 bad_request("date must be an RFC 3339 date-time, e.g. 2021-03-05T16:09:52.655Z")
             })?;
             let before = q.flag("before")?.unwrap_or(true);
+            let size = size.unwrap_or(DEFAULT_PAGE);
             Paged {
                 border: core.border_at(u64::try_from(ms).unwrap_or(0), before)?,
-                size: size.unwrap_or(DEFAULT_PAGE),
+                size,
+                content_size: size,
                 include_archived: q.include_archived(None)?,
             }
         }
     };
     let page = core.history_page(chat, at.border, at.size, at.include_archived)?;
-    let content = r.hits(&page, at.size, at.include_archived)?;
+    let content = r.hits(&page, &at)?;
     let meta = r.meta(Kind::Find, &at, &page, &[]);
     Ok(ok_json(&Envelope { meta, content }))
 }
@@ -660,6 +691,8 @@ mod tests {
     fn owns_only_the_patient_segment_in_third_place() {
         assert!(owns("/gh/sb-demo/patient/7/chat"));
         assert!(owns("/gh/sb-demo/patient"));
+        assert!(owns("/gh/sb-demo/patients/7/chat"));
+        assert!(!owns("/gh/sb-demo/patientz/7/chat"));
         assert!(!owns("/chat/patient/x"));
         assert!(!owns("/patient/a/b/chat"));
         assert!(!owns("/healthz"));
@@ -677,6 +710,12 @@ mod tests {
                 endpoint: Endpoint::History,
             }
         );
+        assert_eq!(
+            target(&Method::GET, "/t/i/patients/7/chat/search")
+                .unwrap()
+                .endpoint,
+            Endpoint::Search
+        );
         for (m, sub, e) in [
             (Method::POST, "inbound", Endpoint::Inbound),
             (Method::POST, "outbound", Endpoint::Outbound),
@@ -693,7 +732,7 @@ mod tests {
             (Method::GET, "/t/i/patient/7/chat/"),
             (Method::GET, "/t/i/patient/7/chat/search/x"),
             (Method::GET, "/t/i/patient/7"),
-            (Method::GET, "/t/i/patients/7/chat"),
+            (Method::GET, "/t/i/patientz/7/chat"),
             (Method::GET, "/t/i/patient/7/chat/find%"),
             (Method::GET, "/t/%ff/patient/7/chat"),
         ] {
@@ -728,6 +767,11 @@ mod tests {
             assert_eq!(size(bad), None, "{bad}");
         }
         assert_eq!(size("pageSize=5&pageToken=abc"), None);
+        // `size` is a synonym; both at once, or with a token, are refused.
+        assert_eq!(size("size=7"), Some(Some(7)));
+        assert_eq!(size("size=0"), None);
+        assert_eq!(size("size=5&pageSize=5"), None);
+        assert_eq!(size("size=5&pageToken=abc"), None);
         // An empty token is no token.
         assert_eq!(size("pageSize=5&pageToken="), Some(Some(5)));
     }

@@ -6,8 +6,14 @@
 //!
 //! ```text
 //! version 1 | kind 1 | room 8 | border tag 1 | border id 8 | page size 1
-//! | flags 1 | word count 1 | (word length 1, word bytes)* | HMAC 32
+//! | content size 1 | flags 1 | word count 1 | (word length 1, word bytes)*
+//! | HMAC 32
 //! ```
+//!
+//! `content size` (version 2) is a search token's `contentPageSize`: the
+//! page size its hits' own tokens carry. Version 1 tokens, written before
+//! it existed, have no such byte and are still read: their content size
+//! is their page size, as their hits' tokens had then.
 //!
 //! The HMAC covers a domain label and every byte before it. A token names
 //! the chat (room) it was issued for and the endpoint kind that reads it;
@@ -44,6 +50,9 @@ pub struct Token {
     pub border: Border,
     /// 1..=`MAX_PAGE`.
     pub size: usize,
+    /// 1..=`MAX_PAGE`: for a search token, the page size of its hits'
+    /// tokens (`contentPageSize`); the same as `size` for the other kinds.
+    pub content_size: usize,
     pub include_archived: bool,
     /// The search words (`core::model::words` of the query); empty for
     /// the other kinds.
@@ -54,10 +63,15 @@ pub struct Token {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Invalid;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Tokens without the content size byte, still accepted.
+const VERSION_1: u8 = 1;
 const MAC_LEN: usize = 32;
-/// Bytes before the words: version, kind, room, border, size, flags, count.
-const FIXED: usize = 1 + 1 + 8 + 1 + 8 + 1 + 1 + 1;
+/// Bytes before the words: version, kind, room, border, size, content
+/// size, flags, count.
+const FIXED: usize = 1 + 1 + 8 + 1 + 8 + 1 + 1 + 1 + 1;
+/// The same for a version 1 token (no content size): the shortest payload.
+const FIXED_V1: usize = FIXED - 1;
 /// Longer strings are refused before any decoding work.
 const MAX_ENCODED: usize = 4096;
 /// Keeps tokens of different purposes (or versions) from ever verifying
@@ -103,6 +117,11 @@ fn border_from(tag: u8, id: u64) -> Option<Border> {
 /// (size out of range, over 255 words or a word over 255 bytes).
 pub fn encode(key: &[u8; 32], t: &Token) -> String {
     assert!((1..=MAX_PAGE).contains(&t.size), "page size {}", t.size);
+    assert!(
+        (1..=MAX_PAGE).contains(&t.content_size),
+        "content page size {}",
+        t.content_size
+    );
     let (tag, id) = border_parts(t.border);
     let mut p = Vec::with_capacity(FIXED + MAC_LEN + 16 * t.query.len());
     p.push(VERSION);
@@ -111,6 +130,7 @@ pub fn encode(key: &[u8; 32], t: &Token) -> String {
     p.push(tag);
     p.extend_from_slice(&id.to_be_bytes());
     p.push(t.size as u8);
+    p.push(t.content_size as u8);
     p.push(u8::from(t.include_archived));
     p.push(u8::try_from(t.query.len()).expect("at most 255 words"));
     for w in &t.query {
@@ -125,18 +145,24 @@ pub fn encode(key: &[u8; 32], t: &Token) -> String {
 /// The token `s`, if it was made by `encode` under `key` for chat `room`
 /// and endpoint `kind`, and nothing was changed.
 pub fn decode(key: &[u8; 32], s: &str, room: RoomId, kind: Kind) -> Result<Token, Invalid> {
+    decode_any(key, s, room, &[kind])
+}
+
+/// Like [`decode`], for an endpoint that reads tokens of any of `kinds`
+/// (the history endpoint also opens a search hit's find tokens).
+pub fn decode_any(key: &[u8; 32], s: &str, room: RoomId, kinds: &[Kind]) -> Result<Token, Invalid> {
     if s.len() > MAX_ENCODED {
         return Err(Invalid);
     }
     let bytes = B64.decode(s).map_err(|_| Invalid)?;
-    if bytes.len() < FIXED + MAC_LEN {
+    if bytes.len() < FIXED_V1 + MAC_LEN {
         return Err(Invalid);
     }
     let (payload, tag) = bytes.split_at(bytes.len() - MAC_LEN);
     // Constant-time comparison, before anything is read from the payload.
     mac(key, payload).verify_slice(tag).map_err(|_| Invalid)?;
     let t = parse(payload).ok_or(Invalid)?;
-    if t.room != room || t.kind != kind {
+    if t.room != room || !kinds.contains(&t.kind) {
         return Err(Invalid);
     }
     Ok(t)
@@ -146,7 +172,8 @@ pub fn decode(key: &[u8; 32], s: &str, room: RoomId, kind: Kind) -> Result<Token
 /// `encode` writes (so a key leak cannot smuggle odd values in either).
 fn parse(p: &[u8]) -> Option<Token> {
     let mut r = Reader(p);
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if version != VERSION && version != VERSION_1 {
         return None;
     }
     let kind = match r.u8()? {
@@ -159,7 +186,12 @@ fn parse(p: &[u8]) -> Option<Token> {
     let (tag, id) = (r.u8()?, r.u64()?);
     let border = border_from(tag, id)?;
     let size = usize::from(r.u8()?);
-    if !(1..=MAX_PAGE).contains(&size) {
+    let content_size = if version == VERSION_1 {
+        size
+    } else {
+        usize::from(r.u8()?)
+    };
+    if !(1..=MAX_PAGE).contains(&size) || !(1..=MAX_PAGE).contains(&content_size) {
         return None;
     }
     let include_archived = match r.u8()? {
@@ -185,6 +217,7 @@ fn parse(p: &[u8]) -> Option<Token> {
         room,
         border,
         size,
+        content_size,
         include_archived,
         query,
     })
@@ -224,6 +257,7 @@ mod tests {
             room: ROOM,
             border: Border::Below(MsgId(1234)),
             size: 20,
+            content_size: 7,
             include_archived: false,
             query: vec!["grüße".into(), "hello".into()],
         }
@@ -234,6 +268,7 @@ mod tests {
             kind: Kind::History,
             border: Border::Above(MsgId(u64::MAX)),
             size: MAX_PAGE,
+            content_size: MAX_PAGE,
             include_archived: true,
             query: vec![],
             ..search_token()
@@ -242,6 +277,7 @@ mod tests {
             kind: Kind::Find,
             border: Border::AtOrBelow(MsgId(1)),
             size: 1,
+            content_size: 1,
             query: vec![],
             ..search_token()
         };
@@ -349,7 +385,17 @@ mod tests {
             sign(p)
         };
         assert!(decode(&KEY, &sign(payload.to_vec()), ROOM, Kind::Search).is_ok());
-        for (i, v) in [(0, 2), (1, 9), (10, 5), (19, 0), (19, 101), (20, 2)] {
+        for (i, v) in [
+            (0, 3),
+            (0, 0),
+            (1, 9),
+            (10, 5),
+            (19, 0),
+            (19, 101),
+            (20, 0),
+            (20, 101),
+            (21, 2),
+        ] {
             assert_eq!(
                 decode(&KEY, &patch(i, v), ROOM, Kind::Search),
                 Err(Invalid),
@@ -374,6 +420,36 @@ mod tests {
         p[FIXED - 1] = 1;
         p.extend_from_slice(&[2, 0xff, 0xfe]);
         assert_eq!(decode(&KEY, &sign(p), ROOM, Kind::Search), Err(Invalid));
+    }
+
+    /// Tokens written before the content size byte existed still open
+    /// their page; their hits' tokens keep the page size they had.
+    #[test]
+    fn a_version_1_token_decodes_with_its_page_size_as_content_size() {
+        let t = search_token();
+        let raw = B64.decode(encode(&KEY, &t)).unwrap();
+        let mut v1 = raw[..raw.len() - MAC_LEN].to_vec();
+        v1[0] = VERSION_1;
+        v1.remove(20);
+        let tag = mac(&KEY, &v1).finalize().into_bytes();
+        v1.extend_from_slice(&tag);
+        let got = decode(&KEY, &B64.encode(v1), ROOM, Kind::Search).unwrap();
+        assert_eq!(
+            got,
+            Token {
+                content_size: t.size,
+                ..t
+            }
+        );
+    }
+
+    #[test]
+    fn decode_any_takes_each_listed_kind_and_no_other() {
+        for t in all_kinds() {
+            let s = encode(&KEY, &t);
+            let d = decode_any(&KEY, &s, ROOM, &[Kind::History, Kind::Find]);
+            assert_eq!(d.is_ok(), t.kind != Kind::Search, "{t:?}");
+        }
     }
 
     #[test]
@@ -406,6 +482,7 @@ mod props {
             room: RoomId(u64::MAX),
             border: Border::AtOrAbove(MsgId(u64::MAX)),
             size: MAX_PAGE,
+            content_size: MAX_PAGE,
             include_archived: true,
             query: vec!["\u{10ffff}".repeat(MAX_WORD / 4); super::super::MAX_QUERY_WORDS],
         };
@@ -444,33 +521,36 @@ mod props {
             kind(),
             any::<u64>(),
             border(),
-            1..=MAX_PAGE,
+            (1..=MAX_PAGE, 1..=MAX_PAGE),
             any::<bool>(),
             proptest::collection::vec(word, 1..=super::super::MAX_QUERY_WORDS),
         )
-            .prop_map(|(kind, room, border, size, include_archived, words)| {
-                let query = if kind == Kind::Search {
-                    words
-                        .into_iter()
-                        .map(|mut w| {
-                            while w.len() > MAX_WORD {
-                                w.pop();
-                            }
-                            w
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                Token {
-                    kind,
-                    room: RoomId(room),
-                    border,
-                    size,
-                    include_archived,
-                    query,
-                }
-            })
+            .prop_map(
+                |(kind, room, border, (size, content), include_archived, words)| {
+                    let query = if kind == Kind::Search {
+                        words
+                            .into_iter()
+                            .map(|mut w| {
+                                while w.len() > MAX_WORD {
+                                    w.pop();
+                                }
+                                w
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    Token {
+                        kind,
+                        room: RoomId(room),
+                        border,
+                        size,
+                        content_size: if kind == Kind::Search { content } else { size },
+                        include_archived,
+                        query,
+                    }
+                },
+            )
     }
 
     proptest! {
