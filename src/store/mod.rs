@@ -96,9 +96,13 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// How an error from sled's files (not from parlor's log) begins: at
+/// open, such an error means the index must be rebuilt from the log.
+const INDEX_ERROR: &str = "sled: ";
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError(format!("{INDEX_ERROR}{e}"))
     }
 }
 
@@ -171,7 +175,7 @@ pub fn wal_dir(dir: &Path) -> PathBuf {
 
 /// Opens sled's files in `dir`. sled 0.34 may refuse files that a power
 /// cut left with unsynced writes persisted out of order ("corrupted
-/// data"), or panic on them: both are reported as `Other`.
+/// data"), or panic on them (caught by `Store::open_with`).
 fn open_sled(dir: &Path, opts: &Options) -> std::result::Result<sled::Db, OpenError> {
     let config = sled::Config::new()
         .path(dir)
@@ -179,18 +183,10 @@ fn open_sled(dir: &Path, opts: &Options) -> std::result::Result<sled::Db, OpenEr
         // Durability is the write-ahead log's; sled is flushed only by
         // checkpoints, never by a timer of its own.
         .flush_every_ms(None);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) if e.to_string().contains("lock") => Err(OpenError::Locked),
-        Ok(Err(e)) => Err(OpenError::Other(format!("sled: {e}"))),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(OpenError::Other(format!("sled panicked: {what}")))
-        }
+    match config.open() {
+        Ok(db) => Ok(db),
+        Err(e) if e.to_string().contains("lock") => Err(OpenError::Locked),
+        Err(e) => Err(OpenError::Other(StoreError::from(e).0)),
     }
 }
 
@@ -259,15 +255,38 @@ impl Store {
         opts: &Options,
     ) -> std::result::Result<(Store, Summary), OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(format!("{dir:?}: {e}")))?;
-        let wal_dir = wal_dir(dir);
-        let mut rebuilt_from = None;
-        let mut db = match open_sled(dir, opts) {
-            Err(OpenError::Other(why)) => {
-                rebuilt_from = Some(move_index_aside(dir, &why)?);
-                open_sled(dir, opts)?
-            }
-            r => r?,
+        // sled's files may fail at any step of the open (refused, a
+        // panic, an error on a read or a replayed write): then, once, the
+        // index is moved aside and rebuilt from the log.
+        let once = |rebuilt: Option<PathBuf>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Store::open_once(dir, opts, rebuilt)
+            }))
+            .unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(OpenError::Other(format!("{INDEX_ERROR}panicked: {what}")))
+            })
         };
+        match once(None) {
+            Err(OpenError::Other(why)) if why.contains(INDEX_ERROR) => {
+                let aside = move_index_aside(dir, &why)?;
+                once(Some(aside))
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(
+        dir: &Path,
+        opts: &Options,
+        mut rebuilt_from: Option<PathBuf>,
+    ) -> std::result::Result<(Store, Summary), OpenError> {
+        let wal_dir = wal_dir(dir);
+        let mut db = open_sled(dir, opts)?;
         let checkpointed = wal::read_checkpoint(&wal_dir)
             .map_err(|e| OpenError::Other(format!("reading {}: {e}", wal_dir.display())))?;
         let marker = wal_marker(&db).map_err(|e| OpenError::Other(e.0))?;
@@ -291,7 +310,7 @@ impl Store {
         let scan = wal::scan(&wal_dir, marker, &mut |seq, payload| {
             let mut batch = decode_ops(payload)?;
             batch.insert(WAL_SEQ_KEY, &u64_value(seq));
-            db.apply_batch(batch).map_err(|e| e.to_string())?;
+            db.apply_batch(batch).map_err(|e| StoreError::from(e).0)?;
             replayed_to = seq;
             Ok(())
         })
