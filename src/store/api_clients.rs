@@ -15,7 +15,7 @@ impl Store {
 
     /// The API client whose own user is `user`; `None` for a person.
     pub fn api_client_of(&self, user: UserId) -> Result<Option<ApiClient>> {
-        match self.db.get(one(CLIENT_USER, user.0))? {
+        match self.raw_get(one(CLIENT_USER, user.0))? {
             Some(key) => self.get(&key),
             None => Ok(None),
         }
@@ -23,15 +23,14 @@ impl Store {
 
     /// Whether `user` is an API client's own user (one point read).
     pub fn is_api_client(&self, user: UserId) -> Result<bool> {
-        Ok(self.db.get(one(CLIENT_USER, user.0))?.is_some())
+        Ok(self.raw_get(one(CLIENT_USER, user.0))?.is_some())
     }
 
     /// The hashes of the tokens issued to the API client whose user is
     /// `user` (and not yet revoked or logged out).
     pub fn client_tokens(&self, user: UserId) -> Result<Vec<[u8; 32]>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(one(CLIENT_TOKEN, user.0)) {
-            let (k, _) = kv?;
+        for (k, _) in self.prefix(&one(CLIENT_TOKEN, user.0))? {
             if let Ok(hash) = <[u8; 32]>::try_from(&k[9..]) {
                 out.push(hash);
             }
@@ -83,7 +82,7 @@ mod tests {
         b.put_client_token(c.user, &[1; 32]);
         b.put_client_token(c.user, &[2; 32]);
         b.put_client_token(UserId(10), &[4; 32]);
-        s.apply(&b).unwrap();
+        s.write_through(&b).unwrap();
         assert_eq!(s.api_client("gh", "ehr.bridge-1").unwrap(), Some(c.clone()));
         assert_eq!(s.api_client("gh", "ehr.bridge-").unwrap(), None);
         assert_eq!(s.api_client("g", "hehr.bridge-1").unwrap(), None);
@@ -93,7 +92,7 @@ mod tests {
         assert_eq!(s.client_tokens(c.user).unwrap(), [[1; 32], [2; 32]]);
         let mut b = WriteBatch::default();
         b.remove_client_token(c.user, &[1; 32]);
-        s.apply(&b).unwrap();
+        s.write_through(&b).unwrap();
         assert_eq!(s.client_tokens(c.user).unwrap(), [[2; 32]]);
     }
 }

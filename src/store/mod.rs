@@ -153,6 +153,10 @@ pub struct Store {
     checkpointed: AtomicU64,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
+    /// The writes of the group commit being built, seen only by the
+    /// sequencer's thread (its jobs read their predecessors' writes):
+    /// sled gets them only once the group's log record is durable.
+    pending: Mutex<Pending>,
     wal_dir: PathBuf,
 }
 
@@ -342,6 +346,7 @@ impl Store {
             checkpointed: AtomicU64::new(marker),
             wal_dir: wal_dir.clone(),
             checkpointing: Mutex::new(()),
+            pending: Mutex::new(Pending::default()),
         };
         if let Some(from) = migrated_from {
             // The log must hold the whole history (so that the index can
@@ -389,7 +394,7 @@ impl Store {
         let Some((room, _)) = self.log_entry(last_msg)? else {
             return Err(StoreError(format!("log entry {last_msg} is unreadable")));
         };
-        if self.db.get(two(ROOM_MSG, room, last_msg))?.is_none() {
+        if self.raw_get(two(ROOM_MSG, room, last_msg))?.is_none() {
             return Err(StoreError(format!(
                 "message {last_msg} is in the log but not in room {room}"
             )));
@@ -418,6 +423,24 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .append(payload)?;
+        // Now durable: into sled, one write at a time (sled's
+        // `apply_batch` would hand a buffer to its I/O threads each time;
+        // the log already makes the group atomic across a crash, and
+        // readers of messages wait for `visible`, raised after this).
+        let writes = std::mem::take(
+            &mut self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .writes,
+        );
+        for (k, w) in writes {
+            match w {
+                Some(v) => self.db.insert(k, v),
+                None => self.db.remove(k),
+            }
+            .map_err(io::Error::other)?;
+        }
         self.db
             .insert(WAL_SEQ_KEY, &u64_value(seq))
             .map_err(io::Error::other)?;
@@ -485,18 +508,66 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a batch to sled atomically: visible to readers at once,
-    /// durable only once its group is committed ([`Store::commit`]).
+    /// Adds a job's batch to the group commit being built: from now on
+    /// the calling thread's reads see it (and the next jobs'), nobody
+    /// else's. [`Store::commit`] writes the group to the log, then to
+    /// sled. Called by one thread at a time (the sequencer, or open and
+    /// restore while no sequencer runs).
     pub fn apply(&self, batch: &WriteBatch) -> Result<()> {
-        let mut b = sled::Batch::default();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.thread = Some(std::thread::current().id());
         for op in &batch.0 {
             match op {
-                Op::Put(k, v) => b.insert(k.as_slice(), v.as_slice()),
-                Op::Remove(k) => b.remove(k.as_slice()),
+                Op::Put(k, v) => p.writes.insert(k.clone(), Some(v.clone())),
+                Op::Remove(k) => p.writes.insert(k.clone(), None),
+            };
+        }
+        Ok(())
+    }
+
+    /// The calling thread's pending writes, if it is building a group.
+    fn pending_here(&self) -> Option<std::sync::MutexGuard<'_, Pending>> {
+        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        (p.thread == Some(std::thread::current().id()) && !p.writes.is_empty()).then_some(p)
+    }
+
+    /// One key: the caller's pending write, else sled's.
+    fn raw_get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>> {
+        let key = key.as_ref();
+        if let Some(p) = self.pending_here() {
+            if let Some(w) = p.writes.get(key) {
+                return Ok(w.as_deref().map(sled::IVec::from));
             }
         }
-        self.db.apply_batch(b)?;
-        Ok(())
+        Ok(self.db.get(key)?)
+    }
+
+    /// Every key under `prefix`, ascending, with the caller's pending
+    /// writes merged in. For the small keyspaces jobs read whole (a
+    /// room's participants, a care team).
+    fn prefix(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix) {
+            out.push(kv?);
+        }
+        if let Some(p) = self.pending_here() {
+            let mut merged: std::collections::BTreeMap<Vec<u8>, sled::IVec> =
+                out.into_iter().map(|(k, v)| (k.to_vec(), v)).collect();
+            for (k, w) in p.writes.range(prefix.to_vec()..) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                match w {
+                    Some(v) => merged.insert(k.clone(), sled::IVec::from(v.as_slice())),
+                    None => merged.remove(k),
+                };
+            }
+            out = merged
+                .into_iter()
+                .map(|(k, v)| (sled::IVec::from(k), v))
+                .collect();
+        }
+        Ok(out)
     }
 
     /// How many items range scans have read since open.
@@ -505,7 +576,7 @@ impl Store {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get(key)? {
+        match self.raw_get(key)? {
             Some(v) => codec::decode(&v).map(Some).map_err(StoreError),
             None => Ok(None),
         }
@@ -525,7 +596,7 @@ impl Store {
 
     /// The log's entry for a message id: (room, at_ms).
     fn log_entry(&self, id: u64) -> Result<Option<(u64, u64)>> {
-        Ok(self.db.get(one(LOG, id))?.and_then(|v| log_value(&v)))
+        Ok(self.raw_get(one(LOG, id))?.and_then(|v| log_value(&v)))
     }
 
     // ---- users and tokens ----
@@ -536,8 +607,7 @@ impl Store {
 
     pub fn user_id_by_name(&self, username: &str) -> Result<Option<UserId>> {
         Ok(self
-            .db
-            .get(bytes(USERNAME, username.as_bytes()))?
+            .raw_get(bytes(USERNAME, username.as_bytes()))?
             .and_then(|v| read_u64(&v))
             .map(UserId))
     }
@@ -559,8 +629,7 @@ impl Store {
     /// A room's participants, by user id.
     pub fn participants(&self, room: RoomId) -> Result<Vec<(UserId, Participant)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(one(PARTICIPANT, room.0)) {
-            let (k, v) = kv?;
+        for (k, v) in self.prefix(&one(PARTICIPANT, room.0))? {
             self.scanned.fetch_add(1, Ordering::Relaxed);
             out.push((UserId(tail_u64(&k)), codec::decode(&v).map_err(StoreError)?));
         }
@@ -570,8 +639,7 @@ impl Store {
     /// The rooms a user is in, ascending by id.
     pub fn rooms_of(&self, user: UserId) -> Result<Vec<RoomId>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(one(MEMBERSHIP, user.0)) {
-            let (k, _) = kv?;
+        for (k, _) in self.prefix(&one(MEMBERSHIP, user.0))? {
             self.scanned.fetch_add(1, Ordering::Relaxed);
             out.push(RoomId(tail_u64(&k)));
         }
@@ -581,8 +649,7 @@ impl Store {
     pub fn dm(&self, a: UserId, b: UserId) -> Result<Option<RoomId>> {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         Ok(self
-            .db
-            .get(two(DM, lo.0, hi.0))?
+            .raw_get(two(DM, lo.0, hi.0))?
             .and_then(|v| read_u64(&v))
             .map(RoomId))
     }
@@ -650,16 +717,14 @@ impl Store {
 
     pub fn patient_chat(&self, patient: UserId) -> Result<Option<RoomId>> {
         Ok(self
-            .db
-            .get(one(PATIENT_CHAT, patient.0))?
+            .raw_get(one(PATIENT_CHAT, patient.0))?
             .and_then(|v| read_u64(&v))
             .map(RoomId))
     }
 
     fn ids_under(&self, prefix: Vec<u8>) -> Result<Vec<u64>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(prefix) {
-            let (k, _) = kv?;
+        for (k, _) in self.prefix(&prefix)? {
             self.scanned.fetch_add(1, Ordering::Relaxed);
             out.push(tail_u64(&k));
         }
@@ -765,7 +830,7 @@ impl Store {
         if let Some(k) = self.page_key.get() {
             return Ok(*k);
         }
-        let key = match self.db.get(PAGE_KEY_KEY)? {
+        let key = match self.raw_get(PAGE_KEY_KEY)? {
             Some(v) => v
                 .as_ref()
                 .try_into()
@@ -868,6 +933,14 @@ fn wal_marker(db: &sled::Db) -> Result<u64> {
             read_u64(&v).ok_or_else(|| StoreError("the write-ahead log marker is damaged".into()))
         }
     }
+}
+
+/// The group commit being built (see `Store::pending`).
+#[derive(Default)]
+struct Pending {
+    thread: Option<std::thread::ThreadId>,
+    /// Last write per key: `None` removes.
+    writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// One write of a batch.
@@ -1082,7 +1155,7 @@ mod tests {
             for id in [1, 2, 300] {
                 b.put_message(&msg(id, 4));
             }
-            s.apply(&b).unwrap();
+            s.write_through(&b).unwrap();
             s.checkpoint().unwrap();
         }
         let (s, sum) = reopen(dir.path());
@@ -1099,7 +1172,7 @@ mod tests {
         for id in 1..=10 {
             b.put_message(&msg(id, 1 + id % 2));
         }
-        s.apply(&b).unwrap();
+        s.write_through(&b).unwrap();
         let ids = |after, upto| -> Vec<u64> {
             s.room_messages(RoomId(1), MsgId(after), MsgId(upto))
                 .map(|m| m.unwrap().id.0)
@@ -1123,7 +1196,7 @@ mod tests {
             m.at_ms = (id / 2) * 10;
             b.put_message(&m);
         }
-        s.apply(&b).unwrap();
+        s.write_through(&b).unwrap();
         let upto = MsgId(40);
         let brute = |ms: u64| {
             (1..=40u64)
@@ -1160,7 +1233,7 @@ mod tests {
             b.put_postings(RoomId(1), &w(&ws), MsgId(id));
         }
         b.put_postings(RoomId(2), &w(&["b", "c"]), MsgId(61));
-        s.apply(&b).unwrap();
+        s.write_through(&b).unwrap();
         let ids = |words: &[&str], below: u64, limit| -> Vec<u64> {
             s.search(RoomId(1), &w(words), (MsgId(0), MsgId(below)), limit, false)
                 .unwrap()
@@ -1321,7 +1394,7 @@ mod tests {
             let (s, _) = Store::open(dir.path()).unwrap();
             let mut b = WriteBatch::default();
             b.put_message(&msg(1, 1));
-            s.apply(&b).unwrap();
+            s.write_through(&b).unwrap();
             // What a format-1 parlor left: no log, no marker.
             s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
             s.db.remove(WAL_SEQ_KEY).unwrap();
@@ -1406,7 +1479,7 @@ mod tests {
             let mut b = WriteBatch::default();
             b.put_message(&msg(1, 1));
             b.put_message(&msg(2, 1));
-            s.apply(&b).unwrap();
+            s.write_through(&b).unwrap();
             s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
             s.db.remove(WAL_SEQ_KEY).unwrap();
             s.checkpoint().unwrap();
