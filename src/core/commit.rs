@@ -267,10 +267,8 @@ fn writer_loop(
             let d = job(&mut tx);
             let batch = std::mem::take(&mut tx.batch);
             if !batch.is_empty() {
-                if let Err(e) = store.apply(&batch) {
-                    fail_stop(&e);
-                }
                 batch.encode_into(&mut record);
+                store.stage(batch);
             }
             done.push(d);
             next = if done.len() < MAX_BATCH {

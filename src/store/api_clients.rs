@@ -82,7 +82,7 @@ mod tests {
         b.put_client_token(c.user, &[1; 32]);
         b.put_client_token(c.user, &[2; 32]);
         b.put_client_token(UserId(10), &[4; 32]);
-        s.write_through(&b).unwrap();
+        s.write_through(b).unwrap();
         assert_eq!(s.api_client("gh", "ehr.bridge-1").unwrap(), Some(c.clone()));
         assert_eq!(s.api_client("gh", "ehr.bridge-").unwrap(), None);
         assert_eq!(s.api_client("g", "hehr.bridge-1").unwrap(), None);
@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(s.client_tokens(c.user).unwrap(), [[1; 32], [2; 32]]);
         let mut b = WriteBatch::default();
         b.remove_client_token(c.user, &[1; 32]);
-        s.write_through(&b).unwrap();
+        s.write_through(b).unwrap();
         assert_eq!(s.client_tokens(c.user).unwrap(), [[2; 32]]);
     }
 }

@@ -108,3 +108,44 @@ fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread does its two jobs on its own: a spare segment appears,
+    /// and a commit is checkpointed (recorded where open looks) within
+    /// its interval.
+    #[test]
+    fn the_thread_preallocates_and_checkpoints_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let store = Arc::new(store);
+        let every = Every {
+            interval: Duration::from_millis(100),
+            bytes: u64::MAX,
+        };
+        let cp = Checkpointer::start(store.clone(), every).unwrap();
+        let mut b = super::super::WriteBatch::default();
+        b.put_dm(
+            crate::core::model::UserId(1),
+            crate::core::model::UserId(2),
+            crate::core::model::RoomId(3),
+        );
+        let mut record = Vec::new();
+        b.encode_into(&mut record);
+        store.stage(b);
+        let seq = store.commit(&record).unwrap();
+        let wal = super::super::wal_dir(dir.path());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.log_position().1 < seq || !wal.join("spare.tmp").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint or spare within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(super::super::wal::read_checkpoint(&wal).unwrap(), Some(seq));
+        cp.shutdown();
+    }
+}

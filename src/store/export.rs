@@ -232,11 +232,11 @@ impl Store {
             n += 1;
             pending += 1;
             if pending >= 1000 {
-                self.write_through(&std::mem::take(&mut batch))?;
+                self.write_through(std::mem::take(&mut batch))?;
                 pending = 0;
             }
         }
-        self.write_through(&batch)?;
+        self.write_through(batch)?;
         self.checkpoint()
             .map(|_| ())
             .map_err(|e| StoreError(e.to_string()))?;

@@ -508,21 +508,20 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a job's batch to the group commit being built: from now on
+    /// Stages a job's batch in the group commit being built: from now on
     /// the calling thread's reads see it (and the next jobs'), nobody
     /// else's. [`Store::commit`] writes the group to the log, then to
     /// sled. Called by one thread at a time (the sequencer, or open and
     /// restore while no sequencer runs).
-    pub fn apply(&self, batch: &WriteBatch) -> Result<()> {
+    pub fn stage(&self, batch: WriteBatch) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.thread = Some(std::thread::current().id());
-        for op in &batch.0 {
+        for op in batch.0 {
             match op {
-                Op::Put(k, v) => p.writes.insert(k.clone(), Some(v.clone())),
-                Op::Remove(k) => p.writes.insert(k.clone(), None),
+                Op::Put(k, v) => p.writes.insert(k, Some(v)),
+                Op::Remove(k) => p.writes.insert(k, None),
             };
         }
-        Ok(())
     }
 
     /// The calling thread's pending writes, if it is building a group.
@@ -841,7 +840,7 @@ impl Store {
                 rand::rngs::OsRng.fill_bytes(&mut fresh);
                 let mut b = WriteBatch::default();
                 b.insert(PAGE_KEY_KEY, &fresh);
-                self.write_through(&b)?;
+                self.write_through(b)?;
                 fresh
             }
         };
@@ -862,24 +861,24 @@ impl Store {
             batch.insert(&k, &v);
             n += 1;
             if bytes >= 1 << 20 {
-                self.write_through(&std::mem::take(&mut batch))?;
+                self.write_through(std::mem::take(&mut batch))?;
                 bytes = 0;
             }
         }
-        self.write_through(&batch)?;
+        self.write_through(batch)?;
         Ok(n)
     }
 
     /// Writes a batch outside the sequencer (open, restore): applied and
     /// made durable as a log record of its own. Only while no sequencer
     /// runs.
-    fn write_through(&self, batch: &WriteBatch) -> Result<()> {
+    fn write_through(&self, batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.apply(batch)?;
         let mut record = Vec::new();
         batch.encode_into(&mut record);
+        self.stage(batch);
         self.commit(&record)
             .map_err(|e| StoreError(format!("writing the write-ahead log: {e}")))?;
         Ok(())
@@ -1126,13 +1125,18 @@ mod tests {
     /// so a reopen in the same process may briefly see `Locked` (a new
     /// process, e.g. a restarted daemon, never does: exit drops the lock).
     fn reopen(dir: &Path) -> (Store, Summary) {
+        try_reopen(dir).unwrap_or_else(|e| panic!("reopen: {e}"))
+    }
+
+    /// [`reopen`] that may be refused: the refusal's message.
+    fn try_reopen(dir: &Path) -> std::result::Result<(Store, Summary), String> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Store::open(dir) {
                 Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
                 }
-                r => return r.unwrap_or_else(|e| panic!("reopen: {e}")),
+                r => return r.map_err(|e| e.to_string()),
             }
         }
     }
@@ -1155,7 +1159,7 @@ mod tests {
             for id in [1, 2, 300] {
                 b.put_message(&msg(id, 4));
             }
-            s.write_through(&b).unwrap();
+            s.write_through(b).unwrap();
             s.checkpoint().unwrap();
         }
         let (s, sum) = reopen(dir.path());
@@ -1172,7 +1176,7 @@ mod tests {
         for id in 1..=10 {
             b.put_message(&msg(id, 1 + id % 2));
         }
-        s.write_through(&b).unwrap();
+        s.write_through(b).unwrap();
         let ids = |after, upto| -> Vec<u64> {
             s.room_messages(RoomId(1), MsgId(after), MsgId(upto))
                 .map(|m| m.unwrap().id.0)
@@ -1196,7 +1200,7 @@ mod tests {
             m.at_ms = (id / 2) * 10;
             b.put_message(&m);
         }
-        s.write_through(&b).unwrap();
+        s.write_through(b).unwrap();
         let upto = MsgId(40);
         let brute = |ms: u64| {
             (1..=40u64)
@@ -1233,7 +1237,7 @@ mod tests {
             b.put_postings(RoomId(1), &w(&ws), MsgId(id));
         }
         b.put_postings(RoomId(2), &w(&["b", "c"]), MsgId(61));
-        s.write_through(&b).unwrap();
+        s.write_through(b).unwrap();
         let ids = |words: &[&str], below: u64, limit| -> Vec<u64> {
             s.search(RoomId(1), &w(words), (MsgId(0), MsgId(below)), limit, false)
                 .unwrap()
@@ -1295,11 +1299,11 @@ mod tests {
         }
     }
 
-    fn commit(s: &Store, batches: &[WriteBatch]) {
+    fn commit(s: &Store, batches: Vec<WriteBatch>) {
         let mut record = Vec::new();
         for b in batches {
-            s.apply(b).unwrap();
             b.encode_into(&mut record);
+            s.stage(b);
         }
         s.commit(&record).unwrap();
     }
@@ -1318,7 +1322,7 @@ mod tests {
                     b
                 })
                 .collect();
-            commit(&s, &batches);
+            commit(&s, batches);
         }
         // A removal is replayed too.
         let mut b = WriteBatch::default();
@@ -1329,10 +1333,10 @@ mod tests {
             text: "m15".into(),
             at_ms: 15,
         });
-        commit(&s, &[b]);
+        commit(&s, vec![b]);
         let mut b = WriteBatch::default();
         b.remove_delivery(MsgId(15));
-        commit(&s, &[b]);
+        commit(&s, vec![b]);
         assert_eq!(s.log_position().0, base + 7);
         crash_copy(dir.path(), copy.path());
         let (c, sum) = Store::open(copy.path()).unwrap();
@@ -1348,7 +1352,7 @@ mod tests {
         assert_eq!((sum.replayed, sum.last_msg), (0, 15));
         let mut b = WriteBatch::default();
         b.put_message(&msg(16, 1));
-        commit(&c, &[b]);
+        commit(&c, vec![b]);
         assert_eq!(c.log_position().0, base + 8);
     }
 
@@ -1364,7 +1368,7 @@ mod tests {
         let group = |s: &Store, id: u64| {
             let mut b = WriteBatch::default();
             b.put_message(&msg(id, 2));
-            commit(s, &[b]);
+            commit(s, vec![b]);
         };
         for id in 1..=100 {
             group(&s, id);
@@ -1394,7 +1398,7 @@ mod tests {
             let (s, _) = Store::open(dir.path()).unwrap();
             let mut b = WriteBatch::default();
             b.put_message(&msg(1, 1));
-            s.write_through(&b).unwrap();
+            s.write_through(b).unwrap();
             // What a format-1 parlor left: no log, no marker.
             s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
             s.db.remove(WAL_SEQ_KEY).unwrap();
@@ -1408,15 +1412,8 @@ mod tests {
             .unwrap();
         s.checkpoint().unwrap();
         drop(s);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let err = loop {
-            match Store::open(dir.path()) {
-                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                Err(e) => break e.to_string(),
-                Ok(_) => panic!("a newer format was opened"),
-            }
+        let Err(err) = try_reopen(dir.path()) else {
+            panic!("a newer format was opened");
         };
         assert!(
             err.contains(&format!("format {}", FORMAT_VERSION + 1)),
@@ -1458,7 +1455,7 @@ mod tests {
             for id in 1..=50 {
                 let mut b = WriteBatch::default();
                 b.put_message(&msg(id, 3));
-                commit(&s, &[b]);
+                commit(&s, vec![b]);
             }
             s.checkpoint().unwrap();
         }
@@ -1479,7 +1476,7 @@ mod tests {
             let mut b = WriteBatch::default();
             b.put_message(&msg(1, 1));
             b.put_message(&msg(2, 1));
-            s.write_through(&b).unwrap();
+            s.write_through(b).unwrap();
             s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
             s.db.remove(WAL_SEQ_KEY).unwrap();
             s.checkpoint().unwrap();
@@ -1504,15 +1501,8 @@ mod tests {
             std::fs::remove_file(seg).unwrap();
         }
         damage_index(dir.path());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let err = loop {
-            match Store::open(dir.path()) {
-                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                Err(e) => break e.to_string(),
-                Ok(_) => panic!("opened a damaged index with no log to rebuild it"),
-            }
+        let Err(err) = try_reopen(dir.path()) else {
+            panic!("opened a damaged index with no log to rebuild it");
         };
         assert!(err.contains("parlor restore"), "{err}");
     }

@@ -452,10 +452,6 @@ impl Shared {
         }
         made
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// The appending end, owned by the sequencer.
