@@ -169,8 +169,13 @@ pub fn restore(path: &Path, dir: &Path, verify: bool) -> Result<Summary> {
         )?))
     };
     let summary = check(&mut open()?)?;
-    let (store, _) = Store::open(dir)
-        .map_err(|e| Error::bad_request(format!("cannot open {}: {e}", dir.display())))?;
+    let (store, _) = Store::open(dir).map_err(|e| match e {
+        crate::store::OpenError::Locked => Error::conflict(format!(
+            "{} is in use by another process (a running daemon?); restore needs it stopped",
+            dir.display()
+        )),
+        e => Error::bad_request(format!("cannot open {}: {e}", dir.display())),
+    })?;
     if !store.is_fresh()? {
         return Err(Error::conflict(format!(
             "{} already holds a store; restore needs an empty one",
@@ -335,13 +340,18 @@ mod tests {
         assert!(core.authenticate(&bridge_token).is_err());
         core.shutdown();
         drop(core);
-        // Not into a store that has data.
-        assert_eq!(
-            restore(&path, &dir.path().join("b"), false)
-                .unwrap_err()
-                .kind,
-            super::super::error::Kind::Conflict
-        );
+        // Not into a store that has data. (sled lets go of the dropped
+        // core's lock a moment later: until then the answer is "in use".)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            let e = restore(&path, &dir.path().join("b"), false).unwrap_err();
+            if !e.to_string().contains("in use") || std::time::Instant::now() > deadline {
+                break e;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(err.kind, super::super::error::Kind::Conflict);
+        assert!(err.to_string().contains("already holds a store"), "{err}");
     }
 
     #[test]
