@@ -7,38 +7,88 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::model::{Message, MsgId, Participant, RoomId, UserId};
 
-/// Something committed in a room, for the room's participants.
+/// How many dialects may share an event's renderings (see [`Event::frame`]).
+pub const FRAME_SLOTS: usize = 4;
+
+/// Something committed in a room, for the room's participants, with
+/// everything any dialect shows of it as of its commit: rendering it reads
+/// nothing else, so a push never shows more (or less) than what was durable
+/// when it was published.
 #[derive(Debug)]
 pub struct Event {
     pub room: RoomId,
     /// Who is told: the room's participants at commit time.
     pub audience: Arc<[UserId]>,
     pub kind: EventKind,
+    /// Each dialect's rendering, made by the first of its recipients on
+    /// that dialect and shared by the others (one render per dialect).
+    frames: [OnceLock<Option<Bytes>>; FRAME_SLOTS],
 }
 
 #[derive(Debug)]
 pub enum EventKind {
-    /// A new message; `new_chat` when it is the first of a chat created
-    /// with it (the actions dialect shows that as `create_chat`).
-    Message { msg: Message, new_chat: bool },
-    /// A participant's read marker moved.
-    Read { user: UserId, marker: Participant },
+    /// A new message, with its sender's username; `new_chat` holds the
+    /// chat when the message is the first of a chat created with it (the
+    /// actions dialect shows that as `create_chat`).
+    Message {
+        msg: Message,
+        sender_name: String,
+        new_chat: Option<ChatView>,
+    },
+    /// A participant's read marker moved; `chat` is the room as of that.
+    Read {
+        user: UserId,
+        marker: Participant,
+        chat: ChatView,
+    },
     /// A user joined the room (with the read marker they gave, if any).
     Joined {
         user: UserId,
+        username: String,
         last_read: Option<MsgId>,
     },
 }
 
+/// A chat as of a commit: its participants with their read markers, and
+/// its newest messages (at most `Limits::chat_history`), oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct ChatView {
+    pub participants: Vec<(UserId, Participant)>,
+    pub recent: Vec<Message>,
+}
+
 impl Event {
+    pub fn new(room: RoomId, audience: Arc<[UserId]>, kind: EventKind) -> Event {
+        Event {
+            room,
+            audience,
+            kind,
+            frames: Default::default(),
+        }
+    }
+
     fn audience(&self) -> &[UserId] {
         &self.audience
+    }
+
+    /// The event as the dialect owning `slot` shows it (`None`: it does
+    /// not): rendered by `render` the first time it is asked for, then
+    /// shared. `slot` is below [`FRAME_SLOTS`].
+    pub fn frame(
+        &self,
+        slot: usize,
+        render: impl FnOnce(&Event) -> Option<String>,
+    ) -> Option<Bytes> {
+        self.frames[slot]
+            .get_or_init(|| render(self).map(Bytes::from))
+            .clone()
     }
 }
 
@@ -86,6 +136,14 @@ impl Subscription {
                 .unwrap_or_else(|p| p.into_inner())
                 .unwrap_or(Kick::TooSlow)),
         }
+    }
+}
+
+impl Subscription {
+    /// The next event if one is already queued (`None` also once the hub
+    /// has let go: [`Subscription::recv`] then says why).
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -191,11 +249,12 @@ mod tests {
     use super::*;
 
     fn ev(id: u64, audience: &[u64]) -> Arc<Event> {
-        Arc::new(Event {
-            room: RoomId(1),
-            audience: audience.iter().map(|&u| UserId(u)).collect(),
-            kind: EventKind::Message {
-                new_chat: false,
+        Arc::new(Event::new(
+            RoomId(1),
+            audience.iter().map(|&u| UserId(u)).collect(),
+            EventKind::Message {
+                new_chat: None,
+                sender_name: "ann".into(),
                 msg: Message {
                     id: MsgId(id),
                     room: RoomId(1),
@@ -207,7 +266,7 @@ mod tests {
                     archived: false,
                 },
             },
-        })
+        ))
     }
 
     fn id_of(e: &Event) -> u64 {
@@ -254,6 +313,33 @@ mod tests {
         hub.revoke(UserId(1), &[1; 32]);
         assert_eq!(gone.recv().await.unwrap_err(), Kick::LoggedOut);
         assert_eq!(hub.connections(), 1);
+    }
+
+    /// However many connections show an event, each slot renders it once
+    /// and every caller gets the same bytes; slots are separate.
+    #[test]
+    fn each_slot_renders_an_event_once_and_shares_it() {
+        let e = ev(7, &[1, 2, 3]);
+        let renders = std::sync::atomic::AtomicUsize::new(0);
+        let render = |e: &Event| {
+            renders.fetch_add(1, Ordering::Relaxed);
+            Some(format!("message {}", id_of(e)))
+        };
+        let frames: Vec<Bytes> = (0..10).filter_map(|_| e.frame(0, render)).collect();
+        assert_eq!(renders.load(Ordering::Relaxed), 1);
+        assert_eq!(frames.len(), 10);
+        assert!(frames.iter().all(|f| f.as_ptr() == frames[0].as_ptr()));
+        assert_eq!(&frames[0][..], b"message 7");
+        // A dialect that does not show it renders nothing, once.
+        let hidden = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            let none = e.frame(1, |_| {
+                hidden.fetch_add(1, Ordering::Relaxed);
+                None
+            });
+            assert!(none.is_none());
+        }
+        assert_eq!(hidden.load(Ordering::Relaxed), 1);
     }
 
     #[test]

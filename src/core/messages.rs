@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use tokio::sync::oneshot;
 
 use super::error::{Error, Result};
-use super::hub::{Event, EventKind};
+use super::hub::{ChatView, Event, EventKind};
 use super::model::{check_text, Message, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 use super::Core;
 
@@ -54,7 +54,7 @@ impl Core {
     ) -> Result<oneshot::Receiver<Result<Message>>> {
         check_text(&text)?;
         self.take_send(author)?;
-        let author = author.id;
+        let (author, author_name) = (author.id, author.username.clone());
         self.commit
             .submit(move |tx| {
                 let mut participants = tx.store.participants(room)?;
@@ -83,7 +83,15 @@ impl Core {
                 let (_, p) = &mut participants[i];
                 p.last_posted_ms = tx.now_ms;
                 tx.batch.put_participant(room, author, p);
-                let event = message_event(msg.clone(), &participants, false);
+                let sender_name = if sender == author {
+                    author_name
+                } else {
+                    tx.store
+                        .user(sender)?
+                        .map(|u| u.username)
+                        .unwrap_or_default()
+                };
+                let event = message_event(msg.clone(), sender_name, &participants, None);
                 Ok((msg, vec![event]))
             })
             .await
@@ -122,7 +130,11 @@ impl Core {
         members.push(creator.id);
         members.sort();
         members.dedup();
-        let (creator, workspace) = (creator.id, creator.workspace.clone());
+        let (creator, creator_name, workspace) = (
+            creator.id,
+            creator.username.clone(),
+            creator.workspace.clone(),
+        );
         self.commit
             .run(move |tx| {
                 let room = tx.next_room_id();
@@ -161,7 +173,11 @@ impl Core {
                 for (u, p) in &participants {
                     tx.batch.put_participant(room, *u, p);
                 }
-                let event = message_event(msg.clone(), &participants, true);
+                let chat = ChatView {
+                    participants: participants.clone(),
+                    recent: vec![msg.clone()],
+                };
+                let event = message_event(msg.clone(), creator_name, &participants, Some(chat));
                 Ok((msg, vec![event]))
             })
             .await
@@ -200,11 +216,11 @@ impl Core {
                 .transpose()?
                 .map_or(MsgId(0), |m| m.id),
         };
-        let user = user.id;
+        let (user, history) = (user.id, self.limits.chat_history);
         self.commit
             .run(move |tx| {
-                let participants = tx.store.participants(room)?;
-                let Some((_, current)) = participants.iter().find(|(u, _)| *u == user) else {
+                let mut participants = tx.store.participants(room)?;
+                let Some((_, current)) = participants.iter_mut().find(|(u, _)| *u == user) else {
                     return Err(Error::not_found("no such room"));
                 };
                 // Markers only move forward: a message once read stays read.
@@ -213,16 +229,19 @@ impl Core {
                     last_read_ms: tx.now_ms,
                     ..current.clone()
                 };
+                *current = marker.clone();
                 tx.batch.put_participant(room, user, &marker);
-                let event = Event {
-                    room,
-                    audience: participants.iter().map(|(u, _)| *u).collect(),
-                    kind: EventKind::Read {
-                        user,
-                        marker: marker.clone(),
-                    },
+                let audience = participants.iter().map(|(u, _)| *u).collect();
+                let chat = ChatView {
+                    recent: tx.store.newest_messages(room, history)?,
+                    participants,
                 };
-                Ok((marker, vec![event]))
+                let kind = EventKind::Read {
+                    user,
+                    marker: marker.clone(),
+                    chat,
+                };
+                Ok((marker, vec![Event::new(room, audience, kind)]))
             })
             .await
     }
@@ -281,12 +300,19 @@ impl Core {
 /// [`Core::cursor_rooms`] makes one.
 pub struct CursorRooms(Vec<RoomId>);
 
-fn message_event(msg: Message, participants: &[(UserId, Participant)], new_chat: bool) -> Event {
-    Event {
-        room: msg.room,
-        audience: participants.iter().map(|(u, _)| *u).collect(),
-        kind: EventKind::Message { msg, new_chat },
-    }
+fn message_event(
+    msg: Message,
+    sender_name: String,
+    participants: &[(UserId, Participant)],
+    new_chat: Option<ChatView>,
+) -> Event {
+    let (room, audience) = (msg.room, participants.iter().map(|(u, _)| *u).collect());
+    let kind = EventKind::Message {
+        msg,
+        sender_name,
+        new_chat,
+    };
+    Event::new(room, audience, kind)
 }
 
 /// Merges ascending iterators of messages into one ascending iterator.

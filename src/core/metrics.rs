@@ -74,6 +74,10 @@ pub struct Metrics {
     pub conns_rate_limited: AtomicU64,
     /// WebSockets closed because they could not keep up.
     pub conns_too_slow: AtomicU64,
+    /// Hub events rendered for a dialect (once per event and dialect)…
+    pub frames_rendered: AtomicU64,
+    /// …and the pushes made of them (one per recipient connection).
+    pub frames_pushed: AtomicU64,
     connections: Mutex<BTreeMap<&'static str, i64>>,
 }
 
@@ -90,6 +94,8 @@ impl Default for Metrics {
             logins_rate_limited: AtomicU64::new(0),
             conns_rate_limited: AtomicU64::new(0),
             conns_too_slow: AtomicU64::new(0),
+            frames_rendered: AtomicU64::new(0),
+            frames_pushed: AtomicU64::new(0),
             connections: Mutex::new(BTreeMap::new()),
         }
     }
@@ -163,6 +169,16 @@ impl Metrics {
                 "parlor_connections_too_slow_total",
                 "WebSockets closed because they could not keep up.",
                 &self.conns_too_slow,
+            ),
+            (
+                "parlor_frames_rendered_total",
+                "Live events rendered, once per event and dialect.",
+                &self.frames_rendered,
+            ),
+            (
+                "parlor_frames_pushed_total",
+                "Live frames sent to WebSockets (one per recipient connection).",
+                &self.frames_pushed,
             ),
         ];
         for (name, help, v) in counters {

@@ -122,7 +122,7 @@ impl Core {
                 )));
             }
         }
-        let user = user.id;
+        let (user, username) = (user.id, user.username.clone());
         self.commit
             .run(move |tx| {
                 let mut participants = tx.store.participants(room)?;
@@ -145,11 +145,13 @@ impl Core {
                 }
                 let p = p.clone();
                 tx.batch.put_participant(room, user, &p);
-                let event = Event {
-                    room,
-                    audience: participants.iter().map(|(u, _)| *u).collect(),
-                    kind: EventKind::Joined { user, last_read },
+                let audience = participants.iter().map(|(u, _)| *u).collect();
+                let kind = EventKind::Joined {
+                    user,
+                    username,
+                    last_read,
                 };
+                let event = Event::new(room, audience, kind);
                 Ok((p, vec![event]))
             })
             .await

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::Ctx;
 use crate::core::error::{Error, Kind, Result};
-use crate::core::hub::{Event, EventKind};
+use crate::core::hub::{ChatView, Event, EventKind};
 use crate::core::messages::{PostAs, Window};
 use crate::core::model::{Message, RoomId, User, UserId};
 use crate::core::{Caller, Core};
@@ -70,25 +70,33 @@ fn recipients(frame: &Value) -> Result<Vec<UserId>> {
         .collect()
 }
 
-/// A chat as this dialect shows it: participants with `last_seen`, and the
-/// newest `chat_history` messages, oldest first.
+/// A chat as this dialect shows it, read for `user`: participants with
+/// `last_seen`, and the newest `chat_history` messages, oldest first.
 fn chat(core: &Core, user: &User, room: RoomId) -> Result<Value> {
-    let info = core.room_info(user, room)?;
+    let participants = core.room_info(user, room)?.participants;
     let window = Window {
         last: Some(core.limits.chat_history),
         ..Window::default()
     };
-    let messages: Vec<Value> = core
-        .room_history(user, room, window)?
-        .iter()
-        .map(message)
-        .collect();
-    let participants: Vec<Value> = info
+    let recent = core.room_history(user, room, window)?;
+    Ok(chat_json(
+        room,
+        &ChatView {
+            participants,
+            recent,
+        },
+    ))
+}
+
+/// A chat, from what was read for it or what an event carries.
+fn chat_json(room: RoomId, chat: &ChatView) -> Value {
+    let messages: Vec<Value> = chat.recent.iter().map(message).collect();
+    let participants: Vec<Value> = chat
         .participants
         .iter()
         .map(|(u, p)| json!({ "participant_id": u.to_string(), "last_seen": p.last_seen_ms() }))
         .collect();
-    Ok(json!({ "id": room.to_string(), "participants": participants, "messages": messages }))
+    json!({ "id": room.to_string(), "participants": participants, "messages": messages })
 }
 
 fn message(m: &Message) -> Value {
@@ -214,6 +222,8 @@ fn ready_frame() -> String {
 }
 
 impl Dialect for Session {
+    const SLOT: usize = super::slot::ACTIONS;
+
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         let Frame { token, command } = match parse(text) {
             Ok(f) => f,
@@ -265,18 +275,16 @@ impl Dialect for Session {
         )))]
     }
 
-    fn render(&mut self, ev: &Event) -> Option<String> {
-        let (caller, _) = self.ready.as_ref()?;
+    fn render(ev: &Event) -> Option<String> {
         let shown = match &ev.kind {
             EventKind::Message {
-                msg,
-                new_chat: true,
-            } => {
-                json!({ "action": "create_chat", "chat": chat(&self.core, &caller.user, msg.room).ok()? })
-            }
+                new_chat: Some(chat),
+                ..
+            } => json!({ "action": "create_chat", "chat": chat_json(ev.room, chat) }),
             EventKind::Message {
                 msg,
-                new_chat: false,
+                new_chat: None,
+                ..
             } => json!({
                 "action": "receive_message",
                 "chat_id": msg.room.to_string(),
@@ -284,8 +292,8 @@ impl Dialect for Session {
                 "owner_id": msg.sender.to_string(),
                 "timestamp": msg.at_ms,
             }),
-            EventKind::Read { .. } => {
-                json!({ "action": "read_message", "chat": chat(&self.core, &caller.user, ev.room).ok()? })
+            EventKind::Read { chat, .. } => {
+                json!({ "action": "read_message", "chat": chat_json(ev.room, chat) })
             }
             EventKind::Joined { .. } => return None,
         };
@@ -431,6 +439,87 @@ mod tests {
                 .unwrap()
                 .command,
             Ok(Command::Ready)
+        );
+    }
+
+    /// A `read_message` push shows the chat as of its own commit: a later
+    /// marker (committed, or still unsynced) never leaks into it, because
+    /// rendering reads nothing but the event — it renders the same after
+    /// the core is gone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_push_shows_its_own_commits_markers_with_no_core_at_all() {
+        use crate::core::accounts::NewUser;
+        use crate::core::model::{Role, Workspace};
+        let dir = tempfile::tempdir().unwrap();
+        let core = Core::open(dir.path(), crate::core::limits::Limits::default()).unwrap();
+        let mut users = Vec::new();
+        for name in ["ann", "bob"] {
+            let new = NewUser {
+                username: name.into(),
+                password: "pw".into(),
+                role: Role::Staff,
+                workspace: Workspace::default(),
+                display_name: None,
+            };
+            let id = core.create_user(new).await.unwrap();
+            users.push(core.user(id).unwrap().unwrap());
+        }
+        let (ann, bob) = (&users[0], &users[1]);
+        let dm = core.create_dm(ann, bob.id).await.unwrap();
+        let mut sub = core.hub.subscribe(bob.id, [0; 32]).unwrap();
+        let first = core
+            .post(ann, dm, "m1".into(), PostAs::default())
+            .await
+            .unwrap();
+        core.post(ann, dm, "m2".into(), PostAs::default())
+            .await
+            .unwrap();
+        let early = core.mark_read(bob, dm, Some(first.id)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let late = core.mark_read(bob, dm, None).await.unwrap();
+        assert!(late.last_seen_ms() > early.last_seen_ms());
+        let mut reads = Vec::new();
+        while reads.len() < 2 {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
+                .await
+                .expect("an event within 10 s")
+                .unwrap();
+            if matches!(ev.kind, EventKind::Read { .. }) {
+                reads.push(ev);
+            }
+        }
+        drop(sub);
+        core.shutdown();
+        drop(core);
+        drop(dir);
+
+        let seen = |ev: &Event| -> (u64, Vec<String>) {
+            let v: Value = serde_json::from_str(&Session::render(ev).unwrap()).unwrap();
+            assert_eq!(v["action"], "read_message");
+            let chat = &v["chat"];
+            let bobs = chat["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["participant_id"] == bob.id.to_string())
+                .unwrap()["last_seen"]
+                .as_u64()
+                .unwrap();
+            let texts = chat["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["message"].as_str().unwrap().to_owned())
+                .collect();
+            (bobs, texts)
+        };
+        assert_eq!(
+            seen(&reads[0]),
+            (early.last_seen_ms(), vec!["m1".into(), "m2".into()])
+        );
+        assert_eq!(
+            seen(&reads[1]),
+            (late.last_seen_ms(), vec!["m1".into(), "m2".into()])
         );
     }
 }

@@ -35,6 +35,7 @@ struct Echo;
 impl Dialect for Echo {
     /// Nobody to authenticate: never closed for not doing so.
     const NEEDS_AUTH: bool = false;
+    const SLOT: usize = super::slot::ECHO;
 
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         vec![Out::Text(text.to_owned())]
@@ -44,7 +45,7 @@ impl Dialect for Echo {
         vec![Out::Binary(data.to_vec())]
     }
 
-    fn render(&mut self, _ev: &Event) -> Option<String> {
+    fn render(_ev: &Event) -> Option<String> {
         None
     }
 }

@@ -32,6 +32,15 @@ use crate::core::error::{Error, Result};
 use crate::core::{Caller, Core};
 use crate::net::http;
 
+/// Each WebSocket dialect's slot among a hub event's shared renderings
+/// (`net::ws::Dialect::SLOT`), below `core::hub::FRAME_SLOTS`.
+pub(crate) mod slot {
+    pub const ROOMS: usize = 0;
+    pub const ACTIONS: usize = 1;
+    pub const TYPED: usize = 2;
+    pub const ECHO: usize = 3;
+}
+
 /// The caller of an HTTP request, by its bearer token.
 pub fn caller(core: &Core, req: &Request<Incoming>) -> Result<Caller> {
     core.authenticate(http::bearer(req).ok_or_else(Error::unauthenticated)?)

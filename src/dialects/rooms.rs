@@ -90,6 +90,8 @@ pub(crate) fn parse_send(text: &str) -> Result<(RoomId, String)> {
 }
 
 impl Dialect for Session {
+    const SLOT: usize = super::slot::ROOMS;
+
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         let Some(caller) = &self.caller else {
             let opened = parse_auth(text).and_then(|token| self.core.open_session(&token));
@@ -135,7 +137,7 @@ impl Dialect for Session {
         Vec::new()
     }
 
-    fn render(&mut self, ev: &Event) -> Option<String> {
+    fn render(ev: &Event) -> Option<String> {
         match &ev.kind {
             EventKind::Message { msg, .. } => Some(json!({ "message": wire(msg) }).to_string()),
             EventKind::Read { .. } | EventKind::Joined { .. } => None,

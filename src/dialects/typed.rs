@@ -286,6 +286,19 @@ struct Msg<'a> {
     is_read: bool,
 }
 
+impl<'m> Msg<'m> {
+    fn new(m: &'m Message, sender: Person, participants: &[(UserId, Participant)]) -> Msg<'m> {
+        Msg {
+            id: m.id.0,
+            chat: m.room.0,
+            sender,
+            text: &m.text,
+            timestamp: rfc3339(m.at_ms),
+            is_read: m.read_by_other(participants),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Joined {
     chat: u64,
@@ -382,14 +395,7 @@ impl<'a> Names<'a> {
     }
 
     fn message<'m>(&mut self, m: &'m Message, participants: &[(UserId, Participant)]) -> Msg<'m> {
-        Msg {
-            id: m.id.0,
-            chat: m.room.0,
-            sender: self.person(m.sender),
-            text: &m.text,
-            timestamp: rfc3339(m.at_ms),
-            is_read: m.read_by_other(participants),
-        }
+        Msg::new(m, self.person(m.sender), participants)
     }
 }
 
@@ -491,6 +497,8 @@ impl Session {
 }
 
 impl Dialect for Session {
+    const SLOT: usize = super::slot::TYPED;
+
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         self.note_user();
         let (request_type, req) = match parse(text) {
@@ -515,27 +523,49 @@ impl Dialect for Session {
         vec![Out::Text(error_frame(None, &e))]
     }
 
-    fn render(&mut self, ev: &Event) -> Option<String> {
+    /// The echo of a join this connection made is skipped: it got
+    /// `chatJoined` as the reply (its other connections still show it).
+    fn shows(&mut self, ev: &Event) -> bool {
         self.note_user();
+        let EventKind::Joined { user, .. } = &ev.kind else {
+            return true;
+        };
+        if *user != self.caller.user.id {
+            return true;
+        }
+        let Some(n) = self.own_joins.get_mut(&ev.room) else {
+            return true;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.own_joins.remove(&ev.room);
+        }
+        false
+    }
+
+    fn render(ev: &Event) -> Option<String> {
         match &ev.kind {
             // A new message has no reader past it yet: its flag is as sent.
-            EventKind::Message { msg, .. } => {
-                let m = Names::new(&self.core).message(msg, &[]);
-                Some(frame("messageCreated", &m))
+            EventKind::Message {
+                msg, sender_name, ..
+            } => {
+                let sender = Person {
+                    id: msg.sender.0,
+                    username: sender_name.clone(),
+                };
+                Some(frame("messageCreated", &Msg::new(msg, sender, &[])))
             }
-            EventKind::Joined { user, last_read } => {
-                if *user == self.caller.user.id {
-                    if let Some(n) = self.own_joins.get_mut(&ev.room) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.own_joins.remove(&ev.room);
-                        }
-                        return None;
-                    }
-                }
+            EventKind::Joined {
+                user,
+                username,
+                last_read,
+            } => {
                 let joined = Joined {
                     chat: ev.room.0,
-                    user: Names::new(&self.core).person(*user),
+                    user: Person {
+                        id: user.0,
+                        username: username.clone(),
+                    },
                     last_read_message: last_read.map(|m| m.0),
                 };
                 Some(frame("chatJoined", &joined))

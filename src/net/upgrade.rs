@@ -17,12 +17,17 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// Frames queued for a socket are written out once this many bytes are
+/// waiting, else at the session loop's flush (one per wake-up, however
+/// many frames it queued: `net::ws`).
+pub const WRITE_BUFFER: usize = 4 * 1024;
+
 /// Per-socket limits. tungstenite's defaults allocate a 128 KiB read buffer
 /// per socket; a small one keeps an idle socket cheap.
 pub fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(http::MAX_BODY))
         .max_frame_size(Some(http::MAX_BODY))

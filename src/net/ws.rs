@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tracing::Instrument;
 
 use super::upgrade::Socket;
@@ -37,14 +37,26 @@ pub trait Dialect: Send + 'static {
     /// `Limits::auth_deadline`. Only a dialect without users says no: the
     /// conformance echo (`dialects::echo`).
     const NEEDS_AUTH: bool = true;
-    /// Handles one text frame.
     fn on_text(&mut self, text: &str) -> impl Future<Output = Vec<Out>> + Send;
+    /// This dialect's slot among an event's shared renderings
+    /// ([`Event::frame`]): one per dialect, below `hub::FRAME_SLOTS`.
+    const SLOT: usize;
+    /// Handles one text frame.
     /// Handles one binary frame (its whole payload); by default ignored.
     fn on_binary(&mut self, _data: &[u8]) -> Vec<Out> {
         Vec::new()
     }
-    /// Renders a hub event for this connection, if it shows it.
-    fn render(&mut self, ev: &Event) -> Option<String>;
+    /// Whether this connection shows `ev` at all: a per-connection filter
+    /// before the shared rendering (by default, every event).
+    fn shows(&mut self, _ev: &Event) -> bool {
+        true
+    }
+    /// Renders a hub event as every connection of this dialect shows it
+    /// (`None`: it does not). It sees the event only — no session, no
+    /// core, no store — so an event is rendered once per dialect and its
+    /// bytes shared by all the dialect's recipients, and a push shows
+    /// exactly what was committed.
+    fn render(ev: &Event) -> Option<String>;
 }
 
 /// Peers that send nothing for this long get a ping…
@@ -53,6 +65,9 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(75);
 /// A write that cannot complete in this long means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events written to a socket per wake-up at most before one flush (a
+/// bound so one busy connection cannot hold a worker for long).
+const DRAIN: usize = 64;
 /// How long a socket closed for a bad frame goes on discarding what the peer
 /// still sends (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(2);
@@ -95,10 +110,23 @@ pub async fn run<D: Dialect>(
                 }
                 ev = recv(&mut sub) => match ev {
                     Ok(ev) => {
-                        if let Some(text) = dialect.render(&ev) {
-                            if send(&mut ws, WsMessage::text(text)).await.is_err() {
-                                return;
+                        // This event and every one queued behind it (up
+                        // to DRAIN), written with one flush.
+                        let mut next = Some(ev);
+                        let mut taken = 0;
+                        while let Some(ev) = next.take() {
+                            if let Some(frame) = frame_of(&core, &mut dialect, &ev) {
+                                if feed(&mut ws, frame).await.is_err() {
+                                    return;
+                                }
                             }
+                            taken += 1;
+                            if taken < DRAIN {
+                                next = sub.as_mut().and_then(Subscription::try_recv);
+                            }
+                        }
+                        if flush(&mut ws).await.is_err() {
+                            return;
                         }
                     }
                     Err(Kick::TooSlow) => {
@@ -140,23 +168,24 @@ pub async fn run<D: Dialect>(
                     };
                     let mut closing = None;
                     for out in outs {
-                        match out {
-                            Out::Text(t) => {
-                                if send(&mut ws, WsMessage::text(t)).await.is_err() {
-                                    return;
-                                }
+                        let msg = match out {
+                            Out::Text(t) => WsMessage::text(t),
+                            Out::Binary(b) => WsMessage::binary(b),
+                            Out::Subscribe(s) => {
+                                sub = Some(s);
+                                continue;
                             }
-                            Out::Binary(b) => {
-                                if send(&mut ws, WsMessage::binary(b)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Out::Subscribe(s) => sub = Some(s),
                             Out::Close(code, reason) => {
                                 closing = Some((code, reason));
                                 break;
                             }
+                        };
+                        if feed(&mut ws, msg).await.is_err() {
+                            return;
                         }
+                    }
+                    if flush(&mut ws).await.is_err() {
+                        return;
                     }
                     if let Some(c) = closing {
                         break c;
@@ -214,8 +243,39 @@ async fn recv(sub: &mut Option<Subscription>) -> Result<Arc<Event>, Kick> {
     }
 }
 
+/// The frame this connection shows for `ev`, if any: the dialect's
+/// shared rendering, made here if this is its first recipient.
+fn frame_of<D: Dialect>(core: &Core, dialect: &mut D, ev: &Event) -> Option<WsMessage> {
+    if !dialect.shows(ev) {
+        return None;
+    }
+    let bytes = ev.frame(D::SLOT, |ev| {
+        core.metrics.frames_rendered.fetch_add(1, Relaxed);
+        D::render(ev)
+    })?;
+    core.metrics.frames_pushed.fetch_add(1, Relaxed);
+    // Made from a String, so valid UTF-8; checked again rather than trusted.
+    Utf8Bytes::try_from(bytes).ok().map(WsMessage::Text)
+}
+
 async fn send(ws: &mut Socket, msg: WsMessage) -> Result<(), ()> {
     match tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Queues a frame in the socket's write buffer (written out once it holds
+/// `upgrade::WRITE_BUFFER`, or at the next [`flush`]).
+async fn feed(ws: &mut Socket, msg: impl Into<WsMessage>) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.feed(msg.into())).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn flush(ws: &mut Socket) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }

@@ -712,6 +712,33 @@ impl Store {
         })
     }
 
+    /// A room's newest `n` messages, oldest first, with the calling
+    /// thread's pending writes merged in: for the writer's snapshots of a
+    /// chat. Cost: `n` plus the room's pending writes.
+    pub fn newest_messages(&self, room: RoomId, n: usize) -> Result<Vec<Message>> {
+        let prefix = one(ROOM_MSG, room.0);
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+        if let Some(p) = self.pending_here() {
+            let here = p.writes.range(prefix.to_vec()..);
+            for (k, w) in here.take_while(|(k, _)| k.starts_with(&prefix)) {
+                merged.insert(k.clone(), w.clone());
+            }
+        }
+        // Enough of sled's newest that `n` survive the pending removals.
+        let want = n + merged.values().filter(|w| w.is_none()).count();
+        for kv in self.db.scan_prefix(prefix).rev().take(want) {
+            let (k, v) = kv?;
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
+        }
+        let newest: Vec<Vec<u8>> = merged.into_values().rev().flatten().take(n).collect();
+        newest
+            .iter()
+            .rev()
+            .map(|v| codec::decode(v).map_err(StoreError))
+            .collect()
+    }
+
     // ---- patients, search, webhooks ----
 
     pub fn patient_chat(&self, patient: UserId) -> Result<Option<RoomId>> {
@@ -1166,6 +1193,35 @@ mod tests {
         assert_eq!((sum.last_msg, sum.last_room), (300, 4));
         assert_eq!(s.message(MsgId(2)).unwrap().unwrap().text, "m2");
         assert!(s.message(MsgId(3)).unwrap().is_none());
+    }
+
+    /// The writer's chat snapshot: the room's newest, with the group's
+    /// pending messages merged in for the staging thread only.
+    #[test]
+    fn newest_messages_merge_the_callers_pending_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let mut b = WriteBatch::default();
+        for (id, room) in [(1, 4), (2, 4), (3, 4), (4, 4), (5, 4), (6, 5)] {
+            b.put_message(&msg(id, room));
+        }
+        s.write_through(b).unwrap();
+        let mut b = WriteBatch::default();
+        b.put_message(&msg(7, 4));
+        s.stage(b);
+        let ids = |v: Vec<Message>| v.iter().map(|m| m.id.0).collect::<Vec<_>>();
+        assert_eq!(ids(s.newest_messages(RoomId(4), 3).unwrap()), [4, 5, 7]);
+        assert_eq!(ids(s.newest_messages(RoomId(5), 3).unwrap()), [6]);
+        assert_eq!(
+            ids(s.newest_messages(RoomId(4), 0).unwrap()),
+            Vec::<u64>::new()
+        );
+        let elsewhere = std::thread::scope(|t| {
+            t.spawn(|| ids(s.newest_messages(RoomId(4), 3).unwrap()))
+                .join()
+                .unwrap()
+        });
+        assert_eq!(elsewhere, [3, 4, 5]);
     }
 
     #[test]
