@@ -17,6 +17,10 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// A socket's read buffer: chat frames are small, and an idle socket
+/// keeps this much allocated (a bigger frame grows it while it is read).
+pub const READ_BUFFER: usize = 512;
+
 /// Frames queued for a socket are written out once this many bytes are
 /// waiting, else at the session loop's flush (one per wake-up, however
 /// many frames it queued: `net::ws`).
@@ -26,7 +30,7 @@ pub const WRITE_BUFFER: usize = 4 * 1024;
 /// per socket; a small one keeps an idle socket cheap.
 pub fn config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(http::MAX_BODY))
