@@ -28,7 +28,7 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::auth::new_token;
+use super::tokens::new_token;
 use super::error::{Error, Kind, Result};
 use super::model::{check_name, ApiClient, Participant, Role, User, UserId, Workspace};
 use super::Core;
