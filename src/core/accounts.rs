@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::tokens::{new_token, token_hash};
 use super::error::{Error, Kind, Result};
 use super::model::{check_name, Role, User, UserId, Workspace};
+use super::tokens::{new_token, token_hash};
 use super::{Caller, Core};
 use crate::store::TokenRecord;
 

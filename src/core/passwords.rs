@@ -200,14 +200,23 @@ fn lower_priority() {
 
 /// The PHC string of `password` with `salt`, at [`params`], computed in
 /// the thread's block.
-fn hash_with_salt(m: &mut Memory, password: &str, salt: &SaltString) -> password_hash::Result<String> {
+fn hash_with_salt(
+    m: &mut Memory,
+    password: &str,
+    salt: &SaltString,
+) -> password_hash::Result<String> {
     let params = params();
     let mut raw = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut raw)?;
     let out_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let output = Output::init_with(out_len, |out| {
-        Ok(argon.hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, m.blocks())?)
+        Ok(argon.hash_password_into_with_memory(
+            password.as_bytes(),
+            salt_bytes,
+            out,
+            m.blocks(),
+        )?)
     })?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
@@ -296,11 +305,11 @@ mod tests {
     async fn hashes_are_compatible_with_the_argon2_crate_both_ways() {
         let p = Passwords::start(1).unwrap();
         let salt = SaltString::generate(&mut OsRng);
-        let stored = plain()
-            .hash_password(b"pw-ann", &salt)
-            .unwrap()
-            .to_string();
-        assert!(p.verify("pw-ann".into(), Some(stored.clone())).await.unwrap());
+        let stored = plain().hash_password(b"pw-ann", &salt).unwrap().to_string();
+        assert!(p
+            .verify("pw-ann".into(), Some(stored.clone()))
+            .await
+            .unwrap());
         assert!(!p.verify("pw-bob".into(), Some(stored)).await.unwrap());
 
         let made = p.hash("pw-bob".into()).await.unwrap();
@@ -388,7 +397,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn never_more_than_n_hashes_at_once() {
         let p = Passwords::start(2).unwrap();
-        let hashes = futures_util::future::join_all((0..12).map(|i| p.hash(format!("pw{i}")))).await;
+        let hashes =
+            futures_util::future::join_all((0..12).map(|i| p.hash(format!("pw{i}")))).await;
         for (i, h) in hashes.into_iter().enumerate() {
             let h = h.unwrap();
             assert!(p.verify(format!("pw{i}"), Some(h)).await.unwrap());
@@ -414,7 +424,10 @@ mod tests {
                 let job: Job = Box::new(move |_| {
                     let _ = tx.send(i);
                 });
-                p.jobs.try_send(job).map_err(|_| "queue full too early").unwrap();
+                p.jobs
+                    .try_send(job)
+                    .map_err(|_| "queue full too early")
+                    .unwrap();
                 rx
             })
             .collect();
