@@ -180,6 +180,15 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub login_fails_per_addr: u32,
+    /// Threads hashing passwords (logins, new users), at the lowest CPU
+    /// priority, 19 MiB of memory each [default: the number of cores].
+    #[arg(
+        long,
+        env = "PARLOR_ARGON2_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..),
+        value_name = "N"
+    )]
+    pub argon2_threads: Option<u16>,
     /// Seconds a client has to send a request's headers (API.md §1: 30).
     #[arg(
         long,

@@ -28,6 +28,9 @@ pub fn limits(args: &ServeArgs) -> Limits {
         chat_history: args.chat_history,
         login_fails_per_account: args.login_fails_per_account,
         login_fails_per_addr: args.login_fails_per_addr,
+        argon2_threads: args
+            .argon2_threads
+            .map_or_else(crate::core::limits::cores, usize::from),
         auth_deadline: Duration::from_secs(args.auth_deadline_secs),
         store: crate::store::Options {
             cache_bytes: args.cache_mib << 20,

@@ -152,7 +152,7 @@ fn history_times_both_reads_at_each_size() {
 }
 
 #[test]
-fn login_burst_during_fanout_loses_nothing() {
+fn login_bursts_during_fanout_lose_nothing_and_report_rss() {
     let srv = server();
     let v = bench(
         &srv,
@@ -169,11 +169,20 @@ fn login_burst_during_fanout_loses_nothing() {
             "--warmup",
             "0.5",
             "--logins",
-            "5",
+            "3",
+            "--login-bursts",
+            "2",
+            "--server-pid",
+            &srv.pid().to_string(),
         ],
     );
     assert_eq!(v["mode"], "login");
-    assert_eq!(v["logins_ok"], 5, "{v}");
+    assert_eq!(v["logins_ok"], 6, "{v}");
+    assert_eq!(v["login_failures"], serde_json::json!([]), "{v}");
+    for k in ["before", "peak", "after"] {
+        let rss = &v[format!("server_rss_{k}_bytes")];
+        assert!(rss.as_u64().is_some_and(|b| b > 0), "RSS {k}: {v}");
+    }
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["duplicates"], 0, "{v}");
     assert!(v["steady"]["deliveries"].as_u64().unwrap() > 0, "{v}");

@@ -12,8 +12,8 @@
 //! - `idle`: N authenticated sockets held open; server RSS per socket.
 //! - `history`: fills one room to each of `--messages`, timing `retrieve`
 //!   near the end and a 20-message page at each size.
-//! - `login`: a burst of concurrent logins during a fanout run; p99 with
-//!   and without it.
+//! - `login`: bursts of concurrent logins during a fanout run; p99 with
+//!   and without them, and the server's RSS before, at its peak and after.
 //! - `baseline-server`: the minimal in-memory fan-out server, same
 //!   protocol, no storage: the ceiling parlor is compared with.
 //!
@@ -150,6 +150,10 @@ pub struct BenchArgs {
     /// login: concurrent logins in the burst.
     #[arg(long, default_value_t = 50)]
     pub logins: usize,
+    /// login: bursts of `--logins`, one after another (each once the last
+    /// has been answered).
+    #[arg(long, default_value_t = 1)]
+    pub login_bursts: usize,
     /// Prefix of the users and rooms created (default: random). Given
     /// explicitly, users left by an earlier run with it are reused.
     #[arg(long)]
@@ -201,6 +205,9 @@ impl BenchArgs {
         }
         if self.window == 0 || self.repeat == 0 || self.writers == 0 || self.samples == 0 {
             bail!("--window, --repeat, --writers and --samples must be at least 1");
+        }
+        if self.logins == 0 || self.login_bursts == 0 {
+            bail!("--logins and --login-bursts must be at least 1");
         }
         if self.messages.is_empty() || self.messages.windows(2).any(|w| w[0] >= w[1]) {
             bail!("--messages must be ascending sizes");

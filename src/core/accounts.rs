@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::auth::{new_token, token_hash};
 use super::error::{Error, Kind, Result};
 use super::model::{check_name, Role, User, UserId, Workspace};
+use super::tokens::{new_token, token_hash};
 use super::{Caller, Core};
 use crate::store::TokenRecord;
 
@@ -91,7 +91,8 @@ impl Core {
             .await
     }
 
-    /// `POST /auth/login`. Throttled on failures only (see `limits`).
+    /// `POST /auth/login`. Throttled on failures only (see `limits`), and
+    /// refused while the password queue is full (see `passwords`).
     pub async fn login(
         &self,
         username: &str,
@@ -109,10 +110,19 @@ impl Core {
             Some(id) if !self.is_api_client(id)? => self.reading().user(id)?,
             _ => None,
         };
+        // A full password queue refuses the attempt (RATE_LIMITED) before
+        // any work: not a failure, so the throttle does not count it.
         let ok = self
             .passwords
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if e.kind == Kind::RateLimited {
+                    self.metrics
+                        .logins_rate_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })?;
         match user {
             Some(user) if ok => {
                 self.login_throttle.succeeded(username);

@@ -28,9 +28,9 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::auth::new_token;
 use super::error::{Error, Kind, Result};
 use super::model::{check_name, ApiClient, Participant, Role, User, UserId, Workspace};
+use super::tokens::new_token;
 use super::Core;
 use crate::store::TokenRecord;
 

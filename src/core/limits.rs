@@ -30,6 +30,8 @@ pub struct Limits {
     /// Messages per chat in a whole-chat view (actions' `get_messages`,
     /// `read_message`, `create_chat`): the newest this many.
     pub chat_history: usize,
+    /// Threads hashing passwords (`core::passwords`), at least 1.
+    pub argon2_threads: usize,
     /// The store's cache bound and log segment size.
     pub store: crate::store::Options,
     /// How often sled's copy is made durable and the log trimmed.
@@ -48,10 +50,16 @@ impl Default for Limits {
             max_connections: 16_384,
             auth_deadline: Duration::from_secs(10),
             chat_history: 100,
+            argon2_threads: cores(),
             store: crate::store::Options::default(),
             checkpoint: crate::store::checkpoint::Every::default(),
         }
     }
+}
+
+/// The machine's cores, as the process may use them (1 if unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.

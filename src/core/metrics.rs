@@ -157,7 +157,7 @@ impl Metrics {
             ),
             (
                 "parlor_logins_rate_limited_total",
-                "Logins refused by throttling.",
+                "Logins refused by throttling or a full password queue.",
                 &self.logins_rate_limited,
             ),
             (

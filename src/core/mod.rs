@@ -5,14 +5,14 @@
 //! - `error`: the one error type, with a kind each dialect maps
 //! - `commit`: the sequencer — ordering and durability are enforced there
 //! - `hub`: live fan-out with bounded queues
-//! - `auth`, `limits`: passwords, tokens, throttles
+//! - `passwords`: argon2 on a small pool of low-priority threads
+//! - `tokens`, `limits`: tokens, throttles
 //! - `accounts`, `rooms`, `messages`, `patients`: the operations
 //! - `api_clients`: integrations' names and secrets, exchanged for tokens
 //! - `overview`: a user's rooms with bounded unread counts (read-only)
 
 pub mod accounts;
 pub mod api_clients;
-pub mod auth;
 pub mod backup;
 pub mod commit;
 pub mod error;
@@ -22,8 +22,10 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod overview;
+pub mod passwords;
 pub mod patients;
 pub mod rooms;
+pub mod tokens;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -43,7 +45,7 @@ pub struct Core {
     pub hub: Arc<Hub>,
     commit: Committer,
     checkpointer: Checkpointer,
-    passwords: auth::Passwords,
+    passwords: passwords::Passwords,
     login_throttle: LoginThrottle,
     send_buckets: UserBuckets,
     pub limits: Limits,
@@ -120,13 +122,14 @@ impl Core {
             .map_err(|e| OpenError::Other(format!("starting the writer: {e}")))?;
         let checkpointer = Checkpointer::start(store.clone(), limits.checkpoint.clone())
             .map_err(|e| OpenError::Other(format!("starting the checkpoint thread: {e}")))?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let passwords = passwords::Passwords::start(limits.argon2_threads)
+            .map_err(|e| OpenError::Other(format!("starting the password threads: {e}")))?;
         Ok(Arc::new(Core {
             store,
             hub,
             commit,
             checkpointer,
-            passwords: auth::Passwords::new(cpus),
+            passwords,
             login_throttle: LoginThrottle::new(
                 limits.login_fails_per_account,
                 limits.login_fails_per_addr,

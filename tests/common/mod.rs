@@ -103,6 +103,14 @@ impl Server {
         self.child.is_some()
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("daemon is not running (call start())")
+            .id()
+    }
+
     fn base_command(&self) -> Command {
         let mut c = Command::new(BIN);
         for v in ["PARLOR_DATA_DIR", "PARLOR_LISTEN", "PARLOR_PUBLIC_URL"] {
