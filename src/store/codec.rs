@@ -6,12 +6,24 @@ use serde::{de::DeserializeOwned, Serialize};
 const VERSION: u8 = 1;
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    // Serializing our own plain structs into a Vec cannot fail.
-    let body = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .expect("encoding a value into memory");
-    out.extend_from_slice(&body);
-    out
+    thread_local! {
+        /// Reused, so a value costs one allocation of its exact size
+        /// (bincode would grow a fresh Vec a varint at a time).
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.push(VERSION);
+        // Serializing our own plain structs into memory cannot fail.
+        bincode::serde::encode_into_std_write(value, buf, bincode::config::standard())
+            .expect("encoding a value into memory");
+        let out = buf.to_vec();
+        // A rare big value (a long message) does not stay allocated.
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {

@@ -549,24 +549,44 @@ impl Store {
         for kv in self.db.scan_prefix(prefix) {
             out.push(kv?);
         }
-        if let Some(p) = self.pending_here() {
-            let mut merged: std::collections::BTreeMap<Vec<u8>, sled::IVec> =
-                out.into_iter().map(|(k, v)| (k.to_vec(), v)).collect();
-            for (k, w) in p.writes.range(prefix.to_vec()..) {
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                match w {
-                    Some(v) => merged.insert(k.clone(), sled::IVec::from(v.as_slice())),
-                    None => merged.remove(k),
-                };
-            }
-            out = merged
-                .into_iter()
-                .map(|(k, v)| (sled::IVec::from(k), v))
-                .collect();
+        let Some(p) = self.pending_here() else {
+            return Ok(out);
+        };
+        let mut pending = p
+            .writes
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        if pending.peek().is_none() {
+            return Ok(out);
         }
-        Ok(out)
+        // Both ascending: one merge, a pending write replacing (or
+        // removing) sled's value of the same key.
+        let mut merged = Vec::with_capacity(out.len() + 1);
+        let mut durable = out.into_iter().peekable();
+        loop {
+            let order = match (durable.peek(), pending.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((k, _)), Some((pk, _))) => k.as_ref().cmp(pk.as_slice()),
+            };
+            if order == std::cmp::Ordering::Equal {
+                durable.next();
+            }
+            if order == std::cmp::Ordering::Less {
+                merged.extend(durable.next());
+            } else if let Some((k, Some(v))) = pending.next() {
+                merged.push((
+                    sled::IVec::from(k.as_slice()),
+                    sled::IVec::from(v.as_slice()),
+                ));
+            }
+        }
+        Ok(merged)
     }
 
     /// How many items range scans have read since open.
@@ -1193,6 +1213,38 @@ mod tests {
         assert_eq!((sum.last_msg, sum.last_room), (300, 4));
         assert_eq!(s.message(MsgId(2)).unwrap().unwrap().text, "m2");
         assert!(s.message(MsgId(3)).unwrap().is_none());
+    }
+
+    /// A job reads a small keyspace whole with the group's pending writes
+    /// merged in order: added, replaced and removed keys.
+    #[test]
+    fn prefix_reads_merge_pending_puts_and_removes_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let p = |ms: u64| Participant {
+            joined_ms: ms,
+            ..Participant::default()
+        };
+        let mut b = WriteBatch::default();
+        for u in [1, 3, 5, 7] {
+            b.put_participant(RoomId(9), UserId(u), &p(u));
+        }
+        b.put_participant(RoomId(10), UserId(2), &p(2));
+        s.write_through(b).unwrap();
+        let mut b = WriteBatch::default();
+        b.put_participant(RoomId(9), UserId(2), &p(20));
+        b.put_participant(RoomId(9), UserId(3), &p(30));
+        b.remove(&two(PARTICIPANT, 9, 5));
+        b.put_participant(RoomId(9), UserId(8), &p(80));
+        s.stage(b);
+        let got: Vec<(u64, u64)> = s
+            .participants(RoomId(9))
+            .unwrap()
+            .into_iter()
+            .map(|(u, p)| (u.0, p.joined_ms))
+            .collect();
+        assert_eq!(got, [(1, 1), (2, 20), (3, 30), (7, 7), (8, 80)]);
+        assert_eq!(s.participants(RoomId(10)).unwrap().len(), 1);
     }
 
     /// The writer's chat snapshot: the room's newest, with the group's
