@@ -306,8 +306,16 @@ mod tests {
         gate.send(()).unwrap();
         let within = Duration::from_secs(10);
         for e in [
-            tokio::time::timeout(within, bob).await.unwrap().unwrap().unwrap_err(),
-            tokio::time::timeout(within, failing).await.unwrap().unwrap().unwrap_err(),
+            tokio::time::timeout(within, bob)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_err(),
+            tokio::time::timeout(within, failing)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_err(),
         ] {
             assert_eq!(e.kind, error::Kind::Unavailable, "{e}");
             assert!(e.retry_after.is_some());

@@ -1,6 +1,7 @@
 //! The checkpoint thread: makes sled's copy durable every few seconds (or
 //! after so many bytes of log), so the write-ahead log's older segments
-//! can go, and keeps the next log segment preallocated ahead of need.
+//! can go, keeps the next log segment preallocated ahead of need (and the
+//! ballast, `space`), and lets writes resume once there is room again.
 //! Nothing here is on the commit path: the sequencer never waits for it.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -73,9 +74,14 @@ fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
                 .unwrap_or_else(|p| p.into_inner());
             *g
         };
-        // No room for a spare is the space check's to say; a failure to
-        // make one is logged here, once.
-        let spare_ready = match store.wal().prepare_spare() {
+        // The spare first (writes need it), then the ballast. No room for
+        // them is the space check's to say; a failure to make one is
+        // logged here, once.
+        let prepared = store.wal().prepare_spare().and_then(|spare| {
+            store.space().keep_ballast()?;
+            Ok(spare)
+        });
+        let spare_ready = match prepared {
             Ok(ready) => {
                 if spare_failing {
                     spare_failing = false;
@@ -86,7 +92,10 @@ fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
             Err(e) => {
                 if !spare_failing {
                     spare_failing = true;
-                    tracing::warn!(error = %e, "cannot preallocate the next write-ahead log segment");
+                    tracing::warn!(
+                        error = %e,
+                        "cannot preallocate the next write-ahead log segment or the ballast"
+                    );
                 }
                 false
             }
@@ -104,9 +113,7 @@ fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
                 Ok(_) => {}
                 // The disk filled past the reserve (something else wrote):
                 // the log stays the truth; writes wait for a restart.
-                Err(e) if super::space::is_no_space(&e) => {
-                    store.space().refuse_until_restart(&e)
-                }
+                Err(e) if super::space::is_no_space(&e) => store.space().refuse_until_restart(&e),
                 Err(e) => {
                     // A failed fsync may have dropped sled's dirty pages; a
                     // later "successful" one would not cover them, so the

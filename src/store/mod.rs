@@ -308,6 +308,7 @@ impl Store {
             Err(e) => return Err(OpenError::Other(format!("{}: {e}", wal_dir.display()))),
         };
         wal::remove_spare(&wal_dir)
+            .and_then(|()| space::release_ballast(&wal_dir))
             .map_err(|e| OpenError::Other(format!("{}: {e}", wal_dir.display())))?;
         // sled's files may fail at any step of the open (refused, a
         // panic, an error on a read or a replayed write): then, once, the
@@ -408,6 +409,11 @@ impl Store {
             next_seq,
         )
         .map_err(|e| OpenError::Other(format!("opening the write-ahead log: {e}")))?;
+        // Set aside again (it was released above for sled), if there is
+        // room: no write goes ahead without it.
+        if let Err(e) = space.keep_ballast() {
+            tracing::warn!(error = %e, "cannot set the ballast aside");
+        }
         let store = Store {
             db,
             dir: dir.to_path_buf(),

@@ -16,11 +16,18 @@
 //!
 //! The state is entered by the writer when it refuses a group, or by the
 //! checkpoint thread when free space falls under the reserve; it is left
-//! by the checkpoint thread once a spare segment is ready and there is
-//! room for a segment's worth of writes above the reserve. Each change is
-//! logged once. If sled failed to write anyway (something else filled the
-//! disk past the reserve), writes stay refused until parlor is restarted:
-//! sled must be reopened, and the log holds everything it lost.
+//! by the checkpoint thread once a spare segment and the ballast are ready
+//! and there is room for a segment's worth of writes above the reserve.
+//! Each change is logged once. If sled failed to write anyway (something
+//! else filled the disk past the reserve), writes stay refused until
+//! parlor is restarted: sled must be reopened, and the log holds
+//! everything it lost.
+//!
+//! Something else may fill the disk to the last byte while parlor is
+//! stopped, too. So that it can still open (sled's snapshot, the replay,
+//! the checkpoint after it), it keeps a *ballast*: a file of the reserve's
+//! size beside the log (`DIR/wal/ballast`), made by the checkpoint thread
+//! when there is room and removed at every open before sled opens.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,12 +38,25 @@ use std::sync::Mutex;
 /// 512 KiB segments, a snapshot at open, and big values to files of
 /// their own.
 const MIN_RESERVE: u64 = 8 << 20;
+const BALLAST: &str = "ballast";
+
+/// Removes the ballast (at open, before sled opens: its room is what sled
+/// may need on a full disk). It is made again when there is room.
+pub fn release_ballast(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(BALLAST)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
 
 pub struct Space {
     /// A directory on the filesystem measured (the log's).
     dir: PathBuf,
     segment: u64,
     reserve: u64,
+    /// The ballast is set aside (`keep_ballast`); no write goes ahead
+    /// without it.
+    ballast: AtomicBool,
     refusing: AtomicBool,
     /// Writes stay refused until a restart (sled failed to write).
     until_restart: AtomicBool,
@@ -77,9 +97,25 @@ pub fn sled_no_space(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(e) if is_no_space(e))
 }
 
-/// Bytes in MiB with one decimal, for messages.
+/// Bytes in MiB with one decimal (KiB under one MiB), for messages.
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    if bytes < 1 << 20 {
+        format!("{} KiB", bytes.div_ceil(1024))
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// Gives `f` `len` bytes of blocks (`posix_fallocate`, which the C library
+/// does by writing where the filesystem cannot).
+fn allocate(f: &std::fs::File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: a file descriptor `f` owns, and a length that fits off_t.
+    match unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `dir`.
@@ -98,12 +134,13 @@ fn statvfs_free(dir: &Path) -> io::Result<u64> {
 
 impl Space {
     /// The room of the filesystem holding `dir`, for a log of segments of
-    /// `segment` bytes.
+    /// `segment` bytes. The ballast is not held until [`Space::keep_ballast`].
     pub fn new(dir: &Path, segment: u64) -> Space {
         Space {
             dir: dir.to_path_buf(),
             segment,
             reserve: segment.max(MIN_RESERVE),
+            ballast: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
             until_restart: AtomicBool::new(false),
             wanted: AtomicU64::new(0),
@@ -113,7 +150,7 @@ impl Space {
         }
     }
 
-    /// Bytes kept free beyond the spare segment.
+    /// Bytes kept free beyond the spare segment (and the ballast's size).
     pub fn reserve(&self) -> u64 {
         self.reserve
     }
@@ -133,24 +170,22 @@ impl Space {
     }
 
     /// Whether a write that needs `bytes` of new room may go ahead: not
-    /// while refusing, and only if the reserve stays free after it.
-    /// Refusing starts here otherwise.
+    /// while refusing, not without the ballast set aside, and only if the
+    /// reserve stays free after it. Refusing starts here otherwise.
     pub fn room_for(&self, bytes: u64) -> bool {
         if self.refusing.load(Ordering::Acquire) {
             return false;
         }
         let free = self.free();
+        if !self.ballast.load(Ordering::Acquire) {
+            self.refuse(self.full(free, "no room to set the ballast aside"), bytes);
+            return false;
+        }
         if free >= self.reserve.saturating_add(bytes) {
             return true;
         }
         self.refuse(
-            format!(
-                "the disk is full: {} free, a write needs {} and parlor keeps {} free for its \
-                 index and log",
-                mib(free),
-                mib(bytes),
-                mib(self.reserve)
-            ),
+            self.full(free, &format!("a write needs {}", mib(bytes))),
             bytes,
         );
         false
@@ -160,6 +195,47 @@ impl Space {
     /// reserve.
     pub fn room_for_segment(&self) -> bool {
         self.free() >= self.reserve.saturating_add(self.segment)
+    }
+
+    /// Makes the ballast if it is missing and there is room for it above
+    /// the reserve (allocated, not written: it is only room). Whether it
+    /// is set aside.
+    pub fn keep_ballast(&self) -> io::Result<bool> {
+        let path = self.dir.join(BALLAST);
+        let held = if path.metadata().is_ok_and(|m| m.len() == self.reserve) {
+            true
+        } else if self.free() < self.reserve.saturating_mul(2) {
+            false
+        } else {
+            let made = std::fs::File::create(&path).and_then(|f| allocate(&f, self.reserve));
+            if made.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            made?;
+            true
+        };
+        self.ballast.store(held, Ordering::Release);
+        Ok(held)
+    }
+
+    /// Starts refusing writes: a record needs the next segment (wanting
+    /// `wanted` bytes) and there is no room to make it.
+    pub fn refuse_for_segment(&self, wanted: u64) {
+        let why = format!(
+            "the next write-ahead log segment needs {}",
+            mib(self.segment)
+        );
+        self.refuse(self.full(self.free(), &why), wanted);
+    }
+
+    /// "The disk is full", with the figures and `what` did not fit.
+    fn full(&self, free: u64, what: &str) -> String {
+        format!(
+            "the disk is full: {} free ({what}); parlor keeps {} free, and as much set aside, \
+             for its index and log",
+            mib(free),
+            mib(self.reserve),
+        )
     }
 
     /// Starts refusing writes (logged if it was not already), saying why.
@@ -187,28 +263,26 @@ impl Space {
         }
     }
 
-    /// The checkpoint thread's look, each tick: refuses once free space is
-    /// under the reserve, and resumes once `spare_ready` and a segment's
-    /// worth (or what the refused write wanted) is free above it.
+    /// The checkpoint thread's look, each tick, after it prepared what it
+    /// could: refuses once free space is under the reserve (or the ballast
+    /// is not set aside), and resumes once `spare_ready`, the ballast is
+    /// set aside and a segment's worth (or what the refused write wanted)
+    /// is free above the reserve.
     pub fn check(&self, spare_ready: bool) {
         let free = self.free();
+        let ballast = self.ballast.load(Ordering::Acquire);
         if !self.refusing.load(Ordering::Acquire) {
-            if free < self.reserve {
-                self.refuse(
-                    format!(
-                        "the disk is full: {} free, under the {} parlor keeps free for its index \
-                         and log",
-                        mib(free),
-                        mib(self.reserve)
-                    ),
-                    0,
-                );
+            if !ballast {
+                self.refuse(self.full(free, "no room to set the ballast aside"), 0);
+            } else if free < self.reserve {
+                self.refuse(self.full(free, "less than the reserve"), 0);
             }
             return;
         }
         let above = self.segment.max(self.wanted.load(Ordering::Relaxed));
         if self.until_restart.load(Ordering::Acquire)
             || !spare_ready
+            || !ballast
             || free < self.reserve.saturating_add(above)
         {
             return;
@@ -278,6 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = 1 << 20;
         let s = Space::new(dir.path(), seg);
+        assert!(s.keep_ballast().unwrap());
         let r = s.reserve();
         s.pretend_free(Some(r + 100));
         assert!(s.room_for(100));
@@ -292,7 +367,10 @@ mod tests {
         assert!(s.refusing().is_some(), "no spare yet");
         s.pretend_free(Some(r + seg - 1));
         s.check(true);
-        assert!(s.refusing().is_some(), "not a segment's worth above the reserve");
+        assert!(
+            s.refusing().is_some(),
+            "not a segment's worth above the reserve"
+        );
         s.pretend_free(Some(r + seg));
         s.check(true);
         assert!(s.refusing().is_none());
@@ -310,6 +388,34 @@ mod tests {
         s.pretend_free(Some(r + 5 * seg));
         s.check(true);
         assert!(s.room_for(5 * seg));
+    }
+
+    /// No write goes ahead before the ballast is set aside, and it is set
+    /// aside only with room for it above the reserve.
+    #[test]
+    fn the_ballast_is_made_only_with_room_and_writes_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Space::new(dir.path(), 1 << 20);
+        let path = dir.path().join(BALLAST);
+        s.pretend_free(Some(2 * s.reserve() - 1));
+        assert!(!s.keep_ballast().unwrap());
+        assert!(!path.exists());
+        assert!(!s.room_for(1));
+        assert!(s.refusing().unwrap().contains("ballast"));
+        s.check(true);
+        assert!(s.refusing().is_some());
+        s.pretend_free(None);
+        assert!(s.keep_ballast().unwrap());
+        assert_eq!(path.metadata().unwrap().len(), s.reserve());
+        s.check(true);
+        assert!(s.refusing().is_none());
+        assert!(s.room_for(1));
+        // There already: nothing to make, whatever the room.
+        s.pretend_free(Some(0));
+        assert!(s.keep_ballast().unwrap());
+        release_ballast(dir.path()).unwrap();
+        assert!(!path.exists());
+        release_ballast(dir.path()).unwrap();
     }
 
     #[test]

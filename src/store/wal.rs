@@ -544,7 +544,9 @@ impl Writer {
                 }
             }
             None => {
-                let file = Self::take_spare(&shared, next_seq)?;
+                let file = Self::take_spare(&shared, next_seq)?.ok_or_else(|| {
+                    io::Error::other("no room on the disk for the first log segment")
+                })?;
                 Writer {
                     len: shared.segment_bytes,
                     shared,
@@ -571,21 +573,20 @@ impl Writer {
     /// Renames the spare (made now if the checkpoint thread has not and
     /// there is room) to the segment starting at `first_seq`, and syncs the
     /// directory before anything is written to it, so no record lands in a
-    /// file whose name a crash could take back.
-    fn take_spare(shared: &Shared, first_seq: u64) -> io::Result<File> {
+    /// file whose name a crash could take back. `None`: no room for one.
+    fn take_spare(shared: &Shared, first_seq: u64) -> io::Result<Option<File>> {
         let _g = shared.spare.lock().unwrap_or_else(|p| p.into_inner());
         if !shared.prepare_spare_locked()? {
-            return Err(io::Error::other(format!(
-                "no room for one ({} MiB free; it needs {} MiB above the {} MiB parlor keeps free)",
-                shared.space.free() >> 20,
-                shared.segment_bytes >> 20,
-                shared.space.reserve() >> 20
-            )));
+            return Ok(None);
         }
         let path = shared.dir.join(segment_name(first_seq));
         fs::rename(shared.dir.join(SPARE), &path)?;
         sync_dir(&shared.dir)?;
-        OpenOptions::new().read(true).write(true).open(&path)
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map(Some)
     }
 
     /// Appends one record and makes it durable (`fdatasync`; a full
@@ -608,7 +609,11 @@ impl Writer {
         }
         if self.pos > HEADER && self.pos + total > self.shared.segment_bytes {
             match Self::take_spare(&self.shared, seq) {
-                Ok(file) => self.file = file,
+                Ok(Some(file)) => self.file = file,
+                Ok(None) => {
+                    self.shared.space.refuse_for_segment(total);
+                    return Err(CommitError::Refused);
+                }
                 Err(e) => {
                     self.shared.space.refuse(
                         format!("the next write-ahead log segment cannot be made: {e}"),
@@ -656,7 +661,9 @@ mod tests {
     }
 
     fn writer(dir: &Path, seg: u64) -> Writer {
-        writer_with(dir, seg, Arc::new(Space::new(dir, seg)))
+        let space = Arc::new(Space::new(dir, seg));
+        assert!(space.keep_ballast().unwrap());
+        writer_with(dir, seg, space)
     }
 
     /// A writer measuring `space`, opened as the store opens it.
@@ -678,11 +685,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = 8192;
         let space = Arc::new(Space::new(dir.path(), seg));
+        assert!(space.keep_ballast().unwrap());
         let mut w = writer_with(dir.path(), seg, space.clone());
         let roomy = space.reserve() + 4 * seg;
         // Room for the records, not for another segment.
         space.pretend_free(Some(space.reserve() + seg - 1));
-        assert!(!w.shared().prepare_spare().unwrap(), "a spare into the reserve");
+        assert!(
+            !w.shared().prepare_spare().unwrap(),
+            "a spare into the reserve"
+        );
         let mut n = 0u64;
         let refused = loop {
             match w.append(&[3u8; 1000]) {
@@ -696,7 +707,8 @@ mod tests {
         assert!(matches!(refused, CommitError::Refused), "{refused:?}");
         assert!(n >= 3, "{n} records before the segment was full");
         let why = space.refusing().expect("the store refuses writes");
-        assert!(why.contains("segment cannot be made"), "{why}");
+        assert!(why.contains("disk is full"), "{why}");
+        assert!(why.contains("next write-ahead log segment"), "{why}");
         assert!(!dir.path().join(SPARE).exists());
         let (s, seen) = records(dir.path(), 0);
         assert_eq!((seen.len() as u64, s.segments, s.torn), (n, 1, None));
@@ -720,6 +732,7 @@ mod tests {
     fn a_record_that_would_eat_into_the_reserve_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let space = Arc::new(Space::new(dir.path(), 1 << 20));
+        assert!(space.keep_ballast().unwrap());
         let mut w = writer_with(dir.path(), 1 << 20, space.clone());
         assert_eq!(w.append(b"one").unwrap(), 1);
         space.pretend_free(Some(space.reserve() + 100));
