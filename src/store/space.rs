@@ -118,7 +118,8 @@ fn allocate(f: &std::fs::File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`;
+/// `u64::MAX` if it reports no size at all (some FUSE filesystems).
 fn statvfs_free(dir: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
@@ -128,6 +129,9 @@ fn statvfs_free(dir: &Path) -> io::Result<u64> {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    if st.f_blocks == 0 {
+        return Ok(u64::MAX);
     }
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
@@ -156,8 +160,9 @@ impl Space {
     }
 
     /// Free bytes now. A filesystem that cannot say (statvfs failing on
-    /// a directory the store holds open) counts as roomy: running out then
-    /// shows as a spare segment that cannot be made.
+    /// a directory the store holds open, or reporting no size) counts as
+    /// roomy, `u64::MAX`: running out then shows as a spare segment that
+    /// cannot be made.
     pub fn free(&self) -> u64 {
         #[cfg(test)]
         {
@@ -202,9 +207,12 @@ impl Space {
     /// is set aside.
     pub fn keep_ballast(&self) -> io::Result<bool> {
         let path = self.dir.join(BALLAST);
-        let held = if path.metadata().is_ok_and(|m| m.len() == self.reserve) {
+        let free = self.free();
+        // A filesystem that cannot be measured is never found full:
+        // nothing to set aside against.
+        let held = if free == u64::MAX || path.metadata().is_ok_and(|m| m.len() == self.reserve) {
             true
-        } else if self.free() < self.reserve.saturating_mul(2) {
+        } else if free < self.reserve.saturating_mul(2) {
             false
         } else {
             let made = std::fs::File::create(&path).and_then(|f| allocate(&f, self.reserve));
