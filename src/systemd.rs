@@ -53,14 +53,16 @@ fn interval_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Durat
 
 /// Sends `WATCHDOG=1` every half interval, but only after a no-op job went
 /// through the writer thread: a daemon whose event loop or disk is stuck
-/// stops the keep-alives, and systemd restarts it.
+/// stops the keep-alives, and systemd restarts it. A full disk does not:
+/// the daemon answers it (writes refused, reads served), and a restart
+/// would not make room.
 pub async fn watchdog(core: Arc<Core>, interval: Duration) {
     let half = interval / 2;
     let mut tick = tokio::time::interval(half);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match tokio::time::timeout(half, core.ready()).await {
+        match tokio::time::timeout(half, core.writer_alive()).await {
             Ok(true) => send(&[NotifyState::Watchdog]),
             Ok(false) => tracing::warn!("watchdog: the writer refuses work; no keep-alive"),
             Err(_) => tracing::warn!(?half, "watchdog: the writer did not answer; no keep-alive"),

@@ -23,6 +23,12 @@
 //! applied but not yet synced; `applied` and `durable` let an answer built
 //! from such reads wait for them (`Core::answer`). A failed fsync cannot be retried safely, so it stops the
 //! process (systemd restarts it; what was acknowledged is on disk).
+//!
+//! A full disk is not a failure: the store refuses a group's record before
+//! writing any of it (`store::space`). Then the whole group is undone —
+//! its staged writes dropped, the id counters put back, so ids stay
+//! gapless — and every job in it is answered `UNAVAILABLE` (its answer may
+//! rest on an earlier job of the group), nothing published.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,18 +36,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::error::{Error, Result};
+use super::error::{Error, Kind, Result};
 use super::hub::{Event, Hub};
 use super::metrics::Metrics;
 use super::model::{MsgId, RoomId, UserId};
-use crate::store::{Store, WriteBatch};
+use crate::store::{CommitError, Store, WriteBatch};
 
 /// Jobs taken into one commit at most. One batch is published at once, so
 /// a connection's queue must hold several (see `Core::open`).
 pub const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 4096;
 
-type Done = Box<dyn FnOnce(&Hub) + Send>;
+/// Finishes a job once its group is durable: publishes and answers — or,
+/// given the error its group was refused with, answers that instead.
+type Done = Box<dyn FnOnce(&Hub, Option<&Error>) + Send>;
 type Job = Box<dyn FnOnce(&mut Tx) -> Done + Send>;
 
 /// What a job sees: the store to read, a batch to fill, and id allocation.
@@ -68,6 +76,7 @@ impl Tx<'_> {
     }
 }
 
+#[derive(Clone)]
 struct Counters {
     user: u64,
     room: u64,
@@ -185,7 +194,11 @@ impl Committer {
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |tx: &mut Tx| match f(tx) {
-            Ok((value, events)) => Box::new(move |hub: &Hub| {
+            Ok((value, events)) => Box::new(move |hub: &Hub, refused: Option<&Error>| {
+                if let Some(e) = refused {
+                    let _ = reply.send(Err(e.clone()));
+                    return;
+                }
                 for ev in events {
                     hub.publish(Arc::new(ev));
                 }
@@ -193,8 +206,8 @@ impl Committer {
             }),
             Err(e) => {
                 tx.batch = WriteBatch::default();
-                Box::new(move |_: &Hub| {
-                    let _ = reply.send(Err(e));
+                Box::new(move |_: &Hub, refused: Option<&Error>| {
+                    let _ = reply.send(Err(refused.cloned().unwrap_or(e)));
                 })
             }
         });
@@ -227,7 +240,7 @@ impl Committer {
 }
 
 fn shutting_down() -> Error {
-    Error::new(super::error::Kind::Internal, "the server is shutting down")
+    Error::new(Kind::Internal, "the server is shutting down")
 }
 
 /// What the writer raises for readers.
@@ -251,6 +264,8 @@ fn writer_loop(
     // The group's writes, as one write-ahead log record.
     let mut record: Vec<u8> = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.blocking_recv() {
+        // Put back if the group is refused.
+        let counters_before = ids.clone();
         let mut next = Some(first);
         while let Some(job) = next {
             // Counted before its writes can be seen (see `applied`).
@@ -280,24 +295,36 @@ fn writer_loop(
         let t0 = Instant::now();
         // A group that wrote nothing has nothing to make durable: every
         // earlier group already is.
+        let mut refused = None;
         if !record.is_empty() {
-            if let Err(e) = store.commit(&record) {
-                fail_stop(&e);
+            match store.commit(&record) {
+                Ok(_) => {}
+                Err(CommitError::Refused) => {
+                    ids = counters_before;
+                    metrics
+                        .writes_refused
+                        .fetch_add(done.len() as u64, Ordering::Relaxed);
+                    refused = Some(Error::unavailable());
+                }
+                Err(CommitError::Failed(e)) => fail_stop(&e),
             }
             record.clear();
         }
         let micros = t0.elapsed().as_micros() as u64;
-        // Durable: now, and only now, may anyone see these ids.
+        // Durable: now, and only now, may anyone see these ids. (A refused
+        // group's jobs count as durable too: nobody saw their writes.)
         marks.visible.store(ids.msg, Ordering::Release);
         marks.durable.send_replace(begun);
         metrics
             .messages
             .fetch_add(ids.msg - published, Ordering::Relaxed);
         published = ids.msg;
-        metrics.commit_batch.observe(done.len() as u64);
-        metrics.commit_sync_us.observe(micros);
+        if refused.is_none() {
+            metrics.commit_batch.observe(done.len() as u64);
+            metrics.commit_sync_us.observe(micros);
+        }
         for d in done.drain(..) {
-            d(&hub);
+            d(&hub, refused.as_ref());
         }
     }
     marks.durable.send_replace(begun);

@@ -16,6 +16,9 @@ pub enum Kind {
     Conflict,
     TooLarge,
     RateLimited,
+    /// The server cannot take writes for now (its disk is full); reads go
+    /// on. Carries `retry_after`.
+    Unavailable,
     Internal,
 }
 
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Conflict => "CONFLICT",
             Kind::TooLarge => "TOO_LARGE",
             Kind::RateLimited => "RATE_LIMITED",
+            Kind::Unavailable => "UNAVAILABLE",
             Kind::Internal => "INTERNAL",
         }
     }
@@ -40,11 +44,15 @@ impl Kind {
 pub struct Error {
     pub kind: Kind,
     pub message: String,
-    /// For `RateLimited`: when the caller may try again.
+    /// For `RateLimited` and `Unavailable`: when the caller may try again.
     pub retry_after: Option<Duration>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `Retry-After` of [`Error::unavailable`]: room on a disk comes back when
+/// an operator frees it, not in a second.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(10);
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Error {
@@ -77,6 +85,17 @@ impl Error {
             kind: Kind::RateLimited,
             message: "too many requests; slow down".into(),
             retry_after: Some(retry_after),
+        }
+    }
+    /// A write refused because the store has no room on its disk (see
+    /// `store::space`): nothing was stored; try again later.
+    pub fn unavailable() -> Error {
+        Error {
+            kind: Kind::Unavailable,
+            message: "the server cannot store anything right now (its disk is full); nothing \
+                      was stored, try again later"
+                .into(),
+            retry_after: Some(UNAVAILABLE_RETRY),
         }
     }
     pub fn with_message(mut self, m: impl Into<String>) -> Error {

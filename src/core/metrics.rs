@@ -62,6 +62,15 @@ impl Histogram {
     }
 }
 
+/// The store's room on its disk, for `render`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Disk {
+    /// Writes are refused for lack of room.
+    pub full: bool,
+    pub free: u64,
+    pub reserve: u64,
+}
+
 pub struct Metrics {
     /// Jobs per group commit.
     pub commit_batch: Histogram,
@@ -78,6 +87,8 @@ pub struct Metrics {
     pub frames_rendered: AtomicU64,
     /// …and the pushes made of them (one per recipient connection).
     pub frames_pushed: AtomicU64,
+    /// Jobs refused because the store had no room on its disk.
+    pub writes_refused: AtomicU64,
     connections: Mutex<BTreeMap<&'static str, i64>>,
 }
 
@@ -96,6 +107,7 @@ impl Default for Metrics {
             conns_too_slow: AtomicU64::new(0),
             frames_rendered: AtomicU64::new(0),
             frames_pushed: AtomicU64::new(0),
+            writes_refused: AtomicU64::new(0),
             connections: Mutex::new(BTreeMap::new()),
         }
     }
@@ -131,9 +143,10 @@ impl Metrics {
             .or_default() += d;
     }
 
-    /// Everything, in Prometheus' text exposition format; `extra` lines
-    /// (already formatted) are appended.
-    pub fn render(&self, last_message: u64, extra: &str) -> String {
+    /// Everything, in Prometheus' text exposition format, with the
+    /// gauges the store knows; `extra` lines (already formatted) are
+    /// appended.
+    pub fn render(&self, last_message: u64, disk: Disk, extra: &str) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(out, "# HELP parlor_connections Open WebSocket connections by dialect.\n# TYPE parlor_connections gauge");
         for (d, n) in self
@@ -180,6 +193,11 @@ impl Metrics {
                 "Live frames sent to WebSockets (one per recipient connection).",
                 &self.frames_pushed,
             ),
+            (
+                "parlor_writes_refused_total",
+                "Writes refused because the store's disk was full.",
+                &self.writes_refused,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -191,6 +209,16 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP parlor_last_message_id The newest durable message id.\n# TYPE parlor_last_message_id gauge\nparlor_last_message_id {last_message}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parlor_disk_full 1 while writes are refused for lack of room on the store's disk.\n# TYPE parlor_disk_full gauge\nparlor_disk_full {}",
+            u8::from(disk.full)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parlor_disk_free_bytes Free bytes on the store's filesystem.\n# TYPE parlor_disk_free_bytes gauge\nparlor_disk_free_bytes {}\n# HELP parlor_disk_reserve_bytes Free bytes under which writes are refused.\n# TYPE parlor_disk_reserve_bytes gauge\nparlor_disk_reserve_bytes {}",
+            disk.free, disk.reserve
         );
         self.commit_batch.render(
             &mut out,
@@ -224,7 +252,13 @@ mod tests {
         {
             let _d = m.connection("typed");
         }
-        let text = m.render(42, "x_extra 1\n");
+        m.writes_refused.fetch_add(3, Relaxed);
+        let disk = Disk {
+            full: true,
+            free: 5,
+            reserve: 8,
+        };
+        let text = m.render(42, disk, "x_extra 1\n");
         assert!(
             text.contains("parlor_commit_sync_seconds_bucket{le=\"0.0001\"} 1\n"),
             "{text}"
@@ -235,6 +269,10 @@ mod tests {
         assert!(text.contains("parlor_connections{dialect=\"rooms\"} 1\n"));
         assert!(text.contains("parlor_connections{dialect=\"typed\"} 0\n"));
         assert!(text.contains("parlor_last_message_id 42\n"));
+        assert!(text.contains("parlor_disk_full 1\n"));
+        assert!(text.contains("parlor_disk_free_bytes 5\n"));
+        assert!(text.contains("parlor_disk_reserve_bytes 8\n"));
+        assert!(text.contains("parlor_writes_refused_total 3\n"));
         assert!(text.ends_with("x_extra 1\n"));
         assert_eq!(m.commit_sync_us.max(), 2_000_000);
     }

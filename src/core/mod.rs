@@ -192,12 +192,34 @@ impl Core {
 
     /// `/metrics`: everything the core counts, in Prometheus text format.
     pub fn render_metrics(&self, extra: &str) -> String {
-        self.metrics.render(self.commit.visible().0, extra)
+        let space = self.store.space();
+        let disk = metrics::Disk {
+            full: space.refusing().is_some(),
+            free: space.free(),
+            reserve: space.reserve(),
+        };
+        self.metrics.render(self.commit.visible().0, disk, extra)
     }
 
-    /// `/readyz`: the store answers and the writer takes jobs.
-    pub async fn ready(&self) -> bool {
-        self.commit.run(|_| Ok(((), vec![]))).await.is_ok()
+    /// The writer thread takes jobs: a no-op job goes through it. (A job
+    /// refused with its group for lack of room went through it too.)
+    pub async fn writer_alive(&self) -> bool {
+        match self.commit.run(|_| Ok(((), vec![]))).await {
+            Ok(()) => true,
+            Err(e) => e.kind == error::Kind::Unavailable,
+        }
+    }
+
+    /// `/readyz`: the writer takes jobs and the store takes writes; if it
+    /// does not, `Unavailable` saying why (a full disk).
+    pub async fn ready(&self) -> Result<(), error::Error> {
+        if !self.writer_alive().await {
+            return Err(error::Error::internal("the writer does not take jobs"));
+        }
+        match self.store.space().refusing() {
+            Some(why) => Err(error::Error::unavailable().with_message(why)),
+            None => Ok(()),
+        }
     }
 
     /// Items read by store range scans so far (for cost tests).
@@ -228,6 +250,106 @@ mod tests {
             .await
             .unwrap();
         gate
+    }
+
+    /// A job that adds user `name` (its id from the writer's counter).
+    async fn add_user(core: &Core, name: &'static str) -> error::Result<UserId> {
+        core.commit
+            .run(move |tx| {
+                let user = User {
+                    id: tx.next_user_id(),
+                    username: name.into(),
+                    display_name: name.into(),
+                    role: Role::Staff,
+                    workspace: Workspace::default(),
+                    password_hash: String::new(),
+                    created_ms: tx.now_ms,
+                };
+                tx.batch.put_user(&user);
+                Ok((user.id, vec![]))
+            })
+            .await
+    }
+
+    /// With no room on the disk, a group is refused whole: every job in it
+    /// answers UNAVAILABLE (the one that failed on its own too), no id is
+    /// used and nothing it staged remains; readiness and the metrics say
+    /// why, the writer still answers. Once there is room the checkpoint
+    /// thread lets writes resume by themselves, with the next id.
+    #[tokio::test]
+    async fn a_group_refused_for_room_uses_no_id_and_writes_resume_by_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = Core::open(dir.path(), Limits::default()).unwrap();
+        assert_eq!(add_user(&core, "ann").await.unwrap(), UserId(1));
+        core.store.space().pretend_free(Some(0));
+        // One group: a no-op holding the writer, a write, a failing job.
+        let gate = hold_writer(&core, None).await;
+        let bob = core
+            .commit
+            .submit(|tx| {
+                let id = tx.next_user_id();
+                tx.batch.put_user(&User {
+                    id,
+                    username: "bob".into(),
+                    display_name: "bob".into(),
+                    role: Role::Staff,
+                    workspace: Workspace::default(),
+                    password_hash: String::new(),
+                    created_ms: tx.now_ms,
+                });
+                Ok((id, vec![]))
+            })
+            .await
+            .unwrap();
+        let failing = core
+            .commit
+            .submit(|_| Err::<((), _), _>(error::Error::conflict("on its own")))
+            .await
+            .unwrap();
+        gate.send(()).unwrap();
+        let within = Duration::from_secs(10);
+        for e in [
+            tokio::time::timeout(within, bob)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_err(),
+            tokio::time::timeout(within, failing)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_err(),
+        ] {
+            assert_eq!(e.kind, error::Kind::Unavailable, "{e}");
+            assert!(e.retry_after.is_some());
+        }
+        let e = add_user(&core, "bob").await.unwrap_err();
+        assert_eq!(e.kind, error::Kind::Unavailable);
+        assert!(core.writer_alive().await);
+        let e = core.ready().await.unwrap_err();
+        assert_eq!(e.kind, error::Kind::Unavailable);
+        assert!(e.message.contains("disk is full"), "{}", e.message);
+        assert!(core.render_metrics("").contains("parlor_disk_full 1\n"));
+        assert!(core.user(UserId(2)).unwrap().is_none());
+
+        core.store.space().pretend_free(None);
+        tokio::time::timeout(within, async {
+            while core.ready().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("writes resume within 10 s");
+        assert!(core.render_metrics("").contains("parlor_disk_full 0\n"));
+        // Nothing the refused group staged is left for the writer to see.
+        let seen = core
+            .commit
+            .run(|tx| Ok((tx.store.user_id_by_name("bob")?, vec![])))
+            .await
+            .unwrap();
+        assert_eq!(seen, None);
+        assert_eq!(add_user(&core, "bob").await.unwrap(), UserId(2));
+        core.shutdown();
     }
 
     /// An answer that read a user the writer has applied but not yet

@@ -329,6 +329,7 @@ fn code(kind: Kind) -> &'static str {
         Kind::Conflict => "CONFLICT",
         Kind::TooLarge => "TOO_LARGE",
         Kind::RateLimited => "RATE_LIMITED",
+        Kind::Unavailable => "UNAVAILABLE",
         Kind::Internal => "INTERNAL",
     }
 }

@@ -51,11 +51,13 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::Conflict => StatusCode::CONFLICT,
         Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// The REST error body of API.md §1, with `Retry-After` when rate limited.
+/// The REST error body of API.md §1, with `Retry-After` when rate limited
+/// or unavailable.
 pub fn error(e: &Error) -> Resp {
     let mut r = json(
         status_of(e.kind),
@@ -258,6 +260,9 @@ mod tests {
         let r = error(&Error::rate_limited(std::time::Duration::from_millis(1500)));
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[RETRY_AFTER], "2");
+        let r = error(&Error::unavailable());
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[RETRY_AFTER], "10");
         assert_eq!(
             status_of(Kind::InvalidCredentials),
             StatusCode::UNAUTHORIZED

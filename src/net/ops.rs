@@ -1,6 +1,6 @@
 //! Operator endpoints: `/healthz` (alive), `/readyz` (the store answers and
-//! takes writes), `/metrics` (Prometheus text; from loopback, or with an
-//! admin token).
+//! takes writes; on a full disk `503 UNAVAILABLE` saying so), `/metrics`
+//! (Prometheus text; from loopback, or with an admin token).
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -17,15 +17,17 @@ pub fn healthz() -> Resp {
     http::json(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-/// `GET /readyz` → `200` once the store answers and the writer commits,
-/// else `503`.
+/// `GET /readyz` → `200 {"status":"ready"}` once the store answers and the
+/// writer commits; `503` otherwise: `UNAVAILABLE` with the reason (a full
+/// disk) and `Retry-After`, or `INTERNAL`.
 pub async fn readyz(ctx: Ctx) -> Resp {
-    if ctx.core.ready().await {
-        http::json(StatusCode::OK, &json!({ "status": "ready" }))
-    } else {
-        let mut r = http::error(&Error::internal("the store does not take writes"));
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r
+    match ctx.core.ready().await {
+        Ok(()) => http::json(StatusCode::OK, &json!({ "status": "ready" })),
+        Err(e) => {
+            let mut r = http::error(&e);
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
     }
 }
 

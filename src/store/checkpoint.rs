@@ -1,6 +1,7 @@
 //! The checkpoint thread: makes sled's copy durable every few seconds (or
 //! after so many bytes of log), so the write-ahead log's older segments
-//! can go, and keeps the next log segment preallocated ahead of need.
+//! can go, keeps the next log segment preallocated ahead of need (and the
+//! ballast, `space`), and lets writes resume once there is room again.
 //! Nothing here is on the commit path: the sequencer never waits for it.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -73,32 +74,55 @@ fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
                 .unwrap_or_else(|p| p.into_inner());
             *g
         };
-        match store.wal().prepare_spare() {
-            Ok(()) if spare_failing => {
-                spare_failing = false;
-                tracing::info!("the next write-ahead log segment is preallocated again");
+        // The spare first (writes need it), then the ballast. No room for
+        // them is the space check's to say; a failure to make one is
+        // logged here, once.
+        let prepared = store.wal().prepare_spare().and_then(|spare| {
+            store.space().keep_ballast()?;
+            Ok(spare)
+        });
+        let spare_ready = match prepared {
+            Ok(ready) => {
+                if spare_failing {
+                    spare_failing = false;
+                    tracing::info!("the next write-ahead log segment can be preallocated again");
+                }
+                ready
             }
-            Ok(()) => {}
-            Err(e) if !spare_failing => {
-                spare_failing = true;
-                tracing::warn!(error = %e, "cannot preallocate the next write-ahead log segment");
+            Err(e) => {
+                if !spare_failing {
+                    spare_failing = true;
+                    tracing::warn!(
+                        error = %e,
+                        "cannot preallocate the next write-ahead log segment or the ballast"
+                    );
+                }
+                false
             }
-            Err(_) => {}
-        }
+        };
+        store.space().check(spare_ready);
         let bytes = store
             .wal()
             .appended
             .load(std::sync::atomic::Ordering::Relaxed);
         let (committed, checkpointed) = store.log_position();
         let due = last.elapsed() >= every.interval || bytes - bytes_at_last >= every.bytes;
-        if stopping || (due && committed > checkpointed) {
-            if let Err(e) = store.checkpoint() {
-                // A failed fsync may have dropped sled's dirty pages; a
-                // later "successful" one would not cover them, so the log
-                // must not be trimmed on its word. Stop: at the next open
-                // the log is replayed and nothing acknowledged is lost.
-                tracing::error!(error = %e, "the checkpoint could not sync the store; stopping");
-                std::process::abort();
+        // Once sled failed to write, it fails every flush until reopened.
+        if (stopping || (due && committed > checkpointed)) && !store.space().until_restart() {
+            match store.checkpoint() {
+                Ok(_) => {}
+                // The disk filled past the reserve (something else wrote):
+                // the log stays the truth; writes wait for a restart.
+                Err(e) if super::space::is_no_space(&e) => store.space().refuse_until_restart(&e),
+                Err(e) => {
+                    // A failed fsync may have dropped sled's dirty pages; a
+                    // later "successful" one would not cover them, so the
+                    // log must not be trimmed on its word. Stop: at the next
+                    // open the log is replayed and nothing acknowledged is
+                    // lost.
+                    tracing::error!(error = %e, "the checkpoint could not sync the store; stopping");
+                    std::process::abort();
+                }
             }
             last = Instant::now();
             bytes_at_last = bytes;

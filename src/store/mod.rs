@@ -15,12 +15,14 @@
 //! the index from the whole log.
 //!
 //! Key layouts: `keys`. Value encoding: `codec`. Log format: `wal`.
+//! Room on the disk, and refusing writes without it: `space`.
 
 mod api_clients;
 pub mod checkpoint;
 mod codec;
 mod export;
 pub mod keys;
+pub mod space;
 pub mod wal;
 
 pub use export::Record;
@@ -31,7 +33,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -101,8 +103,44 @@ impl std::fmt::Display for StoreError {
 const INDEX_ERROR: &str = "sled: ";
 
 impl From<sled::Error> for StoreError {
+    /// A full disk is not damage: its message does not start with
+    /// [`INDEX_ERROR`], so open does not rebuild the index over it.
     fn from(e: sled::Error) -> Self {
-        StoreError(format!("{INDEX_ERROR}{e}"))
+        if space::sled_no_space(&e) {
+            StoreError(format!("{NO_SPACE} ({e})"))
+        } else {
+            StoreError(format!("{INDEX_ERROR}{e}"))
+        }
+    }
+}
+
+/// How open says that the disk is too full to open the store.
+const NO_SPACE: &str = "no space left on the device to open the store: free some space on it \
+                        (the store's data is intact)";
+
+/// Why [`Store::commit`] did not commit.
+#[derive(Debug)]
+pub enum CommitError {
+    /// Nothing was written: no room on the disk (see `space`). The store
+    /// refuses writes until there is room again; retry later.
+    Refused,
+    /// Writing or syncing failed: whether the record is on disk is not
+    /// known, and a retry is not safe. The caller stops.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for CommitError {
+    fn from(e: io::Error) -> Self {
+        CommitError::Failed(e)
+    }
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Refused => f.write_str("refused: no room on the disk"),
+            CommitError::Failed(e) => write!(f, "{e}"),
+        }
     }
 }
 
@@ -146,7 +184,11 @@ pub struct Store {
     page_key: std::sync::OnceLock<[u8; 32]>,
     /// The log's appending end: the sequencer's alone (`commit`).
     wal: Mutex<wal::Writer>,
-    wal_shared: std::sync::Arc<wal::Shared>,
+    wal_shared: Arc<wal::Shared>,
+    /// Room on the disk; whether writes are refused for lack of it.
+    space: Arc<space::Space>,
+    /// The log directory's lock (`wal::lock`), held while the store is open.
+    _lock: Arc<File>,
     /// The newest log record whose marker is in sled (its writes are).
     applied_seq: AtomicU64,
     /// The newest log record sled holds durably (the last checkpoint's).
@@ -259,12 +301,21 @@ impl Store {
         opts: &Options,
     ) -> std::result::Result<(Store, Summary), OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(format!("{dir:?}: {e}")))?;
+        let wal_dir = wal_dir(dir);
+        let lock = match wal::lock(&wal_dir) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(OpenError::Locked),
+            Err(e) => return Err(OpenError::Other(format!("{}: {e}", wal_dir.display()))),
+        };
+        wal::remove_spare(&wal_dir)
+            .and_then(|()| space::release_ballast(&wal_dir))
+            .map_err(|e| OpenError::Other(format!("{}: {e}", wal_dir.display())))?;
         // sled's files may fail at any step of the open (refused, a
         // panic, an error on a read or a replayed write): then, once, the
         // index is moved aside and rebuilt from the log.
         let once = |rebuilt: Option<PathBuf>| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Store::open_once(dir, opts, rebuilt)
+                Store::open_once(dir, opts, rebuilt, lock.clone())
             }))
             .unwrap_or_else(|p| {
                 let what = p
@@ -277,6 +328,12 @@ impl Store {
         };
         match once(None) {
             Err(OpenError::Other(why)) if why.contains(INDEX_ERROR) => {
+                // Rebuilding writes the whole index again: not on a disk
+                // without room, where sled's failure may be the disk's.
+                let space = space::Space::new(&wal_dir, opts.segment_bytes);
+                if space.free() < space.reserve() {
+                    return Err(OpenError::Other(format!("{NO_SPACE}; sled said: {why}")));
+                }
                 let aside = move_index_aside(dir, &why)?;
                 once(Some(aside))
             }
@@ -288,6 +345,7 @@ impl Store {
         dir: &Path,
         opts: &Options,
         mut rebuilt_from: Option<PathBuf>,
+        lock: Arc<File>,
     ) -> std::result::Result<(Store, Summary), OpenError> {
         let wal_dir = wal_dir(dir);
         let mut db = open_sled(dir, opts)?;
@@ -311,14 +369,25 @@ impl Store {
         let migrated_from = check_format(&db).map_err(other)?;
         let marker = wal_marker(&db).map_err(other)?;
         let mut replayed_to = marker;
+        // A replayed write sled has no room for is no damage of the log.
+        let mut no_space = None;
         let scan = wal::scan(&wal_dir, marker, &mut |seq, payload| {
             let mut batch = decode_ops(payload)?;
             batch.insert(WAL_SEQ_KEY, &u64_value(seq));
-            db.apply_batch(batch).map_err(|e| StoreError::from(e).0)?;
+            db.apply_batch(batch).map_err(|e| {
+                let e = StoreError::from(e).0;
+                if e.starts_with(NO_SPACE) {
+                    no_space = Some(e.clone());
+                }
+                e
+            })?;
             replayed_to = seq;
             Ok(())
-        })
-        .map_err(|e| OpenError::Other(e.to_string()))?;
+        });
+        if let Some(e) = no_space {
+            return Err(OpenError::Other(e));
+        }
+        let scan = scan.map_err(|e| OpenError::Other(e.to_string()))?;
         if let Some(t) = &scan.torn {
             tracing::warn!(
                 file = %t.path.display(),
@@ -331,8 +400,20 @@ impl Store {
             })?;
         }
         let next_seq = scan.last_seq.unwrap_or(0).max(replayed_to) + 1;
-        let writer = wal::Writer::open(&wal_dir, opts.segment_bytes, scan.end, next_seq)
-            .map_err(|e| OpenError::Other(format!("opening the write-ahead log: {e}")))?;
+        let space = Arc::new(space::Space::new(&wal_dir, opts.segment_bytes));
+        let writer = wal::Writer::open(
+            &wal_dir,
+            opts.segment_bytes,
+            space.clone(),
+            scan.end,
+            next_seq,
+        )
+        .map_err(|e| OpenError::Other(format!("opening the write-ahead log: {e}")))?;
+        // Set aside again (it was released above for sled), if there is
+        // room: no write goes ahead without it.
+        if let Err(e) = space.keep_ballast() {
+            tracing::warn!(error = %e, "cannot set the ballast aside");
+        }
         let store = Store {
             db,
             dir: dir.to_path_buf(),
@@ -342,6 +423,8 @@ impl Store {
             page_key: std::sync::OnceLock::new(),
             wal_shared: writer.shared(),
             wal: Mutex::new(writer),
+            space,
+            _lock: lock,
             applied_seq: AtomicU64::new(replayed_to),
             checkpointed: AtomicU64::new(marker),
             wal_dir: wal_dir.clone(),
@@ -378,10 +461,12 @@ impl Store {
         store.page_token_key().map_err(other)?;
         // Everything open found is made durable before anything is shown:
         // sled may hold writes of a group whose log record a crash took.
-        store
-            .checkpoint()
-            .and_then(|_| sync_sled_files(dir))
-            .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
+        // On a disk too full for that, the log keeps it durable: what sled
+        // holds is served, and writes wait for a restart with room.
+        match store.checkpoint().and_then(|_| sync_sled_files(dir)) {
+            Err(e) if space::is_no_space(&e) => store.space.refuse_until_restart(&e),
+            r => r.map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?,
+        }
         Ok((store, summary))
     }
 
@@ -413,16 +498,31 @@ impl Store {
     }
 
     /// Makes a group commit durable: its writes (each job's batch,
-    /// already applied, encoded by [`WriteBatch::encode_into`]) as one
+    /// already staged, encoded by [`WriteBatch::encode_into`]) as one
     /// write-ahead log record, appended and synced on the calling thread;
-    /// then the record's seq as sled's marker. Returns the seq. An error
-    /// cannot be retried safely: the caller stops.
-    pub fn commit(&self, payload: &[u8]) -> io::Result<u64> {
-        let seq = self
+    /// then into sled, and the record's seq as sled's marker. Returns the
+    /// seq. [`CommitError::Refused`]: no room, nothing written, the staged
+    /// writes dropped. [`CommitError::Failed`] cannot be retried safely:
+    /// the caller stops.
+    pub fn commit(&self, payload: &[u8]) -> std::result::Result<u64, CommitError> {
+        let appended = self
             .wal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append(payload)?;
+            .append(payload);
+        let seq = match appended {
+            Ok(seq) => seq,
+            Err(e) => {
+                if let CommitError::Refused = e {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .writes
+                        .clear();
+                }
+                return Err(e);
+            }
+        };
         // Now durable: into sled, one write at a time (sled's
         // `apply_batch` would hand a buffer to its I/O threads each time;
         // the log already makes the group atomic across a crash, and
@@ -477,6 +577,11 @@ impl Store {
     /// The log's state shared with the checkpoint thread.
     pub fn wal(&self) -> &wal::Shared {
         &self.wal_shared
+    }
+
+    /// Room on the disk, and whether writes are refused for lack of it.
+    pub fn space(&self) -> &space::Space {
+        &self.space
     }
 
     fn sync_blobs(&self) -> io::Result<()> {
@@ -926,8 +1031,13 @@ impl Store {
         let mut record = Vec::new();
         batch.encode_into(&mut record);
         self.stage(batch);
-        self.commit(&record)
-            .map_err(|e| StoreError(format!("writing the write-ahead log: {e}")))?;
+        self.commit(&record).map_err(|e| match e {
+            CommitError::Refused => StoreError(format!(
+                "no room on the disk to write: {}",
+                self.space.refusing().unwrap_or_default()
+            )),
+            CommitError::Failed(e) => StoreError(format!("writing the write-ahead log: {e}")),
+        })?;
         Ok(())
     }
 

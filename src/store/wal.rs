@@ -25,8 +25,14 @@
 //! Segments are preallocated: written full of zeros and fsynced before use
 //! (by the checkpoint thread, ahead of need: `spare.tmp`), so an append
 //! changes no file metadata and `fdatasync` writes the record's pages
-//! only, and a full disk shows when the next spare cannot be made, not
-//! inside a commit. A zero header ends a segment's records.
+//! only. A zero header ends a segment's records.
+//!
+//! A full disk is an answer, not a failed commit: before a record is
+//! written, [`Writer::append`] makes sure it fits, in the current segment
+//! or in a spare that exists (or can be made without eating into the
+//! reserve, `space`), and that `statvfs` leaves the reserve free after it
+//! and sled's copy; if not, the record is refused with nothing written
+//! and the store refuses writes until there is room again.
 //!
 //! Reading ([`scan`]) stops at the first record that is not whole. If no
 //! valid record follows it anywhere, it is the torn end of the last write
@@ -41,6 +47,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use super::space::Space;
+use super::CommitError;
 
 pub const MAGIC: [u8; 8] = *b"PARLORWL";
 /// The layout of segments and records described above.
@@ -408,10 +417,42 @@ pub fn read_checkpoint(dir: &Path) -> io::Result<Option<u64>> {
     Ok((crc32c(&seq.to_le_bytes()) == crc).then_some(seq))
 }
 
+/// Locks the log's directory for this process (`flock`, released when
+/// the file is dropped): taken before anything in it is changed, so that
+/// an open that finds the store in use leaves a running daemon's files
+/// alone. Creates the directory. `WouldBlock` if another process holds it.
+pub fn lock(dir: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(dir)?;
+    let f = File::open(dir)?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+/// Removes the spare segment a last run left (with [`lock`] held). Done
+/// first at open: a spare may be half made or of another segment size,
+/// and on a full disk its room is what lets sled open (it writes a
+/// snapshot) and the log be replayed. A new one is made when there is
+/// room.
+pub fn remove_spare(dir: &Path) -> io::Result<()> {
+    for name in [SPARE, SPARE_PARTIAL] {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// State shared by the writer and the checkpoint thread.
 pub struct Shared {
     dir: PathBuf,
     segment_bytes: u64,
+    /// Free space, and whether writes are refused for lack of it.
+    space: Arc<Space>,
     /// Held while a spare is made or taken.
     spare: Mutex<()>,
     /// Bytes appended since open, for the checkpoint's size trigger.
@@ -419,18 +460,22 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Makes the next segment ahead of need, if there is none: written
-    /// full of zeros with its header, fsynced, then renamed into place
-    /// (so a half-made spare is never taken). Fails on a full disk.
-    pub fn prepare_spare(&self) -> io::Result<()> {
+    /// Makes the next segment ahead of need, if there is none and there
+    /// is room for it above the reserve: written full of zeros with its
+    /// header, fsynced, then renamed into place (so a half-made spare is
+    /// never taken). Whether a spare is ready.
+    pub fn prepare_spare(&self) -> io::Result<bool> {
         let _g = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         self.prepare_spare_locked()
     }
 
-    fn prepare_spare_locked(&self) -> io::Result<()> {
+    fn prepare_spare_locked(&self) -> io::Result<bool> {
         let spare = self.dir.join(SPARE);
         if spare.exists() {
-            return Ok(());
+            return Ok(true);
+        }
+        if !self.space.room_for_segment() {
+            return Ok(false);
         }
         let partial = self.dir.join(SPARE_PARTIAL);
         let made = (|| {
@@ -450,7 +495,7 @@ impl Shared {
         if made.is_err() {
             let _ = fs::remove_file(&partial);
         }
-        made
+        made.map(|()| true)
     }
 }
 
@@ -468,10 +513,12 @@ pub struct Writer {
 
 impl Writer {
     /// Opens the log in `dir` for appending after a [`scan`] (whose torn
-    /// end, if any, was cut). `next_seq` is the seq the next record gets.
+    /// end, if any, was cut) and [`remove_spare`]. `next_seq` is the seq
+    /// the next record gets; `space` is measured before each append.
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
+        space: Arc<Space>,
         end: Option<(u64, PathBuf, u64)>,
         next_seq: u64,
     ) -> io::Result<Writer> {
@@ -479,16 +526,10 @@ impl Writer {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(2 * HEADER),
+            space,
             spare: Mutex::new(()),
             appended: AtomicU64::new(0),
         });
-        // A spare left by the last run may be half made: start afresh.
-        for name in [SPARE, SPARE_PARTIAL] {
-            match fs::remove_file(dir.join(name)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
         let mut w = match end {
             Some((_, path, pos)) => {
                 let file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -503,7 +544,9 @@ impl Writer {
                 }
             }
             None => {
-                let file = Self::take_spare(&shared, next_seq)?;
+                let file = Self::take_spare(&shared, next_seq)?.ok_or_else(|| {
+                    io::Error::other("no room on the disk for the first log segment")
+                })?;
                 Writer {
                     len: shared.segment_bytes,
                     shared,
@@ -527,32 +570,61 @@ impl Writer {
         self.next_seq
     }
 
-    /// Renames the spare (made now if the checkpoint thread has not) to
-    /// the segment starting at `first_seq`, and syncs the directory before
-    /// anything is written to it, so no record lands in a file whose name
-    /// a crash could take back.
-    fn take_spare(shared: &Shared, first_seq: u64) -> io::Result<File> {
+    /// Renames the spare (made now if the checkpoint thread has not and
+    /// there is room) to the segment starting at `first_seq`, and syncs the
+    /// directory before anything is written to it, so no record lands in a
+    /// file whose name a crash could take back. `None`: no room for one.
+    fn take_spare(shared: &Shared, first_seq: u64) -> io::Result<Option<File>> {
         let _g = shared.spare.lock().unwrap_or_else(|p| p.into_inner());
-        shared.prepare_spare_locked()?;
+        if !shared.prepare_spare_locked()? {
+            return Ok(None);
+        }
         let path = shared.dir.join(segment_name(first_seq));
         fs::rename(shared.dir.join(SPARE), &path)?;
         sync_dir(&shared.dir)?;
-        OpenOptions::new().read(true).write(true).open(&path)
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map(Some)
     }
 
     /// Appends one record and makes it durable (`fdatasync`; a full
     /// `fsync` only when the record made the file grow). Returns its seq.
-    /// An error here cannot be retried safely: the caller stops.
-    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+    ///
+    /// [`CommitError::Refused`] before anything is written if there is no
+    /// room (see the module header): the seq is not used, and the store
+    /// refuses writes until there is room. [`CommitError::Failed`] if the
+    /// write or its sync failed: that cannot be retried safely, the caller
+    /// stops.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, CommitError> {
         let seq = self.next_seq;
         let total = align8(REC_HEAD as u64 + payload.len() as u64);
+        let len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::other("a commit record over 4 GiB"))?;
+        // New room it needs: sled's copy, and the segment's growth should
+        // the record be bigger than a segment.
+        if !self.shared.space.room_for(2 * total) {
+            return Err(CommitError::Refused);
+        }
         if self.pos > HEADER && self.pos + total > self.shared.segment_bytes {
-            self.file = Self::take_spare(&self.shared, seq)?;
+            match Self::take_spare(&self.shared, seq) {
+                Ok(Some(file)) => self.file = file,
+                Ok(None) => {
+                    self.shared.space.refuse_for_segment(total);
+                    return Err(CommitError::Refused);
+                }
+                Err(e) => {
+                    self.shared.space.refuse(
+                        format!("the next write-ahead log segment cannot be made: {e}"),
+                        total,
+                    );
+                    return Err(CommitError::Refused);
+                }
+            }
             self.pos = HEADER;
             self.len = self.shared.segment_bytes;
         }
-        let len = u32::try_from(payload.len())
-            .map_err(|_| io::Error::other("a commit record over 4 GiB"))?;
         self.buf.clear();
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf
@@ -589,12 +661,85 @@ mod tests {
     }
 
     fn writer(dir: &Path, seg: u64) -> Writer {
+        let space = Arc::new(Space::new(dir, seg));
+        assert!(space.keep_ballast().unwrap());
+        writer_with(dir, seg, space)
+    }
+
+    /// A writer measuring `space`, opened as the store opens it.
+    fn writer_with(dir: &Path, seg: u64, space: Arc<Space>) -> Writer {
         let (s, _) = records(dir, 0);
         let next = s.last_seq.map_or(1, |l| l + 1);
         if let Some(t) = &s.torn {
             cut_torn(t).unwrap();
         }
-        Writer::open(dir, seg, s.end, next).unwrap()
+        remove_spare(dir).unwrap();
+        Writer::open(dir, seg, space, s.end, next).unwrap()
+    }
+
+    /// No spare can be made (no room above the reserve): the record that
+    /// needs one is refused with nothing written and its seq unused; once
+    /// there is room the next record takes that seq.
+    #[test]
+    fn a_record_with_no_segment_to_go_to_is_refused_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 8192;
+        let space = Arc::new(Space::new(dir.path(), seg));
+        assert!(space.keep_ballast().unwrap());
+        let mut w = writer_with(dir.path(), seg, space.clone());
+        let roomy = space.reserve() + 4 * seg;
+        // Room for the records, not for another segment.
+        space.pretend_free(Some(space.reserve() + seg - 1));
+        assert!(
+            !w.shared().prepare_spare().unwrap(),
+            "a spare into the reserve"
+        );
+        let mut n = 0u64;
+        let refused = loop {
+            match w.append(&[3u8; 1000]) {
+                Ok(seq) => {
+                    n += 1;
+                    assert_eq!(seq, n);
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(refused, CommitError::Refused), "{refused:?}");
+        assert!(n >= 3, "{n} records before the segment was full");
+        let why = space.refusing().expect("the store refuses writes");
+        assert!(why.contains("disk is full"), "{why}");
+        assert!(why.contains("next write-ahead log segment"), "{why}");
+        assert!(!dir.path().join(SPARE).exists());
+        let (s, seen) = records(dir.path(), 0);
+        assert_eq!((seen.len() as u64, s.segments, s.torn), (n, 1, None));
+        // Still refused while refusing, whatever the room.
+        space.pretend_free(Some(roomy));
+        assert!(matches!(w.append(b"x"), Err(CommitError::Refused)));
+        // The checkpoint thread's work: a spare, then writes resume.
+        assert!(w.shared().prepare_spare().unwrap());
+        space.check(true);
+        assert!(space.refusing().is_none());
+        assert_eq!(w.append(&[4u8; 1000]).unwrap(), n + 1);
+        drop(w);
+        let (s, seen) = records(dir.path(), 0);
+        assert_eq!((s.segments, seen.len() as u64), (2, n + 1));
+        assert_eq!(seen.last().unwrap(), &(n + 1, vec![4u8; 1000]));
+    }
+
+    /// Under the reserve, even a record that fits its segment is refused:
+    /// sled's copy of it needs room too.
+    #[test]
+    fn a_record_that_would_eat_into_the_reserve_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = Arc::new(Space::new(dir.path(), 1 << 20));
+        assert!(space.keep_ballast().unwrap());
+        let mut w = writer_with(dir.path(), 1 << 20, space.clone());
+        assert_eq!(w.append(b"one").unwrap(), 1);
+        space.pretend_free(Some(space.reserve() + 100));
+        assert!(matches!(w.append(&[0u8; 200]), Err(CommitError::Refused)));
+        assert!(space.refusing().unwrap().contains("disk is full"));
+        let (_, seen) = records(dir.path(), 0);
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]

@@ -111,6 +111,14 @@ impl Server {
             .id()
     }
 
+    /// What the daemon's last start has logged so far (its stderr).
+    pub fn log_text(&self) -> String {
+        self.logs
+            .last()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     fn base_command(&self) -> Command {
         let mut c = Command::new(BIN);
         for v in ["PARLOR_DATA_DIR", "PARLOR_LISTEN", "PARLOR_PUBLIC_URL"] {

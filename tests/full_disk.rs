@@ -1,0 +1,324 @@
+//! A full disk is an answer, not a crash loop (issue 13), black-box: the
+//! daemon's data directory on a size-limited tmpfs, filled by its own
+//! writes and then by another file. Writes are refused (`503 UNAVAILABLE`
+//! with `Retry-After`; the actions dialect's error frame), reads and live
+//! sockets go on, `/readyz`, `/metrics` and the log say why, writes resume
+//! by themselves once there is room, ids stay gapless, and a daemon
+//! started (after SIGTERM, and after kill -9) on a disk with no byte free
+//! opens and serves everything it acknowledged.
+//!
+//! Needs root (mount(8)); without it the test fails saying so.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const TENANT: &str = "clinic";
+const INSTANCE: &str = "main";
+/// The tmpfs: small enough to fill quickly, big enough for the reserve
+/// (8 MiB with 1 MiB segments), the ballast (as much), a spare segment and
+/// the store.
+const DISK_MIB: u64 = 32;
+const FLAGS: &[&str] = &[
+    "--wal-segment-mib",
+    "1",
+    "--cache-mib",
+    "4",
+    "--msg-burst",
+    "100000",
+    "--msg-rate",
+    "100000",
+];
+const T: Duration = WS_TIMEOUT;
+
+/// The daemon on a tmpfs mounted at its data directory. Dropped: the
+/// daemon killed, the tmpfs unmounted, then the temporary directory gone.
+struct Rig {
+    srv: Server,
+    mount: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let srv = Server::new();
+        let mount = srv.data_dir().to_path_buf();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={DISK_MIB}m,mode=0755")])
+            .arg("tmpfs")
+            .arg(&mount)
+            .output()
+            .expect("run mount(8)");
+        assert!(
+            out.status.success(),
+            "this test needs root: it mounts a {DISK_MIB} MiB tmpfs at {} to fill it \
+             (mount said: {})",
+            mount.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Rig { srv, mount }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mount.join(name)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.srv.kill9();
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+/// Free bytes on the filesystem holding `p`.
+fn free(p: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string and a writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+/// Writes `bytes` of filler to `path`.
+fn filler(path: &Path, bytes: usize) {
+    std::fs::write(path, vec![0x5a; bytes]).unwrap();
+}
+
+/// Writes to `path` until the filesystem has no room left.
+fn fill_up(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for chunk in [1 << 20, 4096] {
+        let buf = vec![0xa5u8; chunk];
+        while f.write_all(&buf).is_ok() {}
+    }
+    assert!(free(path) < 4096, "{} bytes still free", free(path));
+}
+
+async fn add_user(addr: &str, admin: &str, name: &str, role: &str) -> User {
+    let password = format!("pw-{name}-secret");
+    let body = json!({"username": name, "password": password, "role": role,
+        "tenant": TENANT, "instance": INSTANCE});
+    let id = post_json(addr, "/admin/users", Some(admin), &body)
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (token, _) = login(addr, name, &password).await;
+    User {
+        name: name.into(),
+        password,
+        id,
+        token,
+    }
+}
+
+/// A 16 KiB message whose first word names it.
+fn big(label: &str) -> String {
+    let t = format!("{label} ");
+    let pad = "x".repeat(16_384 - t.len());
+    t + &pad
+}
+
+/// `POST …/chat/inbound` as the patient.
+async fn inbound(addr: &str, pat: &User, text: &str) -> Resp {
+    let path = format!("/{TENANT}/{INSTANCE}/patient/{}/chat/inbound", pat.id);
+    post_json(addr, &path, Some(&pat.token), &json!({ "message": text })).await
+}
+
+/// A refused write: 503, `UNAVAILABLE`, and a `Retry-After` in seconds.
+fn assert_refused(r: &Resp) {
+    r.expect_error(503, "UNAVAILABLE");
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(wait >= 1, "Retry-After {wait}");
+}
+
+/// Every message the nurse can see, oldest first: the first word of each.
+async fn history(addr: &str, nurse: &User) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |(id, _)| *id);
+        let page = retrieve(addr, &nurse.token, after, Some(50)).await;
+        if page.is_empty() {
+            return out;
+        }
+        for m in &page {
+            let first = msg_text(m).split(' ').next().unwrap().to_string();
+            out.push((msg_id(m), first));
+        }
+    }
+}
+
+/// Posts `label` until it is taken (writes resume by themselves);
+/// returns the message as the live socket pushes it.
+async fn post_when_room(addr: &str, pat: &User, live: &mut Ws, label: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = inbound(addr, pat, &big(label)).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_refused(&r);
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = live.recv_message(T).await;
+    assert!(msg_text(&m).starts_with(label), "{m}");
+    m
+}
+
+/// `/readyz` says why writes are refused.
+async fn assert_not_ready(addr: &str) {
+    let r = get(addr, "/readyz").await;
+    assert_refused(&r);
+    let why = r.json()["error"].as_str().unwrap().to_string();
+    assert!(why.contains("disk is full"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
+    let mut rig = Rig::new();
+    // Room the test gives back later.
+    filler(&rig.path("filler"), 4 << 20);
+    rig.srv.start_with(FLAGS);
+    // Through the running daemon (the CLI alone would make the store
+    // with its default 16 MiB segments).
+    rig.srv.user_add("admin", "admin", "pw-admin-secret");
+    let addr = rig.srv.addr();
+    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
+    let pat = add_user(&addr, &admin, "pat", "patient").await;
+    let nurse = add_user(&addr, &admin, "nurse", "staff").await;
+    let mut live = Ws::auth(&addr, &nurse.token).await;
+
+    // The daemon's own writes fill the disk: every 16 KiB message is
+    // acknowledged (and pushed live, in order) until one is refused.
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    let refused = loop {
+        assert!(
+            acked.len() < 5_000,
+            "no write refused on a {DISK_MIB} MiB disk"
+        );
+        let label = format!("m{:05}", acked.len());
+        let r = inbound(&addr, &pat, &big(&label)).await;
+        if r.status != 200 {
+            break r;
+        }
+        let m = live.recv_message(T).await;
+        assert!(msg_text(&m).starts_with(&label), "{m}");
+        if let Some((last, _)) = acked.last() {
+            assert_eq!(msg_id(&m), last + 1, "ids stay gapless");
+        }
+        acked.push((msg_id(&m), label));
+    };
+    assert_refused(&refused);
+    assert!(acked.len() >= 20, "only {} messages fitted", acked.len());
+    let room = room_of(&addr, &nurse).await;
+    // Refused again, and nothing of it reaches the live socket.
+    assert_refused(&inbound(&addr, &pat, "small, refused too").await);
+    live.expect_silence(SILENCE).await;
+    // A WebSocket dialect answers in its own error shape.
+    let mut act = actions_ready(&addr, &nurse.token).await;
+    act.send_json(&json!({"action": "send_message", "authToken": nurse.token,
+        "chat_id": room, "message": "refused over actions"}))
+        .await;
+    let e = act.recv_json(T).await;
+    assert_eq!(e["action"], "error", "{e}");
+    assert_eq!(e["error_code"], "UNAVAILABLE", "{e}");
+    live.expect_silence(SILENCE).await;
+    // Reads go on: everything acknowledged, nothing else.
+    assert_eq!(history(&addr, &nurse).await, acked);
+    assert_not_ready(&addr).await;
+    let metrics = get(&addr, "/metrics").await.text();
+    assert!(metrics.contains("parlor_disk_full 1\n"), "{metrics}");
+    assert!(
+        !metrics.contains("parlor_writes_refused_total 0\n"),
+        "{metrics}"
+    );
+    // The log says it once, not per refused write.
+    let log = rig.srv.log_text();
+    assert_eq!(log.matches("writes are refused").count(), 1, "{log}");
+
+    // Room again: writes resume with no restart, the next id follows on,
+    // and the sockets opened before go on working.
+    std::fs::remove_file(rig.path("filler")).unwrap();
+    let m = post_when_room(&addr, &pat, &mut live, "resumed").await;
+    assert_eq!(
+        msg_id(&m),
+        acked.last().unwrap().0 + 1,
+        "no id spent on refusals"
+    );
+    acked.push((msg_id(&m), "resumed".into()));
+    let pushed = act.recv_json(T).await;
+    assert_eq!(pushed["action"], "receive_message", "{pushed}");
+    assert_eq!(get(&addr, "/readyz").await.expect(200)["status"], "ready");
+    let metrics = get(&addr, "/metrics").await.text();
+    assert!(metrics.contains("parlor_disk_full 0\n"), "{metrics}");
+    assert!(rig.srv.log_text().contains("writes resume"));
+    drop((live, act));
+
+    // Killed with that write not yet checkpointed, and the disk filled to
+    // the last byte by someone else: the daemon starts (replaying the log),
+    // serves everything it acknowledged and refuses writes; stopped
+    // cleanly there, it starts again the same.
+    rig.srv.kill9();
+    fill_up(&rig.path("filler2"));
+    for start in ["after kill -9", "after SIGTERM"] {
+        rig.srv.start_with(FLAGS);
+        let addr = rig.srv.addr();
+        assert_eq!(history(&addr, &nurse).await, acked, "{start}");
+        assert_refused(&inbound(&addr, &pat, "on a full disk").await);
+        assert_not_ready(&addr).await;
+        assert_eq!(
+            rig.srv.terminate(Duration::from_secs(20)),
+            Some(0),
+            "{start}"
+        );
+    }
+
+    // And once there is room, writes resume there too.
+    std::fs::remove_file(rig.path("filler2")).unwrap();
+    rig.srv.start_with(FLAGS);
+    let addr = rig.srv.addr();
+    let mut live = Ws::auth(&addr, &nurse.token).await;
+    let m = post_when_room(&addr, &pat, &mut live, "again").await;
+    assert_eq!(msg_id(&m), acked.last().unwrap().0 + 1);
+    acked.push((msg_id(&m), "again".into()));
+    assert_eq!(history(&addr, &nurse).await, acked);
+}
+
+/// The patient chat's room id, from the history the nurse reads.
+async fn room_of(addr: &str, nurse: &User) -> String {
+    let page = retrieve(addr, &nurse.token, 0, Some(1)).await;
+    page[0]["room"].as_str().unwrap().to_string()
+}
+
+/// `/actions`, `ready` sent and answered.
+async fn actions_ready(addr: &str, token: &str) -> Ws {
+    let url = format!("ws://{addr}/actions");
+    let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("handshake timed out")
+        .expect("handshake failed");
+    let mut ws = Ws { stream };
+    ws.send_json(&json!({"action": "ready", "authToken": token}))
+        .await;
+    assert_eq!(
+        ws.recv_json(T).await,
+        json!({"message": "Connection ready"})
+    );
+    ws
+}
