@@ -322,3 +322,93 @@ async fn actions_ready(addr: &str, token: &str) -> Ws {
     );
     ws
 }
+
+/// sled's checkpoint on a disk someone else filled to the last byte fails:
+/// the daemon does not stop over it (here the last checkpoint, at SIGTERM;
+/// the periodic one takes the same path), says so, and what it
+/// acknowledged is replayed from the log at the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_that_finds_no_room_stops_nothing_and_loses_nothing() {
+    let mut rig = Rig::new();
+    let mut flags = FLAGS.to_vec();
+    // No checkpoint but the last: sled holds the messages unflushed.
+    flags.extend(["--checkpoint-secs", "3600", "--checkpoint-mib", "65536"]);
+    rig.srv.start_with(&flags);
+    rig.srv.user_add("admin", "admin", "pw-admin-secret");
+    let addr = rig.srv.addr();
+    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
+    let pat = add_user(&addr, &admin, "pat", "patient").await;
+    let nurse = add_user(&addr, &admin, "nurse", "staff").await;
+    for i in 0..20 {
+        inbound(&addr, &pat, &format!("m{i:05} small"))
+            .await
+            .expect(200);
+    }
+    let acked = history(&addr, &nurse).await;
+    assert_eq!(acked.len(), 20);
+
+    fill_up(&rig.path("filler"));
+    assert_eq!(rig.srv.terminate(Duration::from_secs(20)), Some(0));
+    let log = rig.srv.log_text();
+    assert!(log.contains("the index could not be written"), "{log}");
+
+    // On the still full disk (the ballast makes room to open), then with room.
+    rig.srv.start_with(&flags);
+    assert_eq!(history(&rig.srv.addr(), &nurse).await, acked);
+    assert_not_ready(&rig.srv.addr()).await;
+    std::fs::remove_file(rig.path("filler")).unwrap();
+    let mut live = Ws::auth(&rig.srv.addr(), &nurse.token).await;
+    let m = post_when_room(&rig.srv.addr(), &pat, &mut live, "resumed").await;
+    assert_eq!(msg_id(&m), acked.last().unwrap().0 + 1);
+}
+
+/// A start with no room at all (no spare segment or ballast left to
+/// release, no byte free): sled cannot open, and the daemon says so and
+/// stops — nothing is moved aside as damaged, nothing lost; with room it
+/// starts and replays everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_with_no_byte_to_spare_says_so_and_loses_nothing() {
+    let mut rig = Rig::new();
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--checkpoint-secs", "3600", "--checkpoint-mib", "65536"]);
+    rig.srv.start_with(&flags);
+    rig.srv.user_add("admin", "admin", "pw-admin-secret");
+    let addr = rig.srv.addr();
+    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
+    let pat = add_user(&addr, &admin, "pat", "patient").await;
+    let nurse = add_user(&addr, &admin, "nurse", "staff").await;
+    for i in 0..50 {
+        inbound(&addr, &pat, &format!("m{i:05} small"))
+            .await
+            .expect(200);
+    }
+    let acked = history(&addr, &nurse).await;
+    // Killed before any checkpoint; what parlor set aside is gone too.
+    rig.srv.kill9();
+    for made_ahead in ["store/wal/spare.tmp", "store/wal/ballast"] {
+        std::fs::remove_file(rig.path(made_ahead)).unwrap();
+    }
+    fill_up(&rig.path("filler"));
+
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend(&flags);
+    let out = rig.srv.cli(&args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with no byte free: {stderr}");
+    assert!(
+        stderr.contains("no space left on the device to open the store"),
+        "{stderr}"
+    );
+    let store = std::fs::read_dir(rig.path("store")).unwrap();
+    let names: Vec<String> = store
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("index-damaged")),
+        "{names:?}"
+    );
+
+    std::fs::remove_file(rig.path("filler")).unwrap();
+    rig.srv.start_with(&flags);
+    assert_eq!(history(&rig.srv.addr(), &nurse).await, acked);
+}

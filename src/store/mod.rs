@@ -328,12 +328,6 @@ impl Store {
         };
         match once(None) {
             Err(OpenError::Other(why)) if why.contains(INDEX_ERROR) => {
-                // Rebuilding writes the whole index again: not on a disk
-                // without room, where sled's failure may be the disk's.
-                let space = space::Space::new(&wal_dir, opts.segment_bytes);
-                if space.free() < space.reserve() {
-                    return Err(OpenError::Other(format!("{NO_SPACE}; sled said: {why}")));
-                }
                 let aside = move_index_aside(dir, &why)?;
                 once(Some(aside))
             }
@@ -414,6 +408,9 @@ impl Store {
         if let Err(e) = space.keep_ballast() {
             tracing::warn!(error = %e, "cannot set the ballast aside");
         }
+        // Refusing from the start on a full disk, not from the checkpoint
+        // thread's first look (no spare yet: nothing to resume).
+        space.check(false);
         let store = Store {
             db,
             dir: dir.to_path_buf(),
@@ -461,12 +458,13 @@ impl Store {
         store.page_token_key().map_err(other)?;
         // Everything open found is made durable before anything is shown:
         // sled may hold writes of a group whose log record a crash took.
-        // On a disk too full for that, the log keeps it durable: what sled
-        // holds is served, and writes wait for a restart with room.
-        match store.checkpoint().and_then(|_| sync_sled_files(dir)) {
-            Err(e) if space::is_no_space(&e) => store.space.refuse_until_restart(&e),
-            r => r.map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?,
-        }
+        store
+            .checkpoint()
+            .and_then(|_| sync_sled_files(dir))
+            .map_err(|e| match space::is_no_space(&e) {
+                true => OpenError::Other(format!("{NO_SPACE} ({e})")),
+                false => OpenError::Other(format!("syncing the store: {e}")),
+            })?;
         Ok((store, summary))
     }
 
