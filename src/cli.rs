@@ -1,5 +1,5 @@
 //! The operator's subcommands (`user add`, `token issue`, `api-client add`, `webhook set`,
-//! `webhook pending`, `backup`, `restore`, `check`): through the
+//! `webhook pending`, `audit export|verify`, `backup`, `restore`, `check`): through the
 //! running daemon's control socket when there is one, else on the store
 //! directly. Both run the same core operation (`control::execute`).
 
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::config::{ApiClientCommand, TokenCommand, UserCommand, WebhookCommand};
+use crate::config::{ApiClientCommand, AuditCommand, TokenCommand, UserCommand, WebhookCommand};
 use crate::control::{self, Reply, Request};
 use crate::core::limits::Limits;
 use crate::core::Core;
@@ -104,6 +104,70 @@ pub fn webhook(data_dir: &Path, cmd: WebhookCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `parlor audit export [--since T] [--tenant T --instance I]`: JSON lines
+/// on stdout, streamed from the running daemon or read from the store;
+/// `parlor audit verify`: the chain recomputed, exit 1 naming the first
+/// bad seq.
+pub fn audit(data_dir: &Path, cmd: AuditCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    match cmd {
+        AuditCommand::Export {
+            since,
+            tenant,
+            instance,
+        } => {
+            let since_ms = since
+                .map(|s| {
+                    crate::dialects::time::parse_rfc3339(&s)
+                        .map(|ms| u64::try_from(ms).unwrap_or(0))
+                        .context("--since must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
+                })
+                .transpose()?;
+            let filter = control::export_filter(since_ms, tenant, instance);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match std::os::unix::net::UnixStream::connect(control::socket_path(data_dir)) {
+                Ok(mut sock) => {
+                    let req = Request::AuditExport {
+                        since_ms: filter.since_ms,
+                        tenant: filter.tenant,
+                        instance: filter.instance,
+                    };
+                    let mut line = serde_json::to_vec(&req)?;
+                    line.push(b'\n');
+                    sock.write_all(&line)?;
+                    std::io::copy(&mut sock, &mut out)
+                        .context("receiving the audit trail from the daemon")?;
+                }
+                Err(_) => {
+                    let core = open_core(data_dir)?;
+                    let result = core.audit_export(&filter, &mut out);
+                    core.shutdown();
+                    result.map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
+            out.flush()?;
+        }
+        AuditCommand::Verify => {
+            let answer = run(data_dir, Request::AuditVerify)?;
+            let v: crate::core::audit::Verdict =
+                serde_json::from_str(&answer).context("reading the daemon's verdict")?;
+            match v.bad {
+                None => println!(
+                    "ok: {} audit records, the hash chain verifies (last hash {})",
+                    v.records, v.head
+                ),
+                Some(bad) => bail!(
+                    "the audit trail does not verify: first bad seq {}: {} ({} records before it verify)",
+                    bad.seq,
+                    bad.why,
+                    v.records
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One line of stdin without its line ending.
 fn stdin_line(what: &str) -> anyhow::Result<String> {
     let mut line = String::new();
@@ -158,18 +222,23 @@ fn run(data_dir: &Path, req: Request) -> anyhow::Result<String> {
                 Reply::Error(e) => bail!("{e}"),
             };
         }
-        let core = match Core::open(&data_dir.join("store"), Limits::default()) {
-            Ok(c) => c,
-            Err(OpenError::Locked) => bail!(
-                "the store in {} is held by a running daemon whose control socket does not answer",
-                data_dir.display()
-            ),
-            Err(e) => bail!("{e}"),
-        };
+        let core = open_core(data_dir)?;
         let result = control::execute(&core, None, req).await;
         core.shutdown();
         result.map_err(|e| anyhow::anyhow!("{e}"))
     })
+}
+
+/// The store of `data_dir`, opened by this process (no daemon holds it).
+fn open_core(data_dir: &Path) -> anyhow::Result<std::sync::Arc<Core>> {
+    match Core::open(&data_dir.join("store"), Limits::default()) {
+        Ok(c) => Ok(c),
+        Err(OpenError::Locked) => bail!(
+            "the store in {} is held by a running daemon whose control socket does not answer",
+            data_dir.display()
+        ),
+        Err(e) => bail!("{e}"),
+    }
 }
 
 /// `parlor backup DEST`: from the running daemon (streamed over the control
@@ -188,14 +257,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<()> {
             std::io::copy(&mut sock, &mut file).context("receiving the backup from the daemon")?;
         }
         Err(_) => {
-            let core = match Core::open(&data_dir.join("store"), Limits::default()) {
-                Ok(c) => c,
-                Err(OpenError::Locked) => bail!(
-                    "the store in {} is held by a running daemon whose control socket does not answer",
-                    data_dir.display()
-                ),
-                Err(e) => bail!("{e}"),
-            };
+            let core = open_core(data_dir)?;
             let result = core.backup(&mut file);
             core.shutdown();
             result.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -96,6 +96,10 @@ pub enum Command {
     /// for tokens, as Welkin's SDK does).
     #[command(subcommand)]
     ApiClient(ApiClientCommand),
+    /// Export or verify the audit trail (who read or changed what; also
+    /// while the daemon runs).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Load-test a running daemon (or the no-storage baseline).
     Bench(Box<crate::bench::BenchArgs>),
     /// Write a backup of the store to DEST (while the daemon runs, too).
@@ -296,6 +300,25 @@ pub enum ApiClientCommand {
         #[arg(long)]
         rotate: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Write the audit records to stdout as JSON lines, oldest first.
+    Export {
+        /// Only records made at or after this time (RFC 3339, e.g.
+        /// 2026-01-31T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only records of this workspace (with --instance).
+        #[arg(long, requires = "instance")]
+        tenant: Option<String>,
+        #[arg(long, requires = "tenant")]
+        instance: Option<String>,
+    },
+    /// Recompute the hash chain of every record; exits 1 naming the first
+    /// record (its seq) that is missing, damaged or altered.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::core::audit;
 use crate::core::error::{Error, Result};
 use crate::core::model::parse_external_id;
 use crate::core::Core;
@@ -54,6 +55,29 @@ pub enum Request {
     /// Answers with the backup itself (`core::backup`'s format), streamed,
     /// instead of a `Reply` line.
     Backup,
+    /// Answers with the audit records (JSON lines), streamed, instead of a
+    /// `Reply` line.
+    AuditExport {
+        since_ms: Option<u64>,
+        tenant: Option<String>,
+        instance: Option<String>,
+    },
+    /// Answers a `core::audit::Verdict` as JSON.
+    AuditVerify,
+}
+
+/// The records `parlor audit export` asks for.
+pub fn export_filter(
+    since_ms: Option<u64>,
+    tenant: Option<String>,
+    instance: Option<String>,
+) -> audit::Filter {
+    audit::Filter {
+        tenant,
+        instance,
+        since_ms,
+        ..audit::Filter::default()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,7 +93,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Runs one operation against a core: the daemon's (with its webhook
 /// worker's `monitor`) or the CLI's own (`None`).
-pub async fn execute(core: &Core, monitor: Option<&Monitor>, req: Request) -> Result<String> {
+pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) -> Result<String> {
     match req {
         Request::UserAdd {
             username,
@@ -87,7 +111,7 @@ pub async fn execute(core: &Core, monitor: Option<&Monitor>, req: Request) -> Re
                 instance.as_deref(),
                 display_name,
             )?;
-            Ok(core.create_user(new).await?.to_string())
+            Ok(core.create_user(None, new).await?.to_string())
         }
         Request::TokenIssue { username } => core.issue_token(&username).await,
         Request::ApiClientAdd {
@@ -114,9 +138,14 @@ pub async fn execute(core: &Core, monitor: Option<&Monitor>, req: Request) -> Re
             }
             Ok(String::new())
         }
-        Request::Backup => Err(crate::core::error::Error::bad_request(
-            "a backup is streamed, not answered: use `parlor backup`",
+        Request::Backup | Request::AuditExport { .. } => Err(Error::bad_request(
+            "a backup or an audit export is streamed, not answered: use `parlor backup` or `parlor audit export`",
         )),
+        Request::AuditVerify => {
+            let core = core.clone();
+            let verdict = crate::core::blocking(move || core.audit_verify()).await?;
+            Ok(serde_json::to_string(&verdict).expect("serializing a verdict"))
+        }
         Request::WebhookPending { after, limit } => {
             let after = after
                 .map(|a| {
@@ -161,7 +190,31 @@ pub async fn serve(core: Arc<Core>, monitor: Arc<Monitor>, listener: UnixListene
             }
             let reply = match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Backup) => {
-                    stream_backup(core, r.into_inner().into_inner(), w).await;
+                    stream_out(core, r.into_inner().into_inner(), w, |core, out| match core
+                        .backup(out)
+                    {
+                        Ok(s) => tracing::info!(
+                            records = s.records,
+                            last_message = s.last_message,
+                            "backup streamed"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "backup failed"),
+                    })
+                    .await;
+                    return;
+                }
+                Ok(Request::AuditExport {
+                    since_ms,
+                    tenant,
+                    instance,
+                }) => {
+                    let filter = export_filter(since_ms, tenant, instance);
+                    stream_out(core, r.into_inner().into_inner(), w, move |core, out| {
+                        if let Err(e) = core.audit_export(&filter, out) {
+                            tracing::warn!(error = %e, "audit export failed");
+                        }
+                    })
+                    .await;
                     return;
                 }
                 Ok(req) => match core.answer(execute(&core, Some(&monitor), req)).await {
@@ -177,12 +230,14 @@ pub async fn serve(core: Arc<Core>, monitor: Arc<Monitor>, listener: UnixListene
     }
 }
 
-/// Streams a backup of the running store to the control client: written
-/// on the blocking pool into a pipe of a few chunks, so memory stays flat.
-async fn stream_backup(
+/// Streams what `write` writes (a backup, an audit export) from the
+/// running store to the control client: on the blocking pool, through a
+/// buffer of a few chunks, so memory stays flat.
+async fn stream_out(
     core: Arc<Core>,
     r: tokio::net::unix::OwnedReadHalf,
     w: tokio::net::unix::OwnedWriteHalf,
+    write: impl FnOnce(&Core, &mut dyn std::io::Write) + Send + 'static,
 ) {
     let Ok(stream) = r.reunite(w) else { return };
     let Ok(std_stream) = stream.into_std() else {
@@ -191,14 +246,7 @@ async fn stream_backup(
     let _ = tokio::task::spawn_blocking(move || {
         std_stream.set_nonblocking(false)?;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, std_stream);
-        match core.backup(&mut out) {
-            Ok(s) => tracing::info!(
-                records = s.records,
-                last_message = s.last_message,
-                "backup streamed"
-            ),
-            Err(e) => tracing::warn!(error = %e, "backup failed"),
-        }
+        write(&core, &mut out);
         std::io::Write::flush(&mut out)
     })
     .await;

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::audit::{self, Actor, Entry};
 use super::error::{Error, Kind, Result};
 use super::model::{check_name, Role, User, UserId, Workspace};
 use super::tokens::{new_token, token_hash};
@@ -53,7 +54,13 @@ impl Core {
         }
     }
 
-    pub async fn create_user(&self, new: NewUser) -> Result<UserId> {
+    /// `POST /admin/users` and `parlor user add` (`caller` `None`): a new
+    /// user, and its `user.add` record.
+    pub async fn create_user(&self, caller: Option<&User>, new: NewUser) -> Result<UserId> {
+        if caller.is_some_and(|c| c.role != Role::Admin) {
+            return Err(Error::forbidden("only an admin may create users"));
+        }
+        let by = Actor::of(caller);
         check_name("username", &new.username)?;
         if let Some(d) = &new.display_name {
             check_name("display name", d)?;
@@ -86,6 +93,14 @@ impl Core {
                 };
                 super::patients::on_new_user(tx.store, &mut tx.batch, &user, tx.now_ms)?;
                 tx.batch.put_user(&user);
+                let mut entry = Entry::new(audit::Kind::UserAdd, by)
+                    .workspace(&user.workspace)
+                    .detail("user", id.to_string())
+                    .detail("role", user.role.as_str());
+                if user.role == Role::Patient {
+                    entry = entry.patient(id);
+                }
+                tx.audit(entry)?;
                 Ok((id, vec![]))
             })
             .await
@@ -126,11 +141,17 @@ impl Core {
         match user {
             Some(user) if ok => {
                 self.login_throttle.succeeded(username);
-                let token = self.issue_token_for(user.id).await?;
+                let entry = Entry::new(audit::Kind::AuthLogin, Actor::User(user.id))
+                    .workspace(&user.workspace)
+                    .detail("addr", addr.to_string())
+                    .detail("method", "password");
+                let token = self.issue_token_for(user.id, entry).await?;
                 Ok((token, user.id))
             }
             _ => {
                 self.login_throttle.failed(username, addr, Instant::now());
+                self.record(vec![sign_in_failed(user.as_ref(), addr, "password")])
+                    .await?;
                 Err(Error::new(
                     Kind::InvalidCredentials,
                     "wrong username or password",
@@ -143,14 +164,19 @@ impl Core {
     pub async fn issue_token(&self, username: &str) -> Result<String> {
         // An API client's tokens come from its secret only (a rotation
         // must find them all).
-        let id = match self.reading().user_id_by_name(username)? {
-            Some(id) if !self.is_api_client(id)? => id,
-            _ => return Err(Error::not_found(format!("no user named {username:?}"))),
-        };
-        self.issue_token_for(id).await
+        let user = match self.reading().user_id_by_name(username)? {
+            Some(id) if !self.is_api_client(id)? => self.reading().user(id)?,
+            _ => None,
+        }
+        .ok_or_else(|| Error::not_found(format!("no user named {username:?}")))?;
+        let entry = Entry::new(audit::Kind::TokenIssue, Actor::Cli)
+            .workspace(&user.workspace)
+            .detail("user", user.id.to_string());
+        self.issue_token_for(user.id, entry).await
     }
 
-    async fn issue_token_for(&self, user: UserId) -> Result<String> {
+    /// A fresh token for `user`, recorded by `entry` in the same commit.
+    async fn issue_token_for(&self, user: UserId, entry: Entry) -> Result<String> {
         let (token, hash) = new_token();
         self.commit
             .run(move |tx| {
@@ -159,6 +185,7 @@ impl Core {
                     created_ms: tx.now_ms,
                 };
                 tx.batch.put_token(&hash, &rec);
+                tx.audit(entry)?;
                 Ok(((), vec![]))
             })
             .await?;
@@ -169,15 +196,28 @@ impl Core {
     /// sockets opened with it are closed.
     pub async fn logout(&self, caller: &Caller) -> Result<()> {
         let hash = caller.token;
+        let entry = Entry::new(audit::Kind::AuthLogout, Actor::User(caller.user.id))
+            .workspace(&caller.user.workspace);
         self.commit
             .run(move |tx| {
                 tx.batch.remove_token(&hash);
+                tx.audit(entry)?;
                 Ok(((), vec![]))
             })
             .await?;
         self.hub.revoke(caller.user.id, &caller.token);
         Ok(())
     }
+}
+
+/// The `auth.fail` record of a sign-in refused: the account's, when the
+/// name was one (`who`); else `unknown`, keeping nothing of what was typed.
+pub(crate) fn sign_in_failed(who: Option<&User>, addr: IpAddr, method: &str) -> Entry {
+    let e = match who {
+        Some(u) => Entry::new(audit::Kind::AuthFail, Actor::User(u.id)).workspace(&u.workspace),
+        None => Entry::new(audit::Kind::AuthFail, Actor::Unknown),
+    };
+    e.detail("addr", addr.to_string()).detail("method", method)
 }
 
 fn username_taken() -> Error {

@@ -28,6 +28,8 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::accounts::sign_in_failed;
+use super::audit::{self, Actor, Entry};
 use super::error::{Error, Kind, Result};
 use super::model::{check_name, ApiClient, Participant, Role, User, UserId, Workspace};
 use super::tokens::new_token;
@@ -45,6 +47,9 @@ pub struct NewApiClient {
     /// instead of refusing the name; creates the client if there is none.
     pub rotate: bool,
 }
+
+/// How a client signs in, as its `auth.login` / `auth.fail` records say.
+const METHOD: &str = "api_client_secret";
 
 /// Longest client name, in characters (all ASCII).
 pub const MAX_CLIENT_NAME: usize = 64;
@@ -106,6 +111,7 @@ impl Core {
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let hash = secret_hash(&secret);
+        let by = Actor::of(caller);
         let (user, revoked) = self
             .commit
             .run(move |tx| {
@@ -131,6 +137,13 @@ impl Core {
                             }
                         }
                         tx.batch.put_api_client(&c);
+                        tx.audit(
+                            Entry::new(audit::Kind::ApiClientRotate, by)
+                                .workspace(&c.workspace)
+                                .detail("name", c.name.clone())
+                                .detail("user", c.user.to_string())
+                                .detail("revoked_tokens", revoked.len()),
+                        )?;
                         Ok(((c.user, revoked), vec![]))
                     }
                     None => {
@@ -152,6 +165,12 @@ impl Core {
                         };
                         super::patients::on_new_user(tx.store, &mut tx.batch, &user, tx.now_ms)?;
                         tx.batch.put_user(&user);
+                        tx.audit(
+                            Entry::new(audit::Kind::ApiClientAdd, by)
+                                .workspace(&ws)
+                                .detail("name", new.name.clone())
+                                .detail("user", id.to_string()),
+                        )?;
                         tx.batch.put_api_client(&ApiClient {
                             name: new.name,
                             workspace: ws,
@@ -197,6 +216,12 @@ impl Core {
         let known = client.as_ref().map_or([0u8; 32], |c| c.secret_hash);
         if !(same_hash(&given, &known) && client.is_some()) {
             self.login_throttle.failed(&key, addr, Instant::now());
+            let who = match &client {
+                Some(c) => self.reading().user(c.user)?,
+                None => None,
+            };
+            self.record(vec![sign_in_failed(who.as_ref(), addr, METHOD)])
+                .await?;
             return Err(invalid_credentials());
         }
         let (token, hash) = new_token();
@@ -206,7 +231,17 @@ impl Core {
             .run(move |tx| {
                 // Again in the writer: a rotation committed since the check
                 // above has replaced this secret.
-                match tx.store.api_client(&tenant, &name)? {
+                let client = tx.store.api_client(&tenant, &name)?;
+                let actor = client.as_ref().map(|c| Actor::User(c.user));
+                let entry = |kind| {
+                    let e = Entry::new(kind, actor.clone().unwrap_or(Actor::Unknown));
+                    let e = match &client {
+                        Some(c) => e.workspace(&c.workspace),
+                        None => e,
+                    };
+                    e.detail("addr", addr.to_string()).detail("method", METHOD)
+                };
+                match &client {
                     Some(c) if same_hash(&given, &c.secret_hash) => {
                         tx.batch.put_token(
                             &hash,
@@ -216,9 +251,13 @@ impl Core {
                             },
                         );
                         tx.batch.put_client_token(c.user, &hash);
+                        tx.audit(entry(audit::Kind::AuthLogin))?;
                         Ok((true, vec![]))
                     }
-                    _ => Ok((false, vec![])),
+                    _ => {
+                        tx.audit(entry(audit::Kind::AuthFail))?;
+                        Ok((false, vec![]))
+                    }
                 }
             })
             .await?;
@@ -333,13 +372,16 @@ mod tests {
         );
         // A patient's chat made later has it in its care team, unlisted.
         let pat = core
-            .create_user(NewUser {
-                username: "pat".into(),
-                password: "pw".into(),
-                role: Role::Patient,
-                workspace: ws.clone(),
-                display_name: None,
-            })
+            .create_user(
+                None,
+                NewUser {
+                    username: "pat".into(),
+                    password: "pw".into(),
+                    role: Role::Patient,
+                    workspace: ws.clone(),
+                    display_name: None,
+                },
+            )
             .await
             .unwrap();
         let pat = core.user(pat).unwrap().unwrap();

@@ -21,6 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::audit::{self, Actor, Entry, Head};
 use super::commit::unix_ms;
 use super::error::{Error, Result};
 use super::Core;
@@ -93,11 +94,22 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The `backup` or `restore` record of `s`.
+fn entry(kind: audit::Kind, s: &Summary) -> Entry {
+    Entry::new(kind, Actor::Cli)
+        .detail("records", s.records)
+        .detail("last_message", s.last_message.to_string())
+        .detail("sha256", s.sha256.clone())
+}
+
 impl Core {
-    /// Writes a backup of the running store to `out`. Blocking: run it on
-    /// the blocking pool.
+    /// Writes a backup of the running store to `out`, then its `backup`
+    /// audit record (the backup holds the trail up to it). Blocking: run
+    /// it on the blocking pool (or outside any async runtime).
     pub fn backup(&self, out: &mut dyn Write) -> Result<Summary> {
-        write_backup(&self.store, self.commit.visible().0, out)
+        let s = write_backup(&self.store, self.commit.visible().0, out)?;
+        self.record_blocking(entry(audit::Kind::Backup, &s))?;
+        Ok(s)
     }
 }
 
@@ -209,6 +221,15 @@ pub fn restore(path: &Path, dir: &Path, verify: bool) -> Result<Summary> {
             )));
         }
     }
+    // The restored trail goes on with the restore itself (no writer runs
+    // yet: the chain's head is read back from the store).
+    let head = Head::resume(store.audit_last()?);
+    let (head, record) = head.seal(
+        unix_ms().max(head.at_ms),
+        Actor::Cli.resolve(&store)?,
+        entry(audit::Kind::Restore, &summary),
+    );
+    store.append_audit(head.seq, &record)?;
     Ok(summary)
 }
 
@@ -232,13 +253,16 @@ mod tests {
             ("ann", Role::Staff),
         ] {
             ids.push(
-                core.create_user(NewUser {
-                    username: name.into(),
-                    password: "pw".into(),
-                    role,
-                    workspace: ws.clone(),
-                    display_name: None,
-                })
+                core.create_user(
+                    None,
+                    NewUser {
+                        username: name.into(),
+                        password: "pw".into(),
+                        role,
+                        workspace: ws.clone(),
+                        display_name: None,
+                    },
+                )
                 .await
                 .unwrap(),
             );
@@ -282,8 +306,15 @@ mod tests {
         core.mark_read(&nurse, dm, None).await.unwrap();
         let key = core.page_token_key().unwrap();
 
-        let mut file = Vec::new();
-        let s = core.backup(&mut file).unwrap();
+        let (s, file) = tokio::task::spawn_blocking({
+            let core = core.clone();
+            move || {
+                let mut file = Vec::new();
+                (core.backup(&mut file).unwrap(), file)
+            }
+        })
+        .await
+        .unwrap();
         assert_eq!(s.last_message, 3);
         core.shutdown();
         let path = dir.path().join("backup.jsonl");

@@ -15,6 +15,10 @@
 //!    to the number of jobs begun, the jobs' events are published to the
 //!    hub and their callers answered — in id order.
 //!
+//! The audit trail's `seq` and last hash are counters here too
+//! (`Tx::audit`): a job appends its records in its own batch, and a job
+//! that fails gives back the seqs it took, so the trail has no gaps.
+//!
 //! Consequences: ids are assigned in commit order and never reused (the
 //! counters resume from the log's last key after the write-ahead log is
 //! replayed, and no id is seen before it is on disk); readers bound every scan by `visible`, so no reader can see id
@@ -36,6 +40,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::audit::{Entry, Head};
 use super::error::{Error, Kind, Result};
 use super::hub::{Event, Hub};
 use super::metrics::Metrics;
@@ -74,6 +79,16 @@ impl Tx<'_> {
         self.ids.msg += 1;
         MsgId(self.ids.msg)
     }
+
+    /// Appends an audit record at this job's time, in this job's batch:
+    /// it is durable with the job's writes, or not at all.
+    pub fn audit(&mut self, entry: Entry) -> Result<()> {
+        let actor = entry.actor().resolve(self.store)?;
+        let (head, record) = self.ids.audit.seal(self.now_ms, actor, entry);
+        self.batch.put_audit(head.seq, &record);
+        self.ids.audit = head;
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -82,6 +97,8 @@ struct Counters {
     room: u64,
     msg: u64,
     last_ms: u64,
+    /// The audit trail's newest record.
+    audit: Head,
 }
 
 /// A snapshot of the group-commit figures (from `Metrics`).
@@ -124,12 +141,14 @@ impl Committer {
         let applied = Arc::new(AtomicU64::new(0));
         let (durable_tx, durable) = watch::channel(0);
         let (tx, rx) = mpsc::channel(QUEUE);
+        let audit = Head::resume(s.last_audit);
         let counters = Counters {
             user: s.last_user,
             room: s.last_room,
             msg: s.last_msg,
             // Resumed so commit times never go back, even if the clock did.
-            last_ms: s.last_msg_ms,
+            last_ms: s.last_msg_ms.max(audit.at_ms),
+            audit,
         };
         let thread = std::thread::Builder::new()
             .name("parlor-commit".into())
@@ -192,33 +211,34 @@ impl Committer {
         T: Send + 'static,
         F: FnOnce(&mut Tx) -> Result<(T, Vec<Event>)> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |tx: &mut Tx| match f(tx) {
-            Ok((value, events)) => Box::new(move |hub: &Hub, refused: Option<&Error>| {
-                if let Some(e) = refused {
-                    let _ = reply.send(Err(e.clone()));
-                    return;
-                }
-                for ev in events {
-                    hub.publish(Arc::new(ev));
-                }
-                let _ = reply.send(Ok(value));
-            }),
-            Err(e) => {
-                tx.batch = WriteBatch::default();
-                Box::new(move |_: &Hub, refused: Option<&Error>| {
-                    let _ = reply.send(Err(refused.cloned().unwrap_or(e)));
-                })
-            }
-        });
-        let sender = self
-            .tx
+        let (job, rx) = job(f);
+        self.sender()?
+            .send(job)
+            .await
+            .map_err(|_| shutting_down())?;
+        Ok(rx)
+    }
+
+    /// Runs a job and waits until it is durable, from a thread that may
+    /// block (never the async executor's).
+    pub fn run_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx) -> Result<(T, Vec<Event>)> + Send + 'static,
+    {
+        let (job, rx) = job(f);
+        self.sender()?
+            .blocking_send(job)
+            .map_err(|_| shutting_down())?;
+        rx.blocking_recv().map_err(|_| shutting_down())?
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>> {
+        self.tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(shutting_down)?;
-        sender.send(job).await.map_err(|_| shutting_down())?;
-        Ok(rx)
+            .ok_or_else(shutting_down)
     }
 
     /// Runs a job and waits until it is durable.
@@ -237,6 +257,40 @@ impl Committer {
             let _ = t.join();
         }
     }
+}
+
+/// A job for the writer, and the receiver of its answer. A job that fails
+/// leaves nothing behind: its batch is dropped, its audit seqs given back
+/// (a refused group puts back every counter, the audit trail's too).
+fn job<T, F>(f: F) -> (Job, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx) -> Result<(T, Vec<Event>)> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let job: Job = Box::new(move |tx: &mut Tx| {
+        let audit = tx.ids.audit.clone();
+        match f(tx) {
+            Ok((value, events)) => Box::new(move |hub: &Hub, refused: Option<&Error>| {
+                if let Some(e) = refused {
+                    let _ = reply.send(Err(e.clone()));
+                    return;
+                }
+                for ev in events {
+                    hub.publish(Arc::new(ev));
+                }
+                let _ = reply.send(Ok(value));
+            }),
+            Err(e) => {
+                tx.batch = WriteBatch::default();
+                tx.ids.audit = audit;
+                Box::new(move |_: &Hub, refused: Option<&Error>| {
+                    let _ = reply.send(Err(refused.cloned().unwrap_or(e)));
+                })
+            }
+        }
+    });
+    (job, rx)
 }
 
 fn shutting_down() -> Error {

@@ -1,10 +1,10 @@
-//! Messages: posting (through the sequencer) and reading (bounded by the
-//! visible id, so readers never see an id before a smaller one).
+//! Messages: posting (through the sequencer) and reading a room's history
+//! (bounded by the visible id, so readers never see an id before a
+//! smaller one). Cursor reads across rooms: `cursor`.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use tokio::sync::oneshot;
 
+use super::audit::{self, Actor, Entry, ToShow};
 use super::error::{Error, Result};
 use super::hub::{ChatView, Event, EventKind};
 use super::model::{check_text, Message, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
@@ -79,6 +79,7 @@ impl Core {
                 let kind = tx.store.room(room)?.filter(|r| r.kind == RoomKind::Patient);
                 if let Some(r) = kind {
                     super::patients::on_patient_message(tx.store, &mut tx.batch, &r, &msg)?;
+                    tx.audit(posted(author, &r, &msg))?;
                 }
                 let (_, p) = &mut participants[i];
                 p.last_posted_ms = tx.now_ms;
@@ -246,11 +247,17 @@ impl Core {
             .await
     }
 
-    /// A room's visible messages in `window`, oldest first. The time bounds
+    /// A room's visible messages in `window`, oldest first, to show once
+    /// a patient chat's read is recorded (`Core::show`). The time bounds
     /// become id bounds (`Store::first_id_at`), so the cost is the messages
     /// returned plus O(log n) seeks. `user` must be a participant.
-    pub fn room_history(&self, user: &User, room: RoomId, window: Window) -> Result<Vec<Message>> {
-        self.room_for(user, room)?;
+    pub fn room_history(
+        &self,
+        user: &User,
+        room: RoomId,
+        window: Window,
+    ) -> Result<ToShow<Vec<Message>>> {
+        let r = self.room_for(user, room)?;
         let visible = self.commit.visible();
         let after = match window.from_ms {
             Some(ms) => MsgId(self.visible_log().first_id_at(ms, visible)?.0 - 1),
@@ -268,37 +275,24 @@ impl Core {
         if window.last.is_some() {
             out.reverse();
         }
-        Ok(out)
-    }
-
-    /// The rooms of `user` that a cursor read covers. Read in the task
-    /// that answers (see `Core::answer`), before the messages are
-    /// streamed, so no answer shows a membership that is not durable.
-    pub fn cursor_rooms(&self, user: &User) -> Result<CursorRooms> {
-        Ok(CursorRooms(self.reading().rooms_of(user.id)?))
-    }
-
-    /// Every visible message after `after` in `rooms`, ascending by id: a
-    /// merge of one lazy range scan per room, so the cost is the messages
-    /// taken plus one seek per room — never the size of the history.
-    /// Blocking: run it off the async executor.
-    pub fn messages_after(
-        &self,
-        rooms: &CursorRooms,
-        after: MsgId,
-    ) -> impl Iterator<Item = Result<Message>> + '_ {
-        let upto = self.commit.visible();
-        let scans = rooms
-            .0
-            .iter()
-            .map(move |&room| self.visible_log().room_messages(room, after, upto));
-        Merge::new(scans.map(|s| s.map(|r| r.map_err(Error::from))))
+        let ids: Vec<MsgId> = out.iter().map(|m| m.id).collect();
+        Ok(ToShow::new(out, user.id).noting(&r, ids))
     }
 }
 
-/// The rooms a user takes part in, for [`Core::messages_after`]; only
-/// [`Core::cursor_rooms`] makes one.
-pub struct CursorRooms(Vec<RoomId>);
+/// The `chat.post` record of a message posted in the patient chat `room`
+/// by `author` (its sender, or staff posting for the patient).
+fn posted(author: UserId, room: &Room, msg: &Message) -> Entry {
+    let mut e = Entry::new(audit::Kind::ChatPost, Actor::User(author))
+        .workspace(&room.workspace)
+        .detail("room", room.id.to_string())
+        .detail("message", msg.id.to_string())
+        .detail("sender", msg.sender.to_string());
+    if let Some(p) = room.patient {
+        e = e.patient(p);
+    }
+    e
+}
 
 fn message_event(
     msg: Message,
@@ -315,65 +309,16 @@ fn message_event(
     Event::new(room, audience, kind)
 }
 
-/// Merges ascending iterators of messages into one ascending iterator.
-struct Merge<I: Iterator<Item = Result<Message>>> {
-    scans: Vec<I>,
-    heads: Vec<Option<Message>>,
-    heap: BinaryHeap<Reverse<(MsgId, usize)>>,
-    error: Option<Error>,
-}
-
-impl<I: Iterator<Item = Result<Message>>> Merge<I> {
-    fn new(scans: impl Iterator<Item = I>) -> Self {
-        let mut m = Merge {
-            scans: scans.collect(),
-            heads: Vec::new(),
-            heap: BinaryHeap::new(),
-            error: None,
-        };
-        m.heads = vec![None; m.scans.len()];
-        for i in 0..m.scans.len() {
-            m.advance(i);
-        }
-        m
-    }
-
-    fn advance(&mut self, i: usize) {
-        match self.scans[i].next() {
-            Some(Ok(msg)) => {
-                self.heap.push(Reverse((msg.id, i)));
-                self.heads[i] = Some(msg);
-            }
-            Some(Err(e)) => self.error = Some(e),
-            None => {}
-        }
-    }
-}
-
-impl<I: Iterator<Item = Result<Message>>> Iterator for Merge<I> {
-    type Item = Result<Message>;
-
-    fn next(&mut self) -> Option<Result<Message>> {
-        if let Some(e) = self.error.take() {
-            self.heap.clear();
-            return Some(Err(e));
-        }
-        let Reverse((_, i)) = self.heap.pop()?;
-        let msg = self.heads[i].take();
-        self.advance(i);
-        msg.map(Ok)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::accounts::NewUser;
     use crate::core::limits::Limits;
     use crate::core::model::{Role, Workspace};
     use std::sync::Arc;
 
-    async fn setup(dir: &std::path::Path) -> (Arc<Core>, User, User) {
+    /// A core with two staff users, ann and bob, and no send limits.
+    pub(crate) async fn setup(dir: &std::path::Path) -> (Arc<Core>, User, User) {
         let limits = Limits {
             msg_burst: 1_000_000,
             msg_rate: 1_000_000,
@@ -383,13 +328,16 @@ mod tests {
         let mut users = Vec::new();
         for name in ["ann", "bob"] {
             let id = core
-                .create_user(NewUser {
-                    username: name.into(),
-                    password: "pw".into(),
-                    role: Role::Staff,
-                    workspace: Workspace::default(),
-                    display_name: None,
-                })
+                .create_user(
+                    None,
+                    NewUser {
+                        username: name.into(),
+                        password: "pw".into(),
+                        role: Role::Staff,
+                        workspace: Workspace::default(),
+                        display_name: None,
+                    },
+                )
                 .await
                 .unwrap();
             users.push(core.user(id).unwrap().unwrap());
@@ -397,89 +345,6 @@ mod tests {
         let bob = users.pop().unwrap();
         let ann = users.pop().unwrap();
         (core, ann, bob)
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn merge_interleaves_rooms_in_id_order_and_skips_others_rooms() {
-        let dir = tempfile::tempdir().unwrap();
-        let (core, ann, bob) = setup(dir.path()).await;
-        let dm = core.create_dm(&ann, bob.id).await.unwrap();
-        let own = core.create_dm(&ann, ann.id).await.unwrap();
-        let bobs = core.create_dm(&bob, bob.id).await.unwrap();
-        for i in 0..6 {
-            let room = [dm, own, bobs][i % 3];
-            let who = if room == bobs { &bob } else { &ann };
-            core.post(who, room, format!("m{i}"), PostAs::default())
-                .await
-                .unwrap();
-        }
-        let texts: Vec<String> = core
-            .messages_after(&core.cursor_rooms(&ann).unwrap(), MsgId(0))
-            .map(|m| m.unwrap().text)
-            .collect();
-        assert_eq!(texts, ["m0", "m1", "m3", "m4"]);
-        let first = core
-            .messages_after(&core.cursor_rooms(&ann).unwrap(), MsgId(0))
-            .next()
-            .unwrap()
-            .unwrap();
-        let after_first: Vec<u64> = core
-            .messages_after(&core.cursor_rooms(&ann).unwrap(), first.id)
-            .map(|m| m.unwrap().id.0)
-            .collect();
-        assert_eq!(after_first.len(), 3);
-        assert!(after_first.iter().all(|&id| id > first.id.0));
-        core.shutdown();
-    }
-
-    /// Invariant 3: the cost of `after` grows with the page, not with the
-    /// history. 100k messages in three rooms; a page near the end reads
-    /// about as many items as it returns.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn after_cursor_cost_is_independent_of_history_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let (core, ann, bob) = setup(dir.path()).await;
-        let rooms = [
-            core.create_dm(&ann, bob.id).await.unwrap(),
-            core.create_dm(&ann, ann.id).await.unwrap(),
-            core.create_dm(&bob, bob.id).await.unwrap(),
-        ];
-        let mut pending = Vec::new();
-        for i in 0..100_000u32 {
-            let room = rooms[i as usize % 3];
-            let who = if room == rooms[2] { &bob } else { &ann };
-            pending.push(
-                core.post_queued(who, room, format!("m{i}"), PostAs::default())
-                    .await
-                    .unwrap(),
-            );
-            if pending.len() >= 4096 {
-                for p in pending.drain(..) {
-                    p.await.unwrap().unwrap();
-                }
-            }
-        }
-        let mut last = MsgId(0);
-        for p in pending {
-            last = p.await.unwrap().unwrap().id;
-        }
-        let cursor = MsgId(last.0 - 75);
-        let before = core.items_scanned();
-        let page: Vec<Message> = core
-            .messages_after(&core.cursor_rooms(&ann).unwrap(), cursor)
-            .take(50)
-            .collect::<Result<_>>()
-            .unwrap();
-        let scanned = core.items_scanned() - before;
-        assert_eq!(page.len(), 50);
-        assert!(page.windows(2).all(|w| w[0].id < w[1].id));
-        assert!(page[0].id > cursor);
-        // 50 returned + one look-ahead per room + the membership index.
-        assert!(
-            scanned <= 50 + 2 + 2,
-            "scanned {scanned} items for a page of 50"
-        );
-        core.shutdown();
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -552,30 +417,30 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         }
-        let texts = |w: Window| -> Vec<String> {
-            core.room_history(&bob, room, w)
-                .unwrap()
-                .into_iter()
-                .map(|m| m.text)
-                .collect()
+        let texts = |w: Window| {
+            let read = core.room_history(&bob, room, w).unwrap();
+            async {
+                let shown = core.show(read).await.unwrap();
+                shown.into_iter().map(|m| m.text).collect::<Vec<String>>()
+            }
         };
-        assert_eq!(texts(Window::default()).len(), 5);
+        assert_eq!(texts(Window::default()).await.len(), 5);
         let w = Window {
             last: Some(2),
             ..Window::default()
         };
-        assert_eq!(texts(w), ["m3", "m4"]);
+        assert_eq!(texts(w).await, ["m3", "m4"]);
         let w = Window {
             from_ms: Some(sent[2].at_ms),
             until_ms: Some(sent[4].at_ms),
             last: None,
         };
-        assert_eq!(texts(w), ["m2", "m3"]);
+        assert_eq!(texts(w).await, ["m2", "m3"]);
         let w = Window {
             from_ms: Some(sent[4].at_ms + 1),
             ..Window::default()
         };
-        assert!(texts(w).is_empty());
+        assert!(texts(w).await.is_empty());
         core.shutdown();
     }
 
@@ -595,13 +460,16 @@ mod tests {
             crate::core::error::Kind::NotFound
         );
         let id = core
-            .create_user(NewUser {
-                username: "eve".into(),
-                password: "pw".into(),
-                role: Role::Staff,
-                workspace: Workspace::new("acme", "north").unwrap(),
-                display_name: None,
-            })
+            .create_user(
+                None,
+                NewUser {
+                    username: "eve".into(),
+                    password: "pw".into(),
+                    role: Role::Staff,
+                    workspace: Workspace::new("acme", "north").unwrap(),
+                    display_name: None,
+                },
+            )
             .await
             .unwrap();
         let eve = core.user(id).unwrap().unwrap();

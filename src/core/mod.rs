@@ -7,14 +7,18 @@
 //! - `hub`: live fan-out with bounded queues
 //! - `passwords`: argon2 on a small pool of low-priority threads
 //! - `tokens`, `limits`: tokens, throttles
-//! - `accounts`, `rooms`, `messages`, `patients`: the operations
+//! - `accounts`, `rooms`, `messages`, `cursor`, `patients`: the operations
 //! - `api_clients`: integrations' names and secrets, exchanged for tokens
+//! - `audit`: the hash-chained audit trail, and `ToShow`, which holds an
+//!   answer's patient-chat messages until their read is recorded
 //! - `overview`: a user's rooms with bounded unread counts (read-only)
 
 pub mod accounts;
 pub mod api_clients;
+pub mod audit;
 pub mod backup;
 pub mod commit;
+pub mod cursor;
 pub mod error;
 pub mod hub;
 pub mod limits;

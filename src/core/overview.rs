@@ -150,13 +150,16 @@ mod tests {
         let mut users = Vec::new();
         for name in ["ann", "bob"] {
             let id = core
-                .create_user(NewUser {
-                    username: name.into(),
-                    password: "pw".into(),
-                    role: Role::Staff,
-                    workspace: Workspace::default(),
-                    display_name: Some(format!("{name} display")),
-                })
+                .create_user(
+                    None,
+                    NewUser {
+                        username: name.into(),
+                        password: "pw".into(),
+                        role: Role::Staff,
+                        workspace: Workspace::default(),
+                        display_name: Some(format!("{name} display")),
+                    },
+                )
                 .await
                 .unwrap();
             users.push(core.user(id).unwrap().unwrap());
@@ -224,7 +227,8 @@ mod tests {
         // whole backlog.
         assert!(scanned <= UNREAD_SCAN as u64 + 10, "scanned {scanned}");
         // Exactly UNREAD_SCAN after the marker is not "more".
-        let marker = core.room_history(&ann, dm, Default::default()).unwrap()[49].id;
+        let read = core.room_history(&ann, dm, Default::default()).unwrap();
+        let marker = core.show(read).await.unwrap()[49].id;
         core.mark_read(&ann, dm, Some(marker)).await.unwrap();
         let r = &core.overview(&ann).unwrap().rooms[0];
         assert_eq!((r.unread, r.unread_more), (UNREAD_SCAN, false));

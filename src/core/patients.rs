@@ -7,6 +7,7 @@
 //! postings, the webhook outbox) are written by the post job itself
 //! (`messages.rs`), in the same atomic batch as the message.
 
+use super::audit::{self, Actor, Entry, ToShow};
 use super::error::{Error, Result};
 use super::messages::PostAs;
 use super::model::{
@@ -21,6 +22,8 @@ use crate::store::{Store, WriteBatch};
 pub struct PatientChat {
     pub room: RoomId,
     pub patient: User,
+    /// The caller it was resolved for: who reads what it shows.
+    pub reader: UserId,
 }
 
 /// Where a page starts. Pages are newest first; ids, not offsets, so a walk
@@ -71,8 +74,13 @@ impl Core {
         if patient.role != Role::Patient || !ws_matches || !allowed {
             return Err(hidden());
         }
+        let reader = caller.id;
         if let Some(room) = self.reading().patient_chat(patient.id)? {
-            return Ok(PatientChat { room, patient });
+            return Ok(PatientChat {
+                room,
+                patient,
+                reader,
+            });
         }
         let (pid, ws) = (patient.id, patient.workspace.clone());
         let room = self
@@ -104,7 +112,11 @@ impl Core {
                 Ok((room, vec![]))
             })
             .await?;
-        Ok(PatientChat { room, patient })
+        Ok(PatientChat {
+            room,
+            patient,
+            reader,
+        })
     }
 
     /// `inbound`: a message from the patient — sent by the patient, or by
@@ -157,8 +169,13 @@ impl Core {
             ids.push(id);
         }
         let room = chat.room;
+        let entry = Entry::new(audit::Kind::ChatArchive, Actor::User(caller.id))
+            .workspace(&chat.patient.workspace)
+            .patient(chat.patient.id)
+            .detail("room", room.to_string());
         self.commit
             .run(move |tx| {
+                let mut archived = Vec::new();
                 for id in ids {
                     let Some(mut m) = tx.store.message(id)? else {
                         continue;
@@ -167,16 +184,35 @@ impl Core {
                         m.archived = true;
                         tx.batch.remove_postings(room, &words(&m.text), id);
                         tx.batch.put_message(&m);
+                        archived.push(id.to_string());
                     }
                 }
+                let entry = entry
+                    .detail("count", archived.len())
+                    .detail("messages", archived);
+                tx.audit(entry)?;
                 Ok(((), vec![]))
             })
             .await
     }
 
-    /// A page of the chat's history, newest first, from `border`. Archived
-    /// messages are skipped unless `include_archived`.
+    /// A page of the chat's history, newest first, from `border`, to show
+    /// once its read is recorded (`Core::show`). Archived messages are
+    /// skipped unless `include_archived`.
     pub fn history_page(
+        &self,
+        chat: &PatientChat,
+        border: Border,
+        size: usize,
+        include_archived: bool,
+    ) -> Result<ToShow<Page>> {
+        Ok(shown(
+            chat,
+            self.page(chat, border, size, include_archived)?,
+        ))
+    }
+
+    fn page(
         &self,
         chat: &PatientChat,
         border: Border,
@@ -263,9 +299,64 @@ impl Core {
         })
     }
 
+    /// A page of search hits from `border`, newest first, shaped like a
+    /// history page, to show once its read is recorded (`Core::show`).
+    pub fn search_page(
+        &self,
+        chat: &PatientChat,
+        words: &[String],
+        border: Border,
+        size: usize,
+    ) -> Result<ToShow<Page>> {
+        const ALL: MsgId = MsgId(u64::MAX);
+        let size = size.clamp(1, MAX_PAGE);
+        let down = |below: MsgId, first: bool| -> Result<Page> {
+            let mut messages = self.search_chat(chat, words, (MsgId(0), below), size + 1, false)?;
+            let older = messages.len() > size;
+            messages.truncate(size);
+            let top = messages
+                .first()
+                .map_or(MsgId(below.0.saturating_sub(1)), |m| m.id);
+            let newer = !first
+                && !self
+                    .search_chat(chat, words, (top, ALL), 1, true)?
+                    .is_empty();
+            Ok(Page {
+                messages,
+                older,
+                newer,
+            })
+        };
+        let up = |after: MsgId| -> Result<Page> {
+            let mut messages = self.search_chat(chat, words, (after, ALL), size + 1, true)?;
+            let newer = messages.len() > size;
+            messages.truncate(size);
+            messages.reverse();
+            let bottom = messages
+                .last()
+                .map_or(MsgId(after.0.saturating_add(1)), |m| m.id);
+            let older = !self
+                .search_chat(chat, words, (MsgId(0), bottom), 1, false)?
+                .is_empty();
+            Ok(Page {
+                messages,
+                older,
+                newer,
+            })
+        };
+        let page = match border {
+            Border::Newest => down(ALL, true),
+            Border::Below(x) => down(x, false),
+            Border::AtOrBelow(x) => down(MsgId(x.0.saturating_add(1)), false),
+            Border::Above(x) => up(x),
+            Border::AtOrAbove(x) => up(MsgId(x.0.saturating_sub(1))),
+        }?;
+        Ok(shown(chat, page))
+    }
+
     /// Search hits of the chat, `after < id < below`, newest first (or the
     /// `limit` nearest above `after`, with `ascending`), archived excluded.
-    pub fn search_chat(
+    pub(crate) fn search_chat(
         &self,
         chat: &PatientChat,
         query: &[String],
@@ -334,9 +425,13 @@ impl Core {
                 "api_key and api_secret are at most 1024 bytes",
             ));
         }
+        let entry = Entry::new(audit::Kind::WebhookSet, Actor::of(caller))
+            .workspace(&ws)
+            .detail("url", hook.url.clone());
         self.commit
             .run(move |tx| {
                 tx.batch.put_webhook(&ws, &hook);
+                tx.audit(entry)?;
                 Ok(((), vec![]))
             })
             .await
@@ -370,6 +465,14 @@ impl Core {
     pub fn page_token_key(&self) -> Result<[u8; 32]> {
         Ok(self.reading().page_token_key()?)
     }
+}
+
+/// A page of `chat`, held until its read is recorded.
+fn shown(chat: &PatientChat, page: Page) -> ToShow<Page> {
+    let ids: Vec<MsgId> = page.messages.iter().map(|m| m.id).collect();
+    let mut read = ToShow::new(page, chat.reader);
+    read.note(chat.room, chat.patient.id, &chat.patient.workspace, ids);
+    read
 }
 
 fn border_id(b: Border) -> MsgId {
@@ -443,13 +546,16 @@ mod tests {
 
     async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
         let id = core
-            .create_user(NewUser {
-                username: name.into(),
-                password: "pw".into(),
-                role,
-                workspace: Workspace::new(tenant, "main").unwrap(),
-                display_name: Some(format!("{name} display")),
-            })
+            .create_user(
+                None,
+                NewUser {
+                    username: name.into(),
+                    password: "pw".into(),
+                    role,
+                    workspace: Workspace::new(tenant, "main").unwrap(),
+                    display_name: Some(format!("{name} display")),
+                },
+            )
             .await
             .unwrap();
         core.user(id).unwrap().unwrap()
@@ -526,6 +632,18 @@ mod tests {
         c.core.shutdown();
     }
 
+    /// A history page, shown (its read recorded).
+    async fn page(
+        c: &Clinic,
+        ch: &PatientChat,
+        border: Border,
+        size: usize,
+        archived: bool,
+    ) -> Page {
+        let read = c.core.history_page(ch, border, size, archived).unwrap();
+        c.core.show(read).await.unwrap()
+    }
+
     fn ids(p: &Page) -> Vec<u64> {
         p.messages.iter().map(|m| m.id.0).collect()
     }
@@ -548,7 +666,7 @@ mod tests {
         }
         // Down (older) from the newest, with arrivals between pages.
         let mut seen = Vec::new();
-        let mut page = c.core.history_page(&ch, Border::Newest, 7, false).unwrap();
+        let mut page = page(&c, &ch, Border::Newest, 7, false).await;
         assert!(!page.newer && page.older);
         loop {
             seen.extend(ids(&page));
@@ -557,10 +675,7 @@ mod tests {
                 break;
             }
             let last = page.messages.last().unwrap().id;
-            page = c
-                .core
-                .history_page(&ch, Border::Below(last), 7, false)
-                .unwrap();
+            page = self::page(&c, &ch, Border::Below(last), 7, false).await;
             assert!(page.newer);
         }
         let mut want = all.clone();
@@ -569,10 +684,7 @@ mod tests {
         // Up (newer) from the oldest: every message once, arrivals included.
         let oldest = MsgId(all[0]);
         let mut up = Vec::new();
-        let mut page = c
-            .core
-            .history_page(&ch, Border::AtOrAbove(oldest), 6, false)
-            .unwrap();
+        let mut page = self::page(&c, &ch, Border::AtOrAbove(oldest), 6, false).await;
         assert!(!page.older);
         loop {
             let mut p = ids(&page);
@@ -582,10 +694,7 @@ mod tests {
                 break;
             }
             let first = page.messages.first().unwrap().id;
-            page = c
-                .core
-                .history_page(&ch, Border::Above(first), 6, false)
-                .unwrap();
+            page = self::page(&c, &ch, Border::Above(first), 6, false).await;
         }
         assert_eq!(up.len(), 25 + 4);
         assert!(up.windows(2).all(|w| w[0] < w[1]));
@@ -628,11 +737,11 @@ mod tests {
             .unwrap();
         assert_eq!(hits(&c), [b.id.0]);
         assert_eq!(
-            ids(&c.core.history_page(&ch, Border::Newest, 10, false).unwrap()),
+            ids(&page(&c, &ch, Border::Newest, 10, false).await),
             [b.id.0]
         );
         assert_eq!(
-            ids(&c.core.history_page(&ch, Border::Newest, 10, true).unwrap()),
+            ids(&page(&c, &ch, Border::Newest, 10, true).await),
             [b.id.0, a.id.0]
         );
         // An id of another chat, or garbage, is refused and archives nothing.

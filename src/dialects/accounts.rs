@@ -87,7 +87,7 @@ pub async fn add_user(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         b.instance.as_deref(),
         b.display_name,
     )?;
-    let id = ctx.core.create_user(new).await?;
+    let id = ctx.core.create_user(Some(&admin.user), new).await?;
     Ok(http::json(
         StatusCode::CREATED,
         &json!({ "id": id.to_string() }),

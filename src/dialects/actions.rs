@@ -11,6 +11,7 @@ use hyper::Request;
 use serde_json::{json, Value};
 
 use super::Ctx;
+use crate::core::audit::ToShow;
 use crate::core::error::{Error, Kind, Result};
 use crate::core::hub::{ChatView, Event, EventKind};
 use crate::core::messages::{PostAs, Window};
@@ -70,22 +71,24 @@ fn recipients(frame: &Value) -> Result<Vec<UserId>> {
         .collect()
 }
 
-/// A chat as this dialect shows it, read for `user`: participants with
-/// `last_seen`, and the newest `chat_history` messages, oldest first.
-fn chat(core: &Core, user: &User, room: RoomId) -> Result<Value> {
+/// A chat as this dialect shows it, read for `user` and held until shown:
+/// participants with `last_seen`, and the newest `chat_history` messages,
+/// oldest first.
+fn chat(core: &Core, user: &User, room: RoomId) -> Result<ToShow<Value>> {
     let participants = core.room_info(user, room)?.participants;
     let window = Window {
         last: Some(core.limits.chat_history),
         ..Window::default()
     };
-    let recent = core.room_history(user, room, window)?;
-    Ok(chat_json(
-        room,
-        &ChatView {
-            participants,
-            recent,
-        },
-    ))
+    Ok(core.room_history(user, room, window)?.map(|recent| {
+        chat_json(
+            room,
+            &ChatView {
+                participants,
+                recent,
+            },
+        )
+    }))
 }
 
 /// A chat, from what was read for it or what an event carries.
@@ -201,6 +204,7 @@ impl Session {
                     .into_iter()
                     .map(|room| chat(&self.core, user, room))
                     .collect::<Result<Vec<_>>>()?;
+                let chats = self.core.show(ToShow::join(chats)).await?;
                 Ok(Some(
                     json!({ "action": "get_message", "chats": chats }).to_string(),
                 ))
@@ -461,7 +465,7 @@ mod tests {
                 workspace: Workspace::default(),
                 display_name: None,
             };
-            let id = core.create_user(new).await.unwrap();
+            let id = core.create_user(None, new).await.unwrap();
             users.push(core.user(id).unwrap().unwrap());
         }
         let (ann, bob) = (&users[0], &users[1]);

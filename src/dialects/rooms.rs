@@ -14,7 +14,7 @@ use crate::core::error::{Error, Result};
 use crate::core::hub::{Event, EventKind};
 use crate::core::messages::PostAs;
 use crate::core::model::{Message, MsgId, RoomId, UserId};
-use crate::core::{Caller, Core};
+use crate::core::{blocking, Caller, Core};
 use crate::net::http::{self, Resp};
 use crate::net::ws::{self, Dialect, Out};
 
@@ -191,21 +191,23 @@ pub(crate) struct Retrieve {
 }
 
 /// `POST /chat/retrieve` `{"after", "limit"?}` → `{"messages":[…]}`: every
-/// message after the cursor in the caller's rooms, ascending, streamed.
+/// message after the cursor in the caller's rooms, ascending, streamed
+/// once the read of any patient chat among them is recorded.
 pub async fn retrieve(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let caller = caller(&ctx.core, &req)?;
     let b: Retrieve = http::read_json(req).await?;
     let limit = b
         .limit
         .map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize);
-    let rooms = ctx.core.cursor_rooms(&caller.user)?;
+    let core = ctx.core.clone();
+    let read = blocking(move || core.cursor_read(&caller.user, MsgId(b.after), limit)).await?;
+    let cursor = ctx.core.show(read).await?;
     let core = ctx.core.clone();
     Ok(http::stream_json(move |out| {
-        let messages = core.messages_after(&rooms, MsgId(b.after));
         if !out.write(b"{\"messages\":[") {
             return Ok(());
         }
-        for (i, m) in messages.take(limit).enumerate() {
+        for (i, m) in core.messages_after(&cursor).enumerate() {
             let m = m?;
             let mut item = if i == 0 { Vec::new() } else { vec![b','] };
             serde_json::to_writer(&mut item, &wire(&m)).map_err(Error::internal)?;

@@ -481,17 +481,20 @@ impl Session {
             } => {
                 let w = window(from, to, last, today_utc());
                 let (core, user) = (self.core.clone(), user.clone());
-                blocking(move || {
+                let read = blocking(move || {
                     let history = core.room_history(&user, chat, w)?;
                     let participants = core.room_info(&user, chat)?.participants;
                     let mut names = Names::new(&core);
-                    let list: Vec<Msg> = history
-                        .iter()
-                        .map(|m| names.message(m, &participants))
-                        .collect();
-                    Ok(Some(frame("chatMessages", &list)))
+                    Ok::<_, Error>(history.map(|history| {
+                        let list: Vec<Msg> = history
+                            .iter()
+                            .map(|m| names.message(m, &participants))
+                            .collect();
+                        Some(frame("chatMessages", &list))
+                    }))
                 })
-                .await
+                .await?;
+                self.core.show(read).await
             }
         }
     }

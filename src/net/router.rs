@@ -8,7 +8,7 @@ use hyper::{Method, Request};
 use super::http::{self, Resp};
 use super::ops;
 use crate::core::error::Error;
-use crate::dialects::{accounts, actions, api_clients, echo, patient, rooms, Ctx};
+use crate::dialects::{accounts, actions, api_clients, audit, echo, patient, rooms, Ctx};
 
 /// Answers a request; what the answer shows is durable (`Core::answer`).
 pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
@@ -38,6 +38,7 @@ async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/admin/api_clients") => api_clients::add(ctx, req).await,
         (&Method::POST, "/admin/webhooks") => accounts::set_webhook(ctx, req).await,
         (&Method::GET, "/admin/webhooks/pending") => accounts::pending_webhooks(ctx, req).await,
+        (&Method::GET, "/admin/audit") => audit::list(ctx, req).await,
         (&Method::GET, "/chat/connect") => Ok(rooms::connect(ctx, req)),
         (&Method::POST, "/chat/create_dm") => rooms::create_dm(ctx, req).await,
         (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,

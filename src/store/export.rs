@@ -6,8 +6,9 @@
 //!
 //! Order: page-token key, users, tokens, rooms, participants, DMs,
 //! messages (by id), webhooks, pending deliveries, API clients (each with
-//! the hashes of its tokens) — rooms before their messages, so `import`
-//! knows which rooms are patient chats.
+//! the hashes of its tokens), the audit trail (by seq, as stored: its
+//! hashes stay valid) — rooms before their messages, so `import` knows
+//! which rooms are patient chats.
 
 use std::collections::HashSet;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
+use crate::core::audit::Sealed;
 use crate::core::model::{
     words, ApiClient, Delivery, Message, MsgId, Participant, Role, Room, RoomId, RoomKind, User,
     UserId, Webhook, Workspace,
@@ -63,6 +65,21 @@ pub enum Record {
         /// exported as everyone's): what a rotation must revoke.
         tokens: Vec<String>,
     },
+    /// An audit record (`core::audit::Sealed`): its canonical JSON, hash
+    /// (hex) and time, kept exactly.
+    Audit {
+        seq: u64,
+        at_ms: u64,
+        json: String,
+        hash: String,
+    },
+    /// An audit record whose stored bytes cannot be decoded: the bytes
+    /// (hex), so that the restored trail is the same, damage included
+    /// (`parlor audit verify` names it).
+    AuditUnreadable {
+        seq: u64,
+        bytes: String,
+    },
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -79,6 +96,20 @@ fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
     }
     Ok(out)
+}
+
+fn unhex_vec(s: &str) -> Result<Vec<u8>> {
+    let bad = || StoreError(format!("bad hex value {s:?}"));
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    (0..s.len() / 2)
+        .map(|i| {
+            s.get(2 * i..2 * i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect()
 }
 
 /// `tenant 0 instance 0` after the tag byte.
@@ -169,6 +200,20 @@ impl Store {
                 client,
             })?;
         }
+        for item in self.audit_from(1) {
+            out(match item? {
+                (seq, Ok(s)) => Record::Audit {
+                    seq,
+                    at_ms: s.at_ms,
+                    json: s.json,
+                    hash: hex(&s.hash),
+                },
+                (seq, Err(_)) => Record::AuditUnreadable {
+                    seq,
+                    bytes: hex(&self.audit_raw(seq)?.unwrap_or_default()),
+                },
+            })?;
+        }
         Ok(())
     }
 
@@ -227,6 +272,22 @@ impl Store {
                         batch.put_client_token(client.user, &unhex::<32>(t)?);
                     }
                     batch.put_api_client(&client);
+                }
+                Record::Audit {
+                    seq,
+                    at_ms,
+                    json,
+                    hash,
+                } => batch.put_audit(
+                    seq,
+                    &Sealed {
+                        at_ms,
+                        json,
+                        hash: unhex::<32>(&hash)?,
+                    },
+                ),
+                Record::AuditUnreadable { seq, bytes } => {
+                    batch.put_audit_raw(seq, &unhex_vec(&bytes)?)
                 }
             }
             n += 1;

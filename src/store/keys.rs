@@ -25,6 +25,7 @@
 //! | `a` | `a` tenant 0 name            | `ApiClient` (API.md §6)       |
 //! | `b` | `b` user:u64                 | `a` key: a client's own user  |
 //! | `x` | `x` user:u64 sha256(token)   | empty: a client's tokens      |
+//! | `e` | `e` seq:u64                  | `Sealed`: the audit trail     |
 //!
 //! `workspace` is `tenant 0 instance` (names hold no control characters,
 //! so the 0 bytes cannot be ambiguous); `word` is a case-folded word of at
@@ -50,6 +51,7 @@ pub const OUTBOX: u8 = b'o';
 pub const API_CLIENT: u8 = b'a';
 pub const CLIENT_USER: u8 = b'b';
 pub const CLIENT_TOKEN: u8 = b'x';
+pub const AUDIT: u8 = b'e';
 
 pub const PAGE_KEY_KEY: &[u8] = b"0page_token_key";
 

@@ -18,6 +18,7 @@
 //! Room on the disk, and refusing writes without it: `space`.
 
 mod api_clients;
+mod audit;
 pub mod checkpoint;
 mod codec;
 mod export;
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod space;
 pub mod wal;
 
+pub use audit::StoredAudit;
 pub use export::Record;
 
 use std::collections::HashSet;
@@ -168,6 +170,8 @@ pub struct Summary {
     pub last_msg: u64,
     /// Commit time of the newest message (Unix ms), 0 if none.
     pub last_msg_ms: u64,
+    /// The newest audit record, where the trail's chain resumes.
+    pub last_audit: Option<(u64, StoredAudit)>,
 }
 
 pub struct Store {
@@ -712,6 +716,7 @@ impl Store {
             last_room: self.last_id(ROOM)?,
             last_msg,
             last_msg_ms: self.log_entry(last_msg)?.map_or(0, |(_, ms)| ms),
+            last_audit: self.audit_last()?,
             ..Summary::default()
         })
     }

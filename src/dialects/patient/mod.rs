@@ -28,6 +28,7 @@ use serde_json::json;
 
 use super::time::{parse_rfc3339, rfc3339};
 use super::{caller, Ctx};
+use crate::core::audit::ToShow;
 use crate::core::error::Error;
 use crate::core::model::{external_id, words, Message, MsgId, User, UserId};
 use crate::core::patients::{Border, Page, PatientChat, MAX_PAGE};
@@ -436,12 +437,13 @@ async fn handle(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         Endpoint::History | Endpoint::Search | Endpoint::Find => {
             let q = Query::parse(req.uri().query())?;
             let endpoint = t.endpoint;
-            blocking(move || match endpoint {
+            let read = blocking(move || match endpoint {
                 Endpoint::History => history(&core, &chat, &q),
                 Endpoint::Search => search(&core, &chat, &q),
                 _ => find(&core, &chat, &q),
             })
-            .await
+            .await?;
+            Ok(ctx.core.show(read).await?)
         }
     }
 }
@@ -494,7 +496,7 @@ async fn archive(
 /// "content"}`, newest first; `nextPageToken` older, `prevPageToken`
 /// newer. The token may also be a search hit's (or a find page's): then
 /// this is the page `find` would show, and history pages lead on from it.
-fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
+fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<ToShow<Resp>> {
     let mut r = Render::new(core, chat)?;
     let size = q.page_size()?;
     let token = q
@@ -511,13 +513,15 @@ fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
         content_size: size,
     };
     let page = core.history_page(chat, at.border, at.size, at.include_archived)?;
-    let content = page
-        .messages
-        .iter()
-        .map(|m| r.message(m))
-        .collect::<Result<Vec<_>>>()?;
-    let meta = r.meta(Kind::History, &at, &page, &[]);
-    Ok(ok_json(&Envelope { meta, content }))
+    page.try_map(|page| {
+        let content = page
+            .messages
+            .iter()
+            .map(|m| r.message(m))
+            .collect::<Result<Vec<_>>>()?;
+        let meta = r.meta(Kind::History, &at, &page, &[]);
+        Ok(ok_json(&Envelope { meta, content }))
+    })
 }
 
 /// The words of a search query (`core::model::words`: all must match,
@@ -538,7 +542,7 @@ pub(crate) fn query_words(query: &str) -> Result<Vec<String>> {
 /// `GET …/chat/search?query=&pageSize=|pageToken=` → the seed's search
 /// envelope, hits newest first, each with its own find tokens. A token
 /// carries its query; `query` may then be left out (or repeat it).
-fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
+fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<ToShow<Resp>> {
     let mut r = Render::new(core, chat)?;
     let size = q.page_size()?;
     let token = q
@@ -578,63 +582,12 @@ fn search(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
         content_size,
         include_archived: false,
     };
-    let page = search_page(core, chat, &words, at.border, at.size)?;
-    let content = r.hits(&page, &at)?;
-    let meta = r.meta(Kind::Search, &at, &page, &words);
-    Ok(ok_json(&Envelope { meta, content }))
-}
-
-/// A page of search hits from `border`, newest first, shaped like a
-/// history page (the core's `search_chat` does the index walk).
-fn search_page(
-    core: &Core,
-    chat: &PatientChat,
-    words: &[String],
-    border: Border,
-    size: usize,
-) -> Result<Page> {
-    const ALL: MsgId = MsgId(u64::MAX);
-    let down = |below: MsgId, first: bool| -> Result<Page> {
-        let mut messages = core.search_chat(chat, words, (MsgId(0), below), size + 1, false)?;
-        let older = messages.len() > size;
-        messages.truncate(size);
-        let top = messages
-            .first()
-            .map_or(MsgId(below.0.saturating_sub(1)), |m| m.id);
-        let newer = !first
-            && !core
-                .search_chat(chat, words, (top, ALL), 1, true)?
-                .is_empty();
-        Ok(Page {
-            messages,
-            older,
-            newer,
-        })
-    };
-    let up = |after: MsgId| -> Result<Page> {
-        let mut messages = core.search_chat(chat, words, (after, ALL), size + 1, true)?;
-        let newer = messages.len() > size;
-        messages.truncate(size);
-        messages.reverse();
-        let bottom = messages
-            .last()
-            .map_or(MsgId(after.0.saturating_add(1)), |m| m.id);
-        let older = !core
-            .search_chat(chat, words, (MsgId(0), bottom), 1, false)?
-            .is_empty();
-        Ok(Page {
-            messages,
-            older,
-            newer,
-        })
-    };
-    match border {
-        Border::Newest => down(ALL, true),
-        Border::Below(x) => down(x, false),
-        Border::AtOrBelow(x) => down(MsgId(x.0.saturating_add(1)), false),
-        Border::Above(x) => up(x),
-        Border::AtOrAbove(x) => up(MsgId(x.0.saturating_sub(1))),
-    }
+    let page = core.search_page(chat, &words, at.border, at.size)?;
+    page.try_map(|page| {
+        let content = r.hits(&page, &at)?;
+        let meta = r.meta(Kind::Search, &at, &page, &words);
+        Ok(ok_json(&Envelope { meta, content }))
+    })
 }
 
 /// `GET …/chat/find?pageToken=` → the page around a search hit (or on from
@@ -642,7 +595,7 @@ fn search_page(
 /// &pageSize=&includeArchived=` → the `pageSize` messages at or before
 /// (`before=true`, the default) or at or after `date`, nearest to it.
 /// Either way the search envelope, newest first.
-fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
+fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<ToShow<Resp>> {
     let mut r = Render::new(core, chat)?;
     let size = q.page_size()?;
     let at = match q.token() {
@@ -678,9 +631,11 @@ fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<Resp> {
         }
     };
     let page = core.history_page(chat, at.border, at.size, at.include_archived)?;
-    let content = r.hits(&page, &at)?;
-    let meta = r.meta(Kind::Find, &at, &page, &[]);
-    Ok(ok_json(&Envelope { meta, content }))
+    page.try_map(|page| {
+        let content = r.hits(&page, &at)?;
+        let meta = r.meta(Kind::Find, &at, &page, &[]);
+        Ok(ok_json(&Envelope { meta, content }))
+    })
 }
 
 #[cfg(test)]
