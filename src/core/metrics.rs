@@ -78,6 +78,9 @@ pub struct Metrics {
     pub frames_rendered: AtomicU64,
     /// …and the pushes made of them (one per recipient connection).
     pub frames_pushed: AtomicU64,
+    /// Webhook deliveries set aside as dead, in the store now (a gauge,
+    /// counted at open and kept by `core::webhooks`).
+    pub webhook_dead: AtomicU64,
     connections: Mutex<BTreeMap<&'static str, i64>>,
 }
 
@@ -96,6 +99,7 @@ impl Default for Metrics {
             conns_too_slow: AtomicU64::new(0),
             frames_rendered: AtomicU64::new(0),
             frames_pushed: AtomicU64::new(0),
+            webhook_dead: AtomicU64::new(0),
             connections: Mutex::new(BTreeMap::new()),
         }
     }
@@ -192,6 +196,11 @@ impl Metrics {
             out,
             "# HELP parlor_last_message_id The newest durable message id.\n# TYPE parlor_last_message_id gauge\nparlor_last_message_id {last_message}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP parlor_webhook_dead_deliveries Webhook deliveries set aside as dead (parlor webhook pending --dead).\n# TYPE parlor_webhook_dead_deliveries gauge\nparlor_webhook_dead_deliveries {}",
+            self.webhook_dead.load(Relaxed)
+        );
         self.commit_batch.render(
             &mut out,
             "parlor_commit_batch_size",
@@ -235,6 +244,10 @@ mod tests {
         assert!(text.contains("parlor_connections{dialect=\"rooms\"} 1\n"));
         assert!(text.contains("parlor_connections{dialect=\"typed\"} 0\n"));
         assert!(text.contains("parlor_last_message_id 42\n"));
+        m.webhook_dead.store(3, Relaxed);
+        assert!(m.render(42, "").contains(
+            "# TYPE parlor_webhook_dead_deliveries gauge\nparlor_webhook_dead_deliveries 3\n"
+        ));
         assert!(text.ends_with("x_extra 1\n"));
         assert_eq!(m.commit_sync_us.max(), 2_000_000);
     }

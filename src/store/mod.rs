@@ -22,6 +22,7 @@ mod codec;
 mod export;
 pub mod keys;
 pub mod wal;
+mod webhooks;
 
 pub use export::Record;
 
@@ -35,9 +36,7 @@ use std::sync::Mutex;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::core::model::{
-    Delivery, Message, MsgId, Participant, Room, RoomId, User, UserId, Webhook, Workspace,
-};
+use crate::core::model::{Message, MsgId, Participant, Room, RoomId, User, UserId, Workspace};
 use keys::*;
 
 /// Bumped when the layout in `keys` (or how the store's files fit
@@ -739,7 +738,7 @@ impl Store {
             .collect()
     }
 
-    // ---- patients, search, webhooks ----
+    // ---- patients, search (webhooks: `webhooks`) ----
 
     pub fn patient_chat(&self, patient: UserId) -> Result<Option<RoomId>> {
         Ok(self
@@ -830,24 +829,6 @@ impl Store {
             i = (i + 1) % n;
         }
         Ok(hits)
-    }
-
-    pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
-        self.get(&workspace(WEBHOOK, &ws.tenant, &ws.instance))
-    }
-
-    /// Pending webhook deliveries in message order, from `from` on.
-    pub fn outbox(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
-        let mut out = Vec::new();
-        for kv in self
-            .db
-            .range(one(OUTBOX, from.0)..one(OUTBOX + 1, 0))
-            .take(limit)
-        {
-            let (_, v) = kv?;
-            out.push(codec::decode(&v).map_err(StoreError)?);
-        }
-        Ok(out)
     }
 
     /// The key that authenticates page tokens; made once, at open, and
@@ -1072,18 +1053,6 @@ impl WriteBatch {
         }
     }
 
-    pub fn put_webhook(&mut self, ws: &Workspace, hook: &Webhook) {
-        self.put(&workspace(WEBHOOK, &ws.tenant, &ws.instance), hook);
-    }
-
-    pub fn put_delivery(&mut self, d: &Delivery) {
-        self.put(&one(OUTBOX, d.message.0), d);
-    }
-
-    pub fn remove_delivery(&mut self, message: MsgId) {
-        self.remove(&one(OUTBOX, message.0));
-    }
-
     fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
         self.0.push(Op::Put(key.to_vec(), codec::encode(value)));
     }
@@ -1132,7 +1101,7 @@ impl WriteBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{RoomKind, Workspace};
+    use crate::core::model::{Delivery, RoomKind, Workspace};
 
     fn msg(id: u64, room: u64) -> Message {
         Message {
