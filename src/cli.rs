@@ -1,5 +1,6 @@
 //! The operator's subcommands (`user add`, `token issue`, `api-client add`, `webhook set`,
-//! `webhook pending`, `audit export|verify`, `backup`, `restore`, `check`): through the
+//! `webhook delete`, `webhook pending [--dead]`, `webhook retry`, `audit export|verify`,
+//! `backup`, `restore`, `check`): through the
 //! running daemon's control socket when there is one, else on the store
 //! directly. Both run the same core operation (`control::execute`).
 
@@ -89,16 +90,42 @@ pub fn webhook(data_dir: &Path, cmd: WebhookCommand) -> anyhow::Result<()> {
                 },
             )?;
         }
-        WebhookCommand::Pending { after, limit, json } => {
+        WebhookCommand::Delete { tenant, instance } => {
+            let answer = run(data_dir, Request::WebhookDelete { tenant, instance })?;
+            let dropped: serde_json::Value =
+                serde_json::from_str(&answer).context("reading the daemon's answer")?;
+            println!(
+                "deleted; dropped {} pending and {} dead deliveries",
+                dropped["pending"], dropped["dead"]
+            );
+        }
+        WebhookCommand::Pending {
+            dead,
+            after,
+            limit,
+            json,
+        } => {
             let limit = usize::try_from(limit).unwrap_or(webhooks::MAX_LIST);
-            let answer = run(data_dir, Request::WebhookPending { after, limit })?;
+            let answer = run(data_dir, Request::WebhookPending { after, limit, dead })?;
             if json {
                 println!("{answer}");
             } else {
                 let list: serde_json::Value =
                     serde_json::from_str(&answer).context("reading the daemon's listing")?;
-                print!("{}", pending_table(&list));
+                print!(
+                    "{}",
+                    if dead {
+                        dead_table(&list)
+                    } else {
+                        pending_table(&list)
+                    }
+                );
             }
+        }
+        // clap takes exactly one of --all and --message: no message, all.
+        WebhookCommand::Retry { message, .. } => {
+            let moved = run(data_dir, Request::WebhookRetry { message })?;
+            println!("{moved} dead deliveries back in the outbox");
         }
     }
     Ok(())
@@ -182,14 +209,17 @@ fn stdin_line(what: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// The listing for a terminal: a header and one line per delivery; `-`
-/// where the daemon is not running and so knows no attempts.
-fn pending_table(list: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| match v {
+fn text(v: &serde_json::Value) -> String {
+    match v {
         serde_json::Value::Null => "-".to_owned(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
+    }
+}
+
+/// The listing for a terminal: a header and one line per delivery; `-`
+/// where the daemon is not running and so knows no attempts.
+fn pending_table(list: &serde_json::Value) -> String {
     let mut out =
         String::from("EXTERNAL_ID\tPATIENT\tWORKSPACE\tSTATE\tFAILED\tNEXT_IN_MS\tLAST_ERROR\n");
     for d in list["pending"].as_array().into_iter().flatten() {
@@ -205,10 +235,37 @@ fn pending_table(list: &serde_json::Value) -> String {
             text(&d["last_error"]),
         ));
     }
-    if list["more"] == serde_json::Value::Bool(true) {
-        out.push_str("… more: page on with --after <last EXTERNAL_ID>\n");
-    }
+    out.push_str(more(list));
     out
+}
+
+/// The dead deliveries for a terminal.
+fn dead_table(list: &serde_json::Value) -> String {
+    let mut out =
+        String::from("EXTERNAL_ID\tPATIENT\tWORKSPACE\tCREATED_MS\tDEAD_MS\tFAILED\tLAST_ERROR\n");
+    for d in list["dead"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{}\t{}\t{}/{}\t{}\t{}\t{}\t{}\n",
+            text(&d["external_id"]),
+            text(&d["patient_id"]),
+            text(&d["tenant"]),
+            text(&d["instance"]),
+            text(&d["created_ms"]),
+            text(&d["dead_ms"]),
+            text(&d["failed_attempts"]),
+            text(&d["last_error"]),
+        ));
+    }
+    out.push_str(more(list));
+    out
+}
+
+fn more(list: &serde_json::Value) -> &'static str {
+    if list["more"] == serde_json::Value::Bool(true) {
+        "… more: page on with --after <last EXTERNAL_ID>\n"
+    } else {
+        ""
+    }
 }
 
 fn run(data_dir: &Path, req: Request) -> anyhow::Result<String> {

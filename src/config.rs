@@ -155,6 +155,18 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub webhook_max_backoff_secs: u64,
+    /// Hours a webhook delivery may keep failing before it is set aside as
+    /// dead (counted from its message; fractions allowed). Dead deliveries
+    /// are kept, listed by `parlor webhook pending --dead` and sent again
+    /// by `parlor webhook retry`.
+    #[arg(
+        long,
+        env = "PARLOR_WEBHOOK_GIVE_UP_HOURS",
+        default_value_t = 72.0,
+        value_parser = parse_hours,
+        value_name = "HOURS"
+    )]
+    pub webhook_give_up_hours: f64,
     /// Reverse proxies whose `X-Forwarded-For` is believed: addresses and
     /// networks, comma-separated (`127.0.0.1,10.0.0.0/8`). Default: none,
     /// the header is ignored and the client is the TCP peer.
@@ -266,6 +278,14 @@ pub struct ServeArgs {
     pub conformance_echo: bool,
 }
 
+/// `--webhook-give-up-hours`: more than 0, at most ten years.
+fn parse_hours(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(h) if h > 0.0 && h <= 87_600.0 => Ok(h),
+        _ => Err("expected a number of hours above 0 and at most 87600".into()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Create a user; the password is read from stdin (one line).
@@ -341,8 +361,21 @@ pub enum WebhookCommand {
         #[arg(long)]
         api_key: String,
     },
-    /// List deliveries not yet accepted by their receiver, oldest first.
+    /// Delete a workspace's webhook; its pending and dead deliveries are
+    /// dropped.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        instance: String,
+    },
+    /// List deliveries not yet accepted by their receiver, oldest first
+    /// (with --dead: those set aside as dead).
     Pending {
+        /// List the dead deliveries instead (given up after
+        /// --webhook-give-up-hours of failures).
+        #[arg(long)]
+        dead: bool,
         /// List after this delivery (an externalId), to page on.
         #[arg(long)]
         after: Option<String>,
@@ -356,5 +389,16 @@ pub enum WebhookCommand {
         /// Print the listing as JSON (as `GET /admin/webhooks/pending`).
         #[arg(long)]
         json: bool,
+    },
+    /// Send dead deliveries again: move them back into the outbox, each in
+    /// its place in its patient's order.
+    #[command(group = clap::ArgGroup::new("which").required(true))]
+    Retry {
+        /// Every dead delivery.
+        #[arg(long, group = "which")]
+        all: bool,
+        /// One dead delivery, by its message's externalId.
+        #[arg(long, group = "which", value_name = "EXTERNAL_ID")]
+        message: Option<String>,
     },
 }

@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::core::audit;
 use crate::core::error::{Error, Result};
-use crate::core::model::parse_external_id;
+use crate::core::model::{parse_external_id, MsgId, Workspace};
 use crate::core::Core;
 use crate::dialects::accounts::{new_user, new_webhook};
 use crate::dialects::api_clients::new_api_client;
@@ -47,10 +47,23 @@ pub enum Request {
         api_key: String,
         api_secret: String,
     },
-    /// Answers a `webhooks::PendingList` as JSON.
+    /// Answers what was dropped, as JSON `{"pending","dead"}`.
+    WebhookDelete {
+        tenant: String,
+        instance: String,
+    },
+    /// Answers a `webhooks::listing::PendingList` (with `dead`, a
+    /// `DeadList`) as JSON.
     WebhookPending {
         after: Option<String>,
         limit: usize,
+        #[serde(default)]
+        dead: bool,
+    },
+    /// Moves dead deliveries back into the outbox: `message` (an
+    /// externalId) or, without one, every one. Answers how many moved.
+    WebhookRetry {
+        message: Option<String>,
     },
     /// Answers with the backup itself (`core::backup`'s format), streamed,
     /// instead of a `Reply` line.
@@ -146,18 +159,37 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
             let verdict = crate::core::blocking(move || core.audit_verify()).await?;
             Ok(serde_json::to_string(&verdict).expect("serializing a verdict"))
         }
-        Request::WebhookPending { after, limit } => {
-            let after = after
-                .map(|a| {
-                    parse_external_id(&a).ok_or_else(|| {
-                        Error::bad_request("--after must be an externalId (IM + 32 hex digits)")
-                    })
-                })
-                .transpose()?;
-            let list = webhooks::pending(core, monitor, after, limit)?;
-            Ok(serde_json::to_string(&list).expect("serializing a listing"))
+        Request::WebhookDelete { tenant, instance } => {
+            let ws = Workspace::new(&tenant, &instance)?;
+            let dropped = core.delete_webhook(None, ws).await?;
+            let answer = serde_json::json!({"pending": dropped.pending, "dead": dropped.dead});
+            Ok(answer.to_string())
+        }
+        Request::WebhookPending { after, limit, dead } => {
+            let after = after.map(|a| external("--after", &a)).transpose()?;
+            let list = if dead {
+                serde_json::to_string(&webhooks::dead(core, after, limit)?)
+            } else {
+                serde_json::to_string(&webhooks::pending(core, monitor, after, limit)?)
+            };
+            Ok(list.expect("serializing a listing"))
+        }
+        Request::WebhookRetry { message } => {
+            let one = message.map(|m| external("--message", &m)).transpose()?;
+            let moved = core.retry_dead(one).await?;
+            if let Some(m) = monitor {
+                m.requeue(&moved);
+            }
+            Ok(moved.len().to_string())
         }
     }
+}
+
+/// A message id given as its externalId on the command line.
+fn external(flag: &str, s: &str) -> Result<MsgId> {
+    parse_external_id(s).ok_or_else(|| {
+        Error::bad_request(format!("{flag} must be an externalId (IM + 32 hex digits)"))
+    })
 }
 
 /// Binds the control socket (replacing a stale one) with mode 0600.

@@ -71,6 +71,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         core.clone(),
         webhooks::Settings {
             max_backoff: Duration::from_secs(args.webhook_max_backoff_secs),
+            give_up: Duration::from_secs_f64(args.webhook_give_up_hours * 3600.0),
             ..webhooks::Settings::new(public_url.trim_end_matches('/'))
         },
         monitor.clone(),

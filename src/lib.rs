@@ -22,7 +22,8 @@
 //!   and `PARLOR_*` variables; [`bench`]: `parlor bench`, the bundled load
 //!   generator (a client of the daemon, plus a no-storage baseline server).
 //! - [`webhooks`]: the background worker that sends the core's webhook
-//!   outbox — signed, retried with backoff, in order per patient.
+//!   outbox — signed, retried with backoff, in order per patient, set
+//!   aside as dead after `--webhook-give-up-hours`.
 //! - [`web`]: the built-in web client (`web/` at the repository's top:
 //!   HTML, CSS, plain JavaScript modules) compiled in and served at `/`
 //!   with ETags and strict security headers. It is a client of the public

@@ -150,8 +150,9 @@ async fn create_chat_reaches_every_participant_with_the_first_message() {
     let mut a = ready(&addr, &w.alice.token).await;
     let mut b = ready(&addr, &w.bob.token).await;
     let mut c = ready(&addr, &w.carol.token).await;
-    a.send_json(&json!({"action": "create_chat", "authToken": w.alice.token,
-        "message": "try to debug", "recipient_ids": [w.bob.id, w.carol.id]}))
+    // Staff may bring patients together (a patient may not: API.md §8).
+    b.send_json(&json!({"action": "create_chat", "authToken": w.bob.token,
+        "message": "try to debug", "recipient_ids": [w.alice.id, w.carol.id]}))
         .await;
     for ws in [&mut a, &mut b, &mut c] {
         let v = ws.recv_json(T).await;
@@ -169,14 +170,11 @@ async fn create_chat_reaches_every_participant_with_the_first_message() {
         assert_eq!(ids, want);
         let msgs = chat["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0]["owner_id"], w.alice.id);
+        assert_eq!(msgs[0]["owner_id"], w.bob.id);
         assert_eq!(msgs[0]["message"], "try to debug");
         // The creator posted, so was seen; the others never were.
-        assert!(
-            last_seen(chat, &w.alice.id) > 1_600_000_000_000,
-            "ms, not s"
-        );
-        assert_eq!(last_seen(chat, &w.bob.id), 0);
+        assert!(last_seen(chat, &w.bob.id) > 1_600_000_000_000, "ms, not s");
+        assert_eq!(last_seen(chat, &w.alice.id), 0);
     }
 }
 
@@ -207,6 +205,51 @@ async fn create_chat_with_a_bad_recipient_names_it_and_creates_nothing() {
         a.recv_json(T).await,
         json!({"action": "get_message", "chats": []})
     );
+}
+
+/// API.md §8: a patient reaches only their care team. Naming another
+/// patient is answered exactly as naming an id nobody has (but for the id
+/// the message names), and nothing is created for anyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_chat_by_a_patient_with_another_patient_is_the_error_of_a_missing_id() {
+    let w = World::new().await;
+    let mut a = ready(&w.addr(), &w.alice.token).await;
+    let mut c = ready(&w.addr(), &w.carol.token).await;
+    let mut refused = Vec::new();
+    for bad in ["999999", w.carol.id.as_str()] {
+        for recipients in [json!([bad]), json!([w.bob.id, bad])] {
+            a.send_json(&json!({"action": "create_chat", "authToken": w.alice.token,
+                "message": "hi", "recipient_ids": recipients}))
+                .await;
+            let v = a.recv_json(T).await;
+            assert_error(&v, "NOT_FOUND");
+            let m = v["message"].as_str().unwrap();
+            assert!(m.contains(bad), "names {bad}: {v}");
+            refused.push(json!({"action": v["action"], "error_code": v["error_code"],
+                "message": m.replace(bad, "<id>")}));
+        }
+    }
+    assert_eq!(refused[..2], refused[2..], "a patient looks like no one");
+    c.expect_silence(Duration::from_millis(300)).await;
+    for (ws, token) in [(&mut a, &w.alice.token), (&mut c, &w.carol.token)] {
+        ws.send_json(&json!({"action": "get_messages", "authToken": token}))
+            .await;
+        assert_eq!(
+            ws.recv_json(T).await,
+            json!({"action": "get_message", "chats": []})
+        );
+    }
+    // Their care team is reachable both ways.
+    a.send_json(&json!({"action": "create_chat", "authToken": w.alice.token,
+        "message": "to the nurse", "recipient_ids": [w.bob.id, w.admin.id]}))
+        .await;
+    assert_eq!(a.recv_json(T).await["action"], "create_chat");
+    let mut b = ready(&w.addr(), &w.bob.token).await;
+    b.send_json(&json!({"action": "create_chat", "authToken": w.bob.token,
+        "message": "to the patient", "recipient_ids": [w.carol.id]}))
+        .await;
+    assert_eq!(b.recv_json(T).await["action"], "create_chat");
+    assert_eq!(c.recv_json(T).await["action"], "create_chat");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -143,8 +143,52 @@ async fn create_dm_is_idempotent_in_both_directions() {
     let r3 = create_dm(&a, &w.bob.token, &w.alice.id).await;
     assert_eq!(r1, r2, "same pair, same room");
     assert_eq!(r1, r3, "same pair in the other direction, same room");
-    let other = create_dm(&a, &w.alice.token, &w.carol.id).await;
+    let other = create_dm(&a, &w.alice.token, &w.admin.id).await;
     assert_ne!(r1, other, "a different pair gets a different room");
+}
+
+/// API.md §8: a patient reaches only their care team. Another patient of
+/// the workspace is answered byte for byte like an id nobody has, so the
+/// answer does not tell who else is a patient; staff and admins are
+/// reachable both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_dm_from_a_patient_to_another_patient_looks_like_a_missing_user() {
+    let w = World::new().await;
+    let a = w.addr();
+    let dm = |token: &str, other: &str| {
+        let (a, token, other) = (a.clone(), token.to_owned(), other.to_owned());
+        async move {
+            post_json(
+                &a,
+                "/chat/create_dm",
+                Some(&token),
+                &json!({"other": other}),
+            )
+            .await
+        }
+    };
+    let missing = dm(&w.alice.token, "987654321").await;
+    let patient = dm(&w.alice.token, &w.carol.id).await;
+    missing.expect_error(404, "NOT_FOUND");
+    assert_eq!(
+        (patient.status, patient.body.clone()),
+        (missing.status, missing.body.clone())
+    );
+    assert_eq!(
+        patient.header("content-type"),
+        missing.header("content-type")
+    );
+    assert_eq!(dm(&w.carol.token, &w.alice.id).await.body, missing.body);
+    // Nothing was made for either of them.
+    assert!(retrieve(&a, &w.carol.token, 0, None).await.is_empty());
+
+    // The care team: staff and the admin, from the patient and back.
+    let to_bob = create_dm(&a, &w.alice.token, &w.bob.id).await;
+    assert_eq!(create_dm(&a, &w.bob.token, &w.alice.id).await, to_bob);
+    create_dm(&a, &w.alice.token, &w.admin.id).await;
+    create_dm(&a, &w.bob.token, &w.carol.id).await;
+    // A patient's DM with themself tells nothing about anyone.
+    create_dm(&a, &w.alice.token, &w.alice.id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -352,7 +396,8 @@ async fn send_to_room_not_in_is_ignored_and_socket_stays_usable() {
     let w = World::new().await;
     let a = w.addr();
     let ab = create_dm(&a, &w.alice.token, &w.bob.id).await;
-    let ca = create_dm(&a, &w.carol.token, &w.alice.id).await;
+    // Two patients share a room only if an admin makes one (API.md §8).
+    let ca = admin_room(&a, &w.admin.token, None, &[&w.carol.id, &w.alice.id]).await;
     let mut alice = Ws::auth(&a, &w.alice.token).await;
     let mut bob = Ws::auth(&a, &w.bob.token).await;
     let mut carol = Ws::auth(&a, &w.carol.token).await;
@@ -505,13 +550,14 @@ async fn message_length_limits_over_websocket() {
 // retrieve
 // ---------------------------------------------------------------------------
 
-/// Three DMs (alice–bob, alice–carol, bob–carol), messages interleaved.
+/// Three rooms (DMs alice–bob and bob–carol; alice and carol, patients
+/// both, in a room an admin made), messages interleaved.
 /// Returns (world, all pushes in send order, room ids).
 async fn retrieve_fixture() -> (World, Vec<Value>, [String; 3]) {
     let w = World::new().await;
     let a = w.addr();
     let ab = create_dm(&a, &w.alice.token, &w.bob.id).await;
-    let ac = create_dm(&a, &w.alice.token, &w.carol.id).await;
+    let ac = admin_room(&a, &w.admin.token, None, &[&w.alice.id, &w.carol.id]).await;
     let bc = create_dm(&a, &w.bob.token, &w.carol.id).await;
     let mut alice = Ws::auth(&a, &w.alice.token).await;
     let mut bob = Ws::auth(&a, &w.bob.token).await;

@@ -280,7 +280,7 @@ async fn upgrade_without_or_with_bad_token_is_401_before_upgrade() {
 async fn upgrade_with_header_or_query_token_connects() {
     let w = World::new().await;
     let a = w.addr();
-    let mut by_header = Typed::open(&a, &w.alice.token).await;
+    let mut by_header = Typed::open(&a, &w.admin.token).await;
     let mut by_query = Typed::open_query(&a, &w.bob.token).await;
     // Nothing is sent unasked.
     by_header.silence().await;
@@ -294,7 +294,7 @@ async fn upgrade_with_header_or_query_token_connects() {
         .ask("getChatDetails", json!({"chatId": chat}), "chatDetails")
         .await;
     assert_eq!(participant_ids(&d), {
-        let mut v = vec![uid(&w.alice), uid(&w.bob)];
+        let mut v = vec![uid(&w.admin), uid(&w.bob)];
         v.sort();
         v
     });
@@ -320,43 +320,43 @@ async fn logout_closes_the_socket_opened_with_that_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn create_empty_chat_has_no_participants_and_rfc3339_times() {
     let w = World::new().await;
-    let mut alice = Typed::open(&w.addr(), &w.alice.token).await;
-    let d = alice
+    let mut admin = Typed::open(&w.addr(), &w.admin.token).await;
+    let d = admin
         .ask("createEmptyChat", json!({}), "emptyChatCreated")
         .await;
     check_chat(&d);
     assert_eq!(d["participants"], json!([]), "{d}");
     assert_eq!(d["created_at"], d["updated_at"], "{d}");
-    let second = alice.create().await;
+    let second = admin.create().await;
     assert!(second > d["id"].as_u64().unwrap(), "ids grow");
     // `data` may be left out of a request that needs nothing.
-    alice
+    admin
         .ws
         .send_json(&json!({"type": "createEmptyChat"}))
         .await;
-    check_chat(&alice.expect("emptyChatCreated").await);
+    check_chat(&admin.expect("emptyChatCreated").await);
     // The creator is not a participant until they join.
-    assert!(alice.chats().await.is_empty());
+    assert!(admin.chats().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn join_replies_to_the_joiner_and_notifies_the_others_once() {
     let w = World::new().await;
     let a = w.addr();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
+    let mut admin = Typed::open(&a, &w.admin.token).await;
     let mut bob = Typed::open(&a, &w.bob.token).await;
     let mut bob2 = Typed::open(&a, &w.bob.token).await;
     let mut carol = Typed::open(&a, &w.carol.token).await;
-    let chat = alice.create().await;
+    let chat = admin.create().await;
 
-    let d = alice.join(chat).await;
-    assert_eq!(d, json!({"chat": chat, "user": person(&w.alice)}));
-    alice.silence().await; // not also as a notification
+    let d = admin.join(chat).await;
+    assert_eq!(d, json!({"chat": chat, "user": person(&w.admin)}));
+    admin.silence().await; // not also as a notification
 
     let d = bob.join(chat).await;
     assert_eq!(d, json!({"chat": chat, "user": person(&w.bob)}));
     let note = json!({"chat": chat, "user": person(&w.bob)});
-    assert_eq!(alice.expect("chatJoined").await, note, "other participant");
+    assert_eq!(admin.expect("chatJoined").await, note, "other participant");
     assert_eq!(
         bob2.expect("chatJoined").await,
         note,
@@ -364,20 +364,20 @@ async fn join_replies_to_the_joiner_and_notifies_the_others_once() {
     );
     bob.silence().await; // the joiner got the reply, not a second copy
     carol.silence().await; // not a participant
-    alice.silence().await;
+    admin.silence().await;
 
-    let chats = alice.chats().await;
+    let chats = admin.chats().await;
     assert_eq!(chats.len(), 1);
     assert_eq!(chats[0]["id"], json!(chat));
     let mut ps = chats[0]["participants"].as_array().unwrap().clone();
     ps.sort_by_key(|p| p["id"].as_u64());
-    assert_eq!(ps, vec![person(&w.alice), person(&w.bob)]);
+    assert_eq!(ps, vec![person(&w.admin), person(&w.bob)]);
     assert!(carol.chats().await.is_empty());
 
     // Joining again is harmless: still two participants.
     bob.join(chat).await;
-    assert_eq!(alice.expect("chatJoined").await, note);
-    let d = carol
+    assert_eq!(admin.expect("chatJoined").await, note);
+    let d = bob
         .ask("getChatDetails", json!({"chatId": chat}), "chatDetails")
         .await;
     check_chat(&d);
@@ -388,27 +388,71 @@ async fn join_replies_to_the_joiner_and_notifies_the_others_once() {
 async fn chat_details_and_chats_list_show_updated_at_of_the_last_message() {
     let w = World::new().await;
     let a = w.addr();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
-    let quiet = alice.create().await;
-    alice.join(quiet).await;
-    let busy = alice.create().await;
-    alice.join(busy).await;
+    let mut admin = Typed::open(&a, &w.admin.token).await;
+    let quiet = admin.create().await;
+    admin.join(quiet).await;
+    let busy = admin.create().await;
+    admin.join(busy).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let m = alice.post(busy, "news").await;
+    let m = admin.post(busy, "news").await;
 
-    let d = alice
+    let d = admin
         .ask("getChatDetails", json!({"chatId": busy}), "chatDetails")
         .await;
     assert_eq!(d["id"], json!(busy));
-    assert_eq!(d["participants"], json!([person(&w.alice)]));
+    assert_eq!(d["participants"], json!([person(&w.admin)]));
     assert_eq!(d["updated_at"], m["timestamp"], "{d}");
     assert!(d["created_at"].as_str() < d["updated_at"].as_str(), "{d}");
 
-    let chats = alice.chats().await;
+    let chats = admin.chats().await;
     let ids: Vec<u64> = chats.iter().map(|c| c["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, vec![quiet, busy], "getChats lists chats by id");
     assert_eq!(chats[0]["created_at"], chats[0]["updated_at"]);
     assert_eq!(chats[1], d, "getChats and getChatDetails agree");
+}
+
+/// API.md §8: open chats are the staff's; a patient reaches only their
+/// care team, so creating, joining or looking into one is FORBIDDEN — in
+/// this dialect's error shape, the socket staying open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patient_may_not_create_join_or_look_into_open_chats() {
+    let w = World::new().await;
+    let a = w.addr();
+    let dm: u64 = create_dm(&a, &w.alice.token, &w.bob.id)
+        .await
+        .parse()
+        .unwrap();
+    let mut alice = Typed::open(&a, &w.alice.token).await;
+    let mut bob = Typed::open(&a, &w.bob.token).await;
+    alice.send("createEmptyChat", json!({})).await;
+    let m = alice
+        .expect_error(Some("createEmptyChat"), "FORBIDDEN")
+        .await;
+    assert!(m.contains("care team"), "{m}");
+    let open = bob.create().await;
+    bob.join(open).await;
+    alice.send("joinChat", json!({"chat": open})).await;
+    alice.expect_error(Some("joinChat"), "FORBIDDEN").await;
+    alice.send("getChatDetails", json!({"chatId": open})).await;
+    alice
+        .expect_error(Some("getChatDetails"), "FORBIDDEN")
+        .await;
+    // Nothing was made or joined; bob heard nothing.
+    bob.silence().await;
+    let d = bob
+        .ask("getChatDetails", json!({"chatId": open}), "chatDetails")
+        .await;
+    assert_eq!(d["participants"], json!([person(&w.bob)]));
+    // The patient's own chats work as before: "joining" the DM with the
+    // care team moves the marker.
+    let chats = alice.chats().await;
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0]["id"], json!(dm));
+    alice.join(dm).await;
+    assert_eq!(
+        bob.expect("chatJoined").await,
+        json!({"chat": dm, "user": person(&w.alice)})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -424,10 +468,11 @@ async fn closed_chats_cannot_be_joined_and_look_like_missing_ones() {
         .parse()
         .unwrap();
     let mut alice = Typed::open(&a, &w.alice.token).await;
+    let mut bob = Typed::open(&a, &w.bob.token).await;
     let mut carol = Typed::open(&a, &w.carol.token).await;
     let mut eve = Typed::open(&a, &w.eve.token).await;
-    let open = alice.create().await;
-    alice.join(open).await;
+    let open = bob.create().await;
+    bob.join(open).await;
 
     // What "does not exist" looks like.
     let missing_join = json!({"chat": 987_654_321u64});
@@ -466,6 +511,7 @@ async fn closed_chats_cannot_be_joined_and_look_like_missing_ones() {
             v
         });
         alice.join(closed).await;
+        bob.expect("chatJoined").await;
     }
 
     // An open chat of another workspace: exactly like a missing one.
@@ -484,20 +530,23 @@ async fn closed_chats_cannot_be_joined_and_look_like_missing_ones() {
     eve.send("newMessage", json!({"chat": open, "text": "hi"}))
         .await;
     eve.expect_error(Some("newMessage"), "NOT_FOUND").await;
-    // Eve's own open chat is invisible to alice in turn.
-    let evechat = eve.create().await;
-    alice.send("joinChat", json!({"chat": evechat})).await;
+    // An open chat of eve's workspace is invisible to bob in turn.
+    w.srv
+        .user_add_in("doc@acme", "staff", "pw-doc@acme", "acme", "north");
+    let (doc_token, _) = w.srv.login("doc@acme", "pw-doc@acme").await;
+    let evechat = Typed::open(&a, &doc_token).await.create().await;
+    bob.send("joinChat", json!({"chat": evechat})).await;
     assert_eq!(
-        alice.expect_error(Some("joinChat"), "NOT_FOUND").await,
+        bob.expect_error(Some("joinChat"), "NOT_FOUND").await,
         nf_join
     );
 
     // Nobody was added anywhere, and nothing was posted.
-    let d = alice
+    let d = bob
         .ask("getChatDetails", json!({"chatId": open}), "chatDetails")
         .await;
-    assert_eq!(d["participants"], json!([person(&w.alice)]));
-    assert!(alice.history(json!({"chatId": open})).await.is_empty());
+    assert_eq!(d["participants"], json!([person(&w.bob)]));
+    assert!(bob.history(json!({"chatId": open})).await.is_empty());
     assert!(carol.chats().await.is_empty());
 }
 
@@ -509,24 +558,24 @@ async fn closed_chats_cannot_be_joined_and_look_like_missing_ones() {
 async fn new_message_reaches_every_participant_connection_once_sender_included() {
     let w = World::new().await;
     let a = w.addr();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
-    let mut alice2 = Typed::open(&a, &w.alice.token).await;
+    let mut admin = Typed::open(&a, &w.admin.token).await;
+    let mut admin2 = Typed::open(&a, &w.admin.token).await;
     let mut bob = Typed::open(&a, &w.bob.token).await;
     let mut carol = Typed::open(&a, &w.carol.token).await;
-    let chat = alice.create().await;
-    alice.join(chat).await;
+    let chat = admin.create().await;
+    admin.join(chat).await;
     bob.join(chat).await;
-    alice.expect("chatJoined").await;
-    alice2.expect("chatJoined").await;
-    alice2.expect("chatJoined").await;
+    admin.expect("chatJoined").await;
+    admin2.expect("chatJoined").await;
+    admin2.expect("chatJoined").await;
 
-    let m = alice.post(chat, "hello ✓").await;
+    let m = admin.post(chat, "hello ✓").await;
     assert_eq!(m["chat"], json!(chat));
-    assert_eq!(m["sender"], person(&w.alice));
+    assert_eq!(m["sender"], person(&w.admin));
     assert_eq!(m["is_read"], json!(false), "is_read defaults to false");
-    assert_eq!(alice2.expect("messageCreated").await, m);
+    assert_eq!(admin2.expect("messageCreated").await, m);
     assert_eq!(bob.expect("messageCreated").await, m);
-    alice.silence().await; // exactly one copy for the sender
+    admin.silence().await; // exactly one copy for the sender
     bob.silence().await;
     carol.silence().await;
 
@@ -539,10 +588,10 @@ async fn new_message_reaches_every_participant_connection_once_sender_included()
     assert_eq!(m2["is_read"], json!(true), "is_read is stored as sent");
     assert_eq!(m2["sender"], person(&w.bob));
     assert!(m2["id"].as_u64() > m["id"].as_u64());
-    assert_eq!(alice.expect("messageCreated").await, m2);
-    assert_eq!(alice2.expect("messageCreated").await, m2);
+    assert_eq!(admin.expect("messageCreated").await, m2);
+    assert_eq!(admin2.expect("messageCreated").await, m2);
 
-    // Not a participant: not readable (though visible, being open).
+    // Not a participant: not readable.
     carol.send("getChatMessages", json!({"chatId": chat})).await;
     carol
         .expect_error(Some("getChatMessages"), "NOT_FOUND")
@@ -623,8 +672,10 @@ async fn is_read_becomes_true_once_another_participants_marker_reaches_it() {
     let _ = m2;
 
     // A marker naming a message of another chat is refused.
-    let other = alice.create().await;
-    alice.join(other).await;
+    let other: u64 = create_dm(&a, &w.alice.token, &w.admin.id)
+        .await
+        .parse()
+        .unwrap();
     let elsewhere = alice.post(other, "elsewhere").await;
     bob.send(
         "joinChat",
@@ -638,16 +689,16 @@ async fn is_read_becomes_true_once_another_participants_marker_reaches_it() {
 // getChatMessages: order, last, date filters
 // ---------------------------------------------------------------------------
 
-/// alice and bob in an open chat with five messages `m0`…`m4` sent today.
+/// alice and bob in their DM with five messages `m0`…`m4` sent today.
 async fn history_fixture() -> (World, Typed, u64, Vec<Value>) {
     let w = World::new().await;
     let a = w.addr();
+    let chat: u64 = create_dm(&a, &w.alice.token, &w.bob.id)
+        .await
+        .parse()
+        .unwrap();
     let mut alice = Typed::open(&a, &w.alice.token).await;
     let mut bob = Typed::open(&a, &w.bob.token).await;
-    let chat = alice.create().await;
-    alice.join(chat).await;
-    bob.join(chat).await;
-    alice.expect("chatJoined").await;
     let mut sent = Vec::new();
     for i in 0..5 {
         let (who, other) = if i % 2 == 0 {
@@ -793,42 +844,42 @@ async fn invalid_dates_are_errors_naming_the_field() {
 async fn every_bad_request_gets_an_error_frame_and_the_socket_stays_open() {
     let w = World::new().await;
     let a = w.addr();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
-    let chat = alice.create().await;
-    alice.join(chat).await;
+    let mut admin = Typed::open(&a, &w.admin.token).await;
+    let chat = admin.create().await;
+    admin.join(chat).await;
     let closed: u64 = create_dm(&a, &w.bob.token, &w.carol.id)
         .await
         .parse()
         .unwrap();
 
     // Frames that name no type.
-    alice.ws.send_text("this is not json").await;
-    alice.expect_error(None, "BAD_REQUEST").await;
-    alice.ws.send_text("{\"type\":").await;
-    alice.expect_error(None, "BAD_REQUEST").await;
-    alice.ws.send_json(&json!(["getChats", {}])).await;
-    alice.expect_error(None, "BAD_REQUEST").await;
-    alice.ws.send_json(&json!({"data": {}})).await;
-    alice.expect_error(None, "BAD_REQUEST").await;
-    alice.ws.send_json(&json!({"type": 7, "data": {}})).await;
-    alice.expect_error(None, "BAD_REQUEST").await;
-    alice
+    admin.ws.send_text("this is not json").await;
+    admin.expect_error(None, "BAD_REQUEST").await;
+    admin.ws.send_text("{\"type\":").await;
+    admin.expect_error(None, "BAD_REQUEST").await;
+    admin.ws.send_json(&json!(["getChats", {}])).await;
+    admin.expect_error(None, "BAD_REQUEST").await;
+    admin.ws.send_json(&json!({"data": {}})).await;
+    admin.expect_error(None, "BAD_REQUEST").await;
+    admin.ws.send_json(&json!({"type": 7, "data": {}})).await;
+    admin.expect_error(None, "BAD_REQUEST").await;
+    admin
         .ws
         .send_binary(b"{\"type\":\"getChats\"}".to_vec())
         .await;
-    alice.expect_error(None, "BAD_REQUEST").await;
+    admin.expect_error(None, "BAD_REQUEST").await;
 
     // Unknown type, bad data.
-    alice.send("deleteEverything", json!({})).await;
-    let m = alice
+    admin.send("deleteEverything", json!({})).await;
+    let m = admin
         .expect_error(Some("deleteEverything"), "BAD_REQUEST")
         .await;
     assert!(m.contains("deleteEverything"), "{m}");
-    alice
+    admin
         .ws
         .send_json(&json!({"type": "getChats", "data": "please"}))
         .await;
-    alice.expect_error(Some("getChats"), "BAD_REQUEST").await;
+    admin.expect_error(Some("getChats"), "BAD_REQUEST").await;
 
     // Missing and mistyped fields name the field.
     let cases = [
@@ -853,42 +904,42 @@ async fn every_bad_request_gets_an_error_frame_and_the_socket_stays_open() {
         ("getChatMessages", json!({"chatId": 1.5}), "chatId"),
     ];
     for (kind, data, field) in cases {
-        alice.send(kind, data.clone()).await;
-        let m = alice.expect_error(Some(kind), "BAD_REQUEST").await;
+        admin.send(kind, data.clone()).await;
+        let m = admin.expect_error(Some(kind), "BAD_REQUEST").await;
         assert!(m.contains(field), "{kind} {data}: {m}");
     }
 
     // Text limits (API.md §0): empty is BAD_REQUEST, over 16 KiB TOO_LARGE.
-    alice
+    admin
         .send("newMessage", json!({"chat": chat, "text": ""}))
         .await;
-    alice.expect_error(Some("newMessage"), "BAD_REQUEST").await;
-    alice
+    admin.expect_error(Some("newMessage"), "BAD_REQUEST").await;
+    admin
         .send(
             "newMessage",
             json!({"chat": chat, "text": "y".repeat(16_385)}),
         )
         .await;
-    alice.expect_error(Some("newMessage"), "TOO_LARGE").await;
+    admin.expect_error(Some("newMessage"), "TOO_LARGE").await;
     let max = "x".repeat(16_384);
-    assert_eq!(alice.post(chat, &max).await["text"], json!(max));
+    assert_eq!(admin.post(chat, &max).await["text"], json!(max));
 
     // Chats the user may not see or write to.
-    alice
+    admin
         .send("newMessage", json!({"chat": closed, "text": "intrusion"}))
         .await;
-    alice.expect_error(Some("newMessage"), "NOT_FOUND").await;
-    alice
+    admin.expect_error(Some("newMessage"), "NOT_FOUND").await;
+    admin
         .send(
             "newMessage",
             json!({"chat": 987_654_321u64, "text": "nowhere"}),
         )
         .await;
-    alice.expect_error(Some("newMessage"), "NOT_FOUND").await;
-    alice
+    admin.expect_error(Some("newMessage"), "NOT_FOUND").await;
+    admin
         .send("getChatMessages", json!({"chatId": closed}))
         .await;
-    alice
+    admin
         .expect_error(Some("getChatMessages"), "NOT_FOUND")
         .await;
     // An open chat one has not joined: visible, but not writable or
@@ -901,9 +952,9 @@ async fn every_bad_request_gets_an_error_frame_and_the_socket_stays_open() {
     bob.expect_error(Some("getChatMessages"), "NOT_FOUND").await;
 
     // Still open and working, and nothing refused was stored.
-    let hist = alice.history(json!({"chatId": chat})).await;
+    let hist = admin.history(json!({"chatId": chat})).await;
     assert_eq!(texts(&hist), [max.as_str()]);
-    assert_eq!(alice.chats().await.len(), 1);
+    assert_eq!(admin.chats().await.len(), 1);
     bob.silence().await;
 }
 

@@ -538,3 +538,305 @@ async fn a_pending_webhook_survives_kill_9_and_is_delivered_after_restart() {
     c.admin = admin;
     assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
 }
+
+// ---------------------------------------------------------------------------
+// The end of a webhook's life: delete, give up, retry
+// ---------------------------------------------------------------------------
+
+/// `--webhook-give-up-hours` for the tests: 1.8 s.
+const GIVE_UP: &str = "0.0005";
+
+impl Clinic {
+    async fn delete_hook(&self, token: Option<&str>, body: &str) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        http(
+            &self.srv.addr(),
+            "DELETE",
+            "/admin/webhooks",
+            &headers,
+            Bytes::from(body.to_owned()),
+        )
+        .await
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.srv.cli(args, None);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn cli_err(&self, args: &[&str]) -> String {
+        let out = self.srv.cli(args, None);
+        assert!(!out.status.success(), "{args:?} succeeded: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `parlor webhook pending --dead --json`.
+    fn dead(&self) -> Value {
+        let out = self.cli_ok(&["webhook", "pending", "--dead", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
+        let text = self.srv.get("/metrics").await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A URL nobody answers on (a receiver that is down).
+fn down_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/hook", l.local_addr().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_webhook_endpoint_answers_204_then_404_and_checks_role_and_body() {
+    let c = clinic(&[]).await;
+    c.set_hook("http://127.0.0.1:9/x", "k", "s").await;
+    let ws = json!({"tenant": T, "instance": I}).to_string();
+    c.delete_hook(None, &ws)
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    c.delete_hook(Some(&c.nurse.1), &ws)
+        .await
+        .expect_error(403, "FORBIDDEN");
+    c.delete_hook(Some(&c.pat.1), &ws)
+        .await
+        .expect_error(403, "FORBIDDEN");
+    for bad in [
+        "{".to_owned(),
+        "[]".to_owned(),
+        json!({"tenant": T}).to_string(),
+        json!({"instance": I}).to_string(),
+        json!({"tenant": "", "instance": I}).to_string(),
+        json!({"tenant": T, "instance": 7}).to_string(),
+    ] {
+        c.delete_hook(Some(&c.admin), &bad)
+            .await
+            .expect_error(400, "BAD_REQUEST");
+    }
+    // A workspace without a webhook, and one that does not exist at all.
+    for other in [
+        json!({"tenant": T, "instance": "other"}),
+        json!({"tenant": "nobody", "instance": "none"}),
+    ] {
+        c.delete_hook(Some(&c.admin), &other.to_string())
+            .await
+            .expect_error(404, "NOT_FOUND");
+    }
+    let r = c.delete_hook(Some(&c.admin), &ws).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(r.body.is_empty());
+    c.delete_hook(Some(&c.admin), &ws)
+        .await
+        .expect_error(404, "NOT_FOUND");
+    // Set again after a delete: a webhook like any other.
+    c.set_hook("http://127.0.0.1:9/x", "k", "s").await;
+    assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_webhook_drops_its_pending_deliveries_and_gets_no_new_ones() {
+    let c = clinic(&[]).await;
+    let ws = json!({"tenant": T, "instance": I}).to_string();
+    let mut rx = Receiver::start(0).await;
+    c.set_hook(&rx.url, "k", "s").await;
+    c.send(&c.nurse.1, "outbound", "before").await;
+    assert_eq!(rx.next().await.json()["message"], "before");
+    assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+    // No webhook: a staff message queues nothing and reaches no one.
+    c.send(&c.nurse.1, "outbound", "after the delete").await;
+    rx.expect_silence(NO_RETRY).await;
+    assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
+
+    // A delivery failing against a receiver that is down is dropped by
+    // the delete: pointing the workspace at a live receiver again does
+    // not bring it back.
+    c.set_hook(&down_url(), "k", "s").await;
+    let failing = c
+        .send(&c.nurse.1, "outbound", "to a receiver that is down")
+        .await;
+    assert_eq!(
+        c.pending().await["pending"][0]["external_id"],
+        failing.as_str()
+    );
+    assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+    assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
+    assert_eq!(c.dead(), json!({"dead": [], "more": false}));
+    c.set_hook(&rx.url, "k", "s").await;
+    c.send(&c.nurse.1, "outbound", "with the new webhook").await;
+    assert_eq!(rx.next().await.json()["message"], "with the new webhook");
+    rx.expect_silence(NO_RETRY).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_delete_cli_works_running_and_stopped_and_says_when_there_is_none() {
+    let mut c = clinic(&[]).await;
+    let delete = ["webhook", "delete", "--tenant", T, "--instance", I];
+    for running in [true, false] {
+        if !running {
+            c.srv.kill9();
+        }
+        let out = c.srv.cli(
+            &[
+                "webhook",
+                "set",
+                "--tenant",
+                T,
+                "--instance",
+                I,
+                "--url",
+                &down_url(),
+                "--api-key",
+                "k",
+            ],
+            Some("s\n"),
+        );
+        assert!(out.status.success(), "{out:?}");
+        if running {
+            c.send(&c.nurse.1, "outbound", "pending at the delete")
+                .await;
+            assert_eq!(
+                c.cli_ok(&delete),
+                "deleted; dropped 1 pending and 0 dead deliveries\n"
+            );
+        } else {
+            assert_eq!(
+                c.cli_ok(&delete),
+                "deleted; dropped 0 pending and 0 dead deliveries\n"
+            );
+        }
+        let err = c.cli_err(&delete);
+        assert!(err.contains("has no webhook"), "running={running}: {err}");
+        let out = c.cli_ok(&["webhook", "pending", "--json"]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"pending": [], "more": false})
+        );
+    }
+    let err = c.cli_err(&["webhook", "delete", "--tenant", "", "--instance", I]);
+    assert!(err.contains("tenant"), "{err}");
+}
+
+/// A delivery failing for `--webhook-give-up-hours` is set aside as dead:
+/// listed by `pending --dead`, no longer tried, no longer holding back the
+/// patient's next delivery; `retry` sends it again, through the running
+/// daemon or (`--all`) with the daemon stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_failing_past_the_give_up_time_is_set_aside_and_retry_sends_it() {
+    let flags = ["--webhook-give-up-hours", GIVE_UP];
+    let mut c = clinic(&flags).await;
+    let mut bad = Receiver::start(usize::MAX).await;
+    c.set_hook(&bad.url, "k", "s").await;
+    let first = c.send(&c.nurse.1, "outbound", "first").await;
+    let second = c.send(&c.nurse.1, "outbound", "second").await;
+    // first fails until it is older than the give-up time; then second,
+    // no longer held back, gets its own attempt (and fails too: by then it
+    // is as old).
+    let deadline = Instant::now() + 2 * HOOK_TIMEOUT;
+    let dead = loop {
+        let v = c.dead();
+        if v["dead"].as_array().unwrap().len() == 2 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "not both dead: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut tried = Vec::new();
+    while let Ok(Some(call)) =
+        tokio::time::timeout(Duration::from_millis(100), bad.calls.recv()).await
+    {
+        tried.push(call.header("x-webhook-id").to_owned());
+    }
+    let pos = |id: &str| tried.iter().position(|t| t == id).unwrap();
+    assert!(pos(&first) < pos(&second), "in order: {tried:?}");
+    let list = dead["dead"].as_array().unwrap();
+    assert_eq!(list[0]["external_id"], first.as_str());
+    assert_eq!(list[1]["external_id"], second.as_str());
+    for d in list {
+        assert_eq!(d["patient_id"], c.pat.0.as_str());
+        assert_eq!(
+            (d["tenant"].clone(), d["instance"].clone()),
+            (json!(T), json!(I))
+        );
+        assert!(d["failed_attempts"].as_u64().unwrap() >= 1, "{d}");
+        assert!(d["last_error"].as_str().unwrap().contains("500"), "{d}");
+        assert!(d["dead_ms"].as_u64() >= d["created_ms"].as_u64(), "{d}");
+        assert!(
+            d.get("message").is_none(),
+            "the listing leaves the text out"
+        );
+    }
+    // Set aside: no longer pending, no longer tried, counted.
+    assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
+    bad.expect_silence(NO_RETRY).await;
+    assert_eq!(c.metric("parlor_webhook_dead_deliveries").await, 2);
+    let over_http = c
+        .srv
+        .http_get_auth("/admin/webhooks/pending?dead=true", &c.admin)
+        .await
+        .expect(200);
+    assert_eq!(over_http, dead);
+    let table = c.cli_ok(&["webhook", "pending", "--dead"]);
+    assert!(table.contains(&first) && table.contains(&second), "{table}");
+    c.srv
+        .http_get_auth("/admin/webhooks/pending?dead=maybe", &c.admin)
+        .await
+        .expect_error(400, "BAD_REQUEST");
+
+    // The receiver is back; setting the webhook does not revive the dead.
+    let mut good = Receiver::start(0).await;
+    c.set_hook(&good.url, "k2", "s2").await;
+    good.expect_silence(Duration::from_millis(1500)).await;
+    // Retry refuses what is not dead, and needs exactly one of its flags.
+    let err = c.cli_err(&[
+        "webhook",
+        "retry",
+        "--message",
+        &format!("IM{:032x}", 1u64 << 60),
+    ]);
+    assert!(err.contains("no dead delivery"), "{err}");
+    assert!(c
+        .cli_err(&["webhook", "retry", "--message", "nope"])
+        .contains("externalId"));
+    c.cli_err(&["webhook", "retry"]);
+    c.cli_err(&["webhook", "retry", "--all", "--message", &first]);
+    // One, through the running daemon.
+    assert_eq!(
+        c.cli_ok(&["webhook", "retry", "--message", &first]),
+        "1 dead deliveries back in the outbox\n"
+    );
+    let call = good.next().await;
+    assert_eq!(call.header("x-webhook-id"), first);
+    assert_eq!(call.json()["message"], "first");
+    assert_eq!(call.header("x-webhook-api-key"), "k2");
+    good.expect_silence(Duration::from_millis(800)).await;
+    assert_eq!(c.metric("parlor_webhook_dead_deliveries").await, 1);
+    // The rest with the daemon stopped; sent once it is back.
+    c.srv.kill9();
+    assert_eq!(
+        c.cli_ok(&["webhook", "retry", "--all"]),
+        "1 dead deliveries back in the outbox\n"
+    );
+    assert_eq!(c.dead(), json!({"dead": [], "more": false}));
+    let mut args = vec!["--webhook-max-backoff-secs", "1"];
+    args.extend_from_slice(&flags);
+    c.srv.start_with(&args);
+    let call = good.next().await;
+    assert_eq!(call.header("x-webhook-id"), second);
+    assert_eq!(call.json()["message"], "second");
+    good.expect_silence(NO_RETRY).await;
+    assert_eq!(c.metric("parlor_webhook_dead_deliveries").await, 0);
+    assert_eq!(
+        c.cli_ok(&["webhook", "retry", "--all"]),
+        "0 dead deliveries back in the outbox\n"
+    );
+}

@@ -50,7 +50,7 @@ impl Core {
     pub fn visible_user(&self, caller: &User, id: UserId) -> Result<User> {
         match self.reading().user(id)? {
             Some(u) if u.workspace == caller.workspace && !self.is_api_client(u.id)? => Ok(u),
-            _ => Err(Error::not_found("no such user")),
+            _ => Err(no_such_user()),
         }
     }
 
@@ -218,6 +218,12 @@ pub(crate) fn sign_in_failed(who: Option<&User>, addr: IpAddr, method: &str) -> 
         None => Entry::new(audit::Kind::AuthFail, Actor::Unknown),
     };
     e.detail("addr", addr.to_string()).detail("method", method)
+}
+
+/// How a user the caller may not see or reach is answered: like one that
+/// does not exist.
+pub(super) fn no_such_user() -> Error {
+    Error::not_found("no such user")
 }
 
 fn username_taken() -> Error {

@@ -60,12 +60,15 @@ pub enum Kind {
     ApiClientAdd,
     ApiClientRotate,
     WebhookSet,
+    WebhookDelete,
+    WebhookDead,
+    WebhookRetry,
     Backup,
     Restore,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 16] = [
         Kind::ChatRead,
         Kind::ChatPost,
         Kind::ChatArchive,
@@ -77,6 +80,9 @@ impl Kind {
         Kind::ApiClientAdd,
         Kind::ApiClientRotate,
         Kind::WebhookSet,
+        Kind::WebhookDelete,
+        Kind::WebhookDead,
+        Kind::WebhookRetry,
         Kind::Backup,
         Kind::Restore,
     ];
@@ -94,6 +100,9 @@ impl Kind {
             Kind::ApiClientAdd => "api_client.add",
             Kind::ApiClientRotate => "api_client.rotate",
             Kind::WebhookSet => "webhook.set",
+            Kind::WebhookDelete => "webhook.delete",
+            Kind::WebhookDead => "webhook.dead",
+            Kind::WebhookRetry => "webhook.retry",
             Kind::Backup => "backup",
             Kind::Restore => "restore",
         }
@@ -114,6 +123,8 @@ pub enum Actor {
     /// A failed sign-in that names no account (`unknown`): what was typed
     /// is not kept, it may be a password.
     Unknown,
+    /// The daemon itself (`daemon`): the webhook worker giving up.
+    Daemon,
 }
 
 impl Actor {
@@ -131,6 +142,7 @@ impl Actor {
             },
             Actor::Cli => "cli".into(),
             Actor::Unknown => "unknown".into(),
+            Actor::Daemon => "daemon".into(),
         })
     }
 }

@@ -299,6 +299,11 @@ mod tests {
             .outbound(&nurse, &chat, "hello patient".into())
             .await
             .unwrap();
+        let aside = core
+            .outbound(&nurse, &chat, "set aside".into())
+            .await
+            .unwrap();
+        assert!(core.give_up(aside.id, 3, "500".into()).await.unwrap());
         let dm = core.create_dm(&nurse, ids[2]).await.unwrap();
         core.post(&nurse, dm, "a dm".into(), PostAs::default())
             .await
@@ -315,7 +320,7 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(s.last_message, 3);
+        assert_eq!(s.last_message, 4);
         core.shutdown();
         let path = dir.path().join("backup.jsonl");
         std::fs::write(&path, &file).unwrap();
@@ -349,12 +354,29 @@ mod tests {
                 .message,
             answer.id
         );
+        let dead = core
+            .dead_deliveries(crate::core::model::MsgId(0), 10)
+            .unwrap();
+        assert_eq!(
+            (
+                dead.len(),
+                dead[0].delivery.message,
+                dead[0].failed_attempts
+            ),
+            (1, aside.id, 3)
+        );
+        assert_eq!(
+            core.metrics
+                .webhook_dead
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         assert_eq!(core.create_dm(&nurse, ids[2]).await.unwrap(), dm);
         let next = core
             .post(&nurse, dm, "after".into(), PostAs::default())
             .await
             .unwrap();
-        assert_eq!(next.id.0, 4);
+        assert_eq!(next.id.0, 5);
         assert!(core.authenticate("not a token").is_err());
         // The API client: its secret, its token, and a rotation that finds
         // that token to revoke.

@@ -112,9 +112,10 @@ impl Core {
             .map_err(Error::internal)?
     }
 
-    /// A new closed chat of the creator and `recipients` (all of the
-    /// creator's workspace, else `NOT_FOUND` naming the first bad id and
-    /// nothing is created), with `first` as its first message.
+    /// A new closed chat of the creator and `recipients` (all users the
+    /// creator may reach — of their workspace, and for a patient only their
+    /// care team, see `reach` — else `NOT_FOUND` naming the first bad id
+    /// and nothing is created), with `first` as its first message.
     pub async fn create_chat(
         &self,
         creator: &User,
@@ -123,7 +124,7 @@ impl Core {
     ) -> Result<Message> {
         check_text(&first)?;
         for id in recipients {
-            self.visible_user(creator, *id)
+            self.reachable_user(creator, *id)
                 .map_err(|_| Error::not_found(format!("no user with id {id}")))?;
         }
         self.take_send(creator)?;

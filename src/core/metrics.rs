@@ -89,6 +89,9 @@ pub struct Metrics {
     pub frames_pushed: AtomicU64,
     /// Jobs refused because the store had no room on its disk.
     pub writes_refused: AtomicU64,
+    /// Webhook deliveries set aside as dead, in the store now (a gauge,
+    /// counted at open and kept by `core::webhooks`).
+    pub webhook_dead: AtomicU64,
     connections: Mutex<BTreeMap<&'static str, i64>>,
 }
 
@@ -108,6 +111,7 @@ impl Default for Metrics {
             frames_rendered: AtomicU64::new(0),
             frames_pushed: AtomicU64::new(0),
             writes_refused: AtomicU64::new(0),
+            webhook_dead: AtomicU64::new(0),
             connections: Mutex::new(BTreeMap::new()),
         }
     }
@@ -220,6 +224,11 @@ impl Metrics {
             "# HELP parlor_disk_free_bytes Free bytes on the store's filesystem.\n# TYPE parlor_disk_free_bytes gauge\nparlor_disk_free_bytes {}\n# HELP parlor_disk_reserve_bytes Free bytes under which writes are refused.\n# TYPE parlor_disk_reserve_bytes gauge\nparlor_disk_reserve_bytes {}",
             disk.free, disk.reserve
         );
+        let _ = writeln!(
+            out,
+            "# HELP parlor_webhook_dead_deliveries Webhook deliveries set aside as dead (parlor webhook pending --dead).\n# TYPE parlor_webhook_dead_deliveries gauge\nparlor_webhook_dead_deliveries {}",
+            self.webhook_dead.load(Relaxed)
+        );
         self.commit_batch.render(
             &mut out,
             "parlor_commit_batch_size",
@@ -273,6 +282,10 @@ mod tests {
         assert!(text.contains("parlor_disk_free_bytes 5\n"));
         assert!(text.contains("parlor_disk_reserve_bytes 8\n"));
         assert!(text.contains("parlor_writes_refused_total 3\n"));
+        m.webhook_dead.store(3, Relaxed);
+        assert!(m.render(42, disk, "").contains(
+            "# TYPE parlor_webhook_dead_deliveries gauge\nparlor_webhook_dead_deliveries 3\n"
+        ));
         assert!(text.ends_with("x_extra 1\n"));
         assert_eq!(m.commit_sync_us.max(), 2_000_000);
     }

@@ -8,10 +8,12 @@
 //! - `passwords`: argon2 on a small pool of low-priority threads
 //! - `tokens`, `limits`: tokens, throttles
 //! - `accounts`, `rooms`, `messages`, `cursor`, `patients`: the operations
+//! - `reach`: who a user may reach (a patient: only their care team)
 //! - `api_clients`: integrations' names and secrets, exchanged for tokens
 //! - `audit`: the hash-chained audit trail, and `ToShow`, which holds an
 //!   answer's patient-chat messages until their read is recorded
 //! - `overview`: a user's rooms with bounded unread counts (read-only)
+//! - `webhooks`: each workspace's webhook and its deliveries' life cycle
 
 pub mod accounts;
 pub mod api_clients;
@@ -28,8 +30,10 @@ pub mod model;
 pub mod overview;
 pub mod passwords;
 pub mod patients;
+pub mod reach;
 pub mod rooms;
 pub mod tokens;
+pub mod webhooks;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -119,9 +123,15 @@ impl Core {
             "store opened cleanly"
         );
         let store = Arc::new(store);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let dead = store
+            .dead_count()
+            .map_err(|e| OpenError::Other(format!("counting dead webhook deliveries: {e}")))?;
+        metrics
+            .webhook_dead
+            .store(dead, std::sync::atomic::Ordering::Relaxed);
         let queue = limits.conn_queue.max(2 * commit::MAX_BATCH);
         let hub = Arc::new(Hub::new(queue, limits.conns_per_user));
-        let metrics = Arc::new(metrics::Metrics::default());
         let commit = Committer::start(store.clone(), hub.clone(), metrics.clone())
             .map_err(|e| OpenError::Other(format!("starting the writer: {e}")))?;
         let checkpointer = Checkpointer::start(store.clone(), limits.checkpoint.clone())

@@ -207,6 +207,18 @@ pub struct Delivery {
     pub at_ms: u64,
 }
 
+/// A delivery set aside after failing for `--webhook-give-up-hours`: kept,
+/// no longer tried, until the operator retries it (back into the outbox).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadDelivery {
+    pub delivery: Delivery,
+    /// Failed attempts, the last one included.
+    pub failed_attempts: u32,
+    pub last_error: String,
+    /// When it was set aside, Unix ms.
+    pub dead_ms: u64,
+}
+
 /// An API client (API.md §6): a bridge that exchanges its name and secret
 /// for tokens. It acts through its own user (`user`: staff of
 /// `workspace`, hidden from participant lists, no password).

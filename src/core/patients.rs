@@ -1,7 +1,8 @@
 //! Patient chats (API.md §5): each patient has exactly one care-team chat,
 //! the patient plus the staff and admins of their workspace. It is an
 //! ordinary room for the other dialects. Here: access, inbound/outbound,
-//! archive, id-bordered pages, search, and the webhook settings.
+//! archive, id-bordered pages and search (the webhook settings and
+//! deliveries: `webhooks`).
 //!
 //! Commit-time side effects of posting into a patient chat (search
 //! postings, the webhook outbox) are written by the post job itself
@@ -12,7 +13,7 @@ use super::error::{Error, Result};
 use super::messages::PostAs;
 use super::model::{
     parse_external_id, words, Delivery, Message, MsgId, Participant, Role, Room, RoomId, RoomKind,
-    User, UserId, Webhook, Workspace,
+    User, UserId,
 };
 use super::Core;
 use crate::store::{Store, WriteBatch};
@@ -396,71 +397,6 @@ impl Core {
         })
     }
 
-    /// `POST /admin/webhooks` and `parlor webhook set`: replaces a
-    /// workspace's webhook (the workspace need not have users yet).
-    pub async fn set_webhook(
-        &self,
-        caller: Option<&User>,
-        ws: Workspace,
-        hook: Webhook,
-    ) -> Result<()> {
-        if caller.is_some_and(|c| c.role != Role::Admin) {
-            return Err(Error::forbidden("only an admin may set webhooks"));
-        }
-        let url_ok = (hook.url.starts_with("http://") || hook.url.starts_with("https://"))
-            && hook.url.len() <= 2048
-            && !hook.url.chars().any(char::is_whitespace);
-        if !url_ok {
-            return Err(Error::bad_request("url must be an http:// or https:// URL"));
-        }
-        // Refused like an empty password: an empty secret would key the
-        // signature with nothing.
-        if hook.api_key.is_empty() || hook.api_secret.is_empty() {
-            return Err(Error::bad_request(
-                "api_key and api_secret must not be empty (the secret keys the X-Webhook-Signature HMAC)",
-            ));
-        }
-        if hook.api_key.len() > 1024 || hook.api_secret.len() > 1024 {
-            return Err(Error::bad_request(
-                "api_key and api_secret are at most 1024 bytes",
-            ));
-        }
-        let entry = Entry::new(audit::Kind::WebhookSet, Actor::of(caller))
-            .workspace(&ws)
-            .detail("url", hook.url.clone());
-        self.commit
-            .run(move |tx| {
-                tx.batch.put_webhook(&ws, &hook);
-                tx.audit(entry)?;
-                Ok(((), vec![]))
-            })
-            .await
-    }
-
-    pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
-        Ok(self.reading().webhook(ws)?)
-    }
-
-    /// Pending webhook deliveries, in message order, from `from` on — only
-    /// of durable messages (bounded by the visible id, like every read of
-    /// messages), so nothing is sent before it is on disk.
-    pub fn pending_deliveries(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
-        let visible = self.commit.visible();
-        let mut out = self.reading().outbox(from, limit)?;
-        out.retain(|d| d.message <= visible);
-        Ok(out)
-    }
-
-    /// Removes a delivery the receiver acknowledged (2xx).
-    pub async fn delivered(&self, message: MsgId) -> Result<()> {
-        self.commit
-            .run(move |tx| {
-                tx.batch.remove_delivery(message);
-                Ok(((), vec![]))
-            })
-            .await
-    }
-
     /// The key that authenticates page tokens.
     pub fn page_token_key(&self) -> Result<[u8; 32]> {
         Ok(self.reading().page_token_key()?)
@@ -534,6 +470,7 @@ mod tests {
     use crate::core::accounts::NewUser;
     use crate::core::error::Kind;
     use crate::core::limits::Limits;
+    use crate::core::model::{Webhook, Workspace};
     use std::sync::Arc;
 
     struct Clinic {

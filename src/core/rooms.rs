@@ -3,6 +3,7 @@
 use super::error::{Error, Result};
 use super::hub::{Event, EventKind, Subscription};
 use super::model::{check_name, MsgId, Participant, Role, Room, RoomId, RoomKind, User, UserId};
+use super::reach::may_use_open_rooms;
 use super::{Caller, Core};
 
 /// What a participant of a room may learn about it.
@@ -49,11 +50,18 @@ impl Core {
     }
 
     /// Details of a room the user may see: one they are in, or an open
-    /// room of their workspace (which they may join).
+    /// room of their workspace (which they may join; a patient may not:
+    /// `FORBIDDEN`, see `reach`).
     pub fn visible_room_info(&self, user: &User, room: RoomId) -> Result<RoomInfo> {
+        if self.reading().participant(room, user.id)?.is_some() {
+            return self.room_info(user, room);
+        }
         match self.reading().room(room)? {
-            Some(r) if r.is_open() && r.workspace == user.workspace => self.info(r),
-            _ => self.room_info(user, room),
+            Some(r) if r.is_open() && r.workspace == user.workspace => {
+                may_use_open_rooms(user)?;
+                self.info(r)
+            }
+            _ => Err(no_such_room()),
         }
     }
 
@@ -73,8 +81,9 @@ impl Core {
     }
 
     /// `createEmptyChat`: an open room with no participants, in the
-    /// creator's workspace.
+    /// creator's workspace. Not for patients (`FORBIDDEN`, see `reach`).
     pub async fn create_open_room(&self, creator: &User) -> Result<RoomInfo> {
+        may_use_open_rooms(creator)?;
         let workspace = creator.workspace.clone();
         let room = self
             .commit
@@ -95,9 +104,9 @@ impl Core {
     }
 
     /// `joinChat`: joins an open room of the user's workspace (joining a
-    /// room one is already in only moves the marker). With `last_read`,
-    /// sets the read marker. Everyone in the room, the joiner included, is
-    /// told.
+    /// room one is already in only moves the marker; a patient may join
+    /// no open room: `FORBIDDEN`, see `reach`). With `last_read`, sets the
+    /// read marker. Everyone in the room, the joiner included, is told.
     pub async fn join(
         &self,
         user: &User,
@@ -108,6 +117,9 @@ impl Core {
         let r = self.reading().room(room)?.ok_or_else(no_such_room)?;
         if r.workspace != user.workspace || !(member || r.is_open()) {
             return Err(no_such_room());
+        }
+        if !member {
+            may_use_open_rooms(user)?;
         }
         let visible = self.commit.visible();
         if let Some(id) = last_read.filter(|id| id.0 != 0) {
@@ -162,9 +174,10 @@ impl Core {
         Ok(self.reading().rooms_of(user.id)?)
     }
 
-    /// `create_dm`: the one DM room of a pair, made on first use.
+    /// `create_dm`: the one DM room of a pair, made on first use, with a
+    /// user the caller may reach (see `reach`).
     pub async fn create_dm(&self, caller: &User, other: UserId) -> Result<RoomId> {
-        let other = self.visible_user(caller, other)?;
+        let other = self.reachable_user(caller, other)?;
         if let Some(room) = self.reading().dm(caller.id, other.id)? {
             return Ok(room);
         }

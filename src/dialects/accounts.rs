@@ -179,9 +179,30 @@ pub async fn set_webhook(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
 
-/// `GET /admin/webhooks/pending?limit=&after=` → `200 {"pending":[…],
+#[derive(Deserialize)]
+struct DeleteWebhook {
+    tenant: String,
+    instance: String,
+}
+
+/// `DELETE /admin/webhooks` `{"tenant","instance"}` → `204`; removes the
+/// workspace's webhook (`404` if it has none) and drops its pending and
+/// dead deliveries.
+pub async fn delete_webhook(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
+    let admin = caller(&ctx.core, &req)?;
+    if admin.user.role != Role::Admin {
+        return Err(Error::forbidden("only an admin may delete webhooks"));
+    }
+    let b: DeleteWebhook = http::read_json(req).await?;
+    let ws = Workspace::new(&b.tenant, &b.instance)?;
+    ctx.core.delete_webhook(Some(&admin.user), ws).await?;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /admin/webhooks/pending?limit=&after=&dead=` → `200 {"pending":[…],
 /// "more"}`: deliveries not yet accepted, oldest first, with the worker's
-/// attempts and last error.
+/// attempts and last error; with `dead=true`, `{"dead":[…],"more"}`: those
+/// set aside as dead.
 pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let admin = caller(&ctx.core, &req)?;
     if admin.user.role != Role::Admin {
@@ -189,7 +210,7 @@ pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> 
             "only an admin may list webhook deliveries",
         ));
     }
-    let (mut limit, mut after) = (100, None);
+    let (mut limit, mut after, mut dead) = (100, None, false);
     for pair in req.uri().query().unwrap_or("").split('&') {
         match pair.split_once('=') {
             Some(("limit", v)) => {
@@ -204,6 +225,13 @@ pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> 
                         ))
                     })?;
             }
+            Some(("dead", v)) => {
+                dead = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(Error::bad_request("dead must be true or false")),
+                };
+            }
             Some(("after", v)) => {
                 after = Some(parse_external_id(v).ok_or_else(|| {
                     Error::bad_request("after must be an externalId (IM + 32 hex digits)")
@@ -211,6 +239,10 @@ pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> 
             }
             _ => {}
         }
+    }
+    if dead {
+        let list = webhooks::dead(&ctx.core, after, limit)?;
+        return Ok(http::json(StatusCode::OK, &list));
     }
     let list = webhooks::pending(&ctx.core, Some(&ctx.webhooks), after, limit)?;
     Ok(http::json(StatusCode::OK, &list))

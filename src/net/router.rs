@@ -37,6 +37,7 @@ async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/admin/rooms") => accounts::add_room(ctx, req).await,
         (&Method::POST, "/admin/api_clients") => api_clients::add(ctx, req).await,
         (&Method::POST, "/admin/webhooks") => accounts::set_webhook(ctx, req).await,
+        (&Method::DELETE, "/admin/webhooks") => accounts::delete_webhook(ctx, req).await,
         (&Method::GET, "/admin/webhooks/pending") => accounts::pending_webhooks(ctx, req).await,
         (&Method::GET, "/admin/audit") => audit::list(ctx, req).await,
         (&Method::GET, "/chat/connect") => Ok(rooms::connect(ctx, req)),

@@ -5,10 +5,10 @@
 //! writer uses, so a restored store cannot disagree with itself.
 //!
 //! Order: page-token key, users, tokens, rooms, participants, DMs,
-//! messages (by id), webhooks, pending deliveries, API clients (each with
-//! the hashes of its tokens), the audit trail (by seq, as stored: its
-//! hashes stay valid) — rooms before their messages, so `import` knows
-//! which rooms are patient chats.
+//! messages (by id), webhooks, pending deliveries, dead deliveries, API
+//! clients (each with the hashes of its tokens), the audit trail (by seq,
+//! as stored: its hashes stay valid) — rooms before their messages, so
+//! `import` knows which rooms are patient chats.
 
 use std::collections::HashSet;
 
@@ -18,8 +18,8 @@ use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
 use crate::core::audit::Sealed;
 use crate::core::model::{
-    words, ApiClient, Delivery, Message, MsgId, Participant, Role, Room, RoomId, RoomKind, User,
-    UserId, Webhook, Workspace,
+    words, ApiClient, DeadDelivery, Delivery, Message, MsgId, Participant, Role, Room, RoomId,
+    RoomKind, User, UserId, Webhook, Workspace,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,6 +58,10 @@ pub enum Record {
     },
     Delivery {
         delivery: Delivery,
+    },
+    /// A delivery set aside as dead (kept until retried).
+    DeadDelivery {
+        dead: DeadDelivery,
     },
     ApiClient {
         client: ApiClient,
@@ -191,6 +195,12 @@ impl Store {
                 delivery: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
+        for kv in self.db.range(one(DEAD, 0)..=one(DEAD, upto.0)) {
+            let (_, v) = kv?;
+            out(Record::DeadDelivery {
+                dead: codec::decode(&v).map_err(StoreError)?,
+            })?;
+        }
         for kv in self.db.scan_prefix([API_CLIENT]) {
             let (_, v) = kv?;
             let client: ApiClient = codec::decode(&v).map_err(StoreError)?;
@@ -267,6 +277,7 @@ impl Store {
                 }
                 Record::Webhook { workspace, webhook } => batch.put_webhook(&workspace, &webhook),
                 Record::Delivery { delivery } => batch.put_delivery(&delivery),
+                Record::DeadDelivery { dead } => batch.put_dead(&dead),
                 Record::ApiClient { client, tokens } => {
                     for t in &tokens {
                         batch.put_client_token(client.user, &unhex::<32>(t)?);

@@ -22,6 +22,7 @@
 //! | `s` | `s` room:u64 word 0 msg:u64  | empty: search postings        |
 //! | `h` | `h` workspace                | `Webhook`: a ws's webhook     |
 //! | `o` | `o` msg:u64                  | `Delivery`: webhook outbox    |
+//! | `g` | `g` msg:u64                  | `DeadDelivery`: given up      |
 //! | `a` | `a` tenant 0 name            | `ApiClient` (API.md §6)       |
 //! | `b` | `b` user:u64                 | `a` key: a client's own user  |
 //! | `x` | `x` user:u64 sha256(token)   | empty: a client's tokens      |
@@ -48,6 +49,7 @@ pub const WS_PATIENT_CHAT: u8 = b'k';
 pub const SEARCH: u8 = b's';
 pub const WEBHOOK: u8 = b'h';
 pub const OUTBOX: u8 = b'o';
+pub const DEAD: u8 = b'g';
 pub const API_CLIENT: u8 = b'a';
 pub const CLIENT_USER: u8 = b'b';
 pub const CLIENT_TOKEN: u8 = b'x';

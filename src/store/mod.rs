@@ -25,6 +25,7 @@ mod export;
 pub mod keys;
 pub mod space;
 pub mod wal;
+mod webhooks;
 
 pub use audit::StoredAudit;
 pub use export::Record;
@@ -39,9 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::core::model::{
-    Delivery, Message, MsgId, Participant, Room, RoomId, User, UserId, Webhook, Workspace,
-};
+use crate::core::model::{Message, MsgId, Participant, Room, RoomId, User, UserId, Workspace};
 use keys::*;
 
 /// Bumped when the layout in `keys` (or how the store's files fit
@@ -867,7 +866,7 @@ impl Store {
             .collect()
     }
 
-    // ---- patients, search, webhooks ----
+    // ---- patients, search (webhooks: `webhooks`) ----
 
     pub fn patient_chat(&self, patient: UserId) -> Result<Option<RoomId>> {
         Ok(self
@@ -958,24 +957,6 @@ impl Store {
             i = (i + 1) % n;
         }
         Ok(hits)
-    }
-
-    pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
-        self.get(&workspace(WEBHOOK, &ws.tenant, &ws.instance))
-    }
-
-    /// Pending webhook deliveries in message order, from `from` on.
-    pub fn outbox(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
-        let mut out = Vec::new();
-        for kv in self
-            .db
-            .range(one(OUTBOX, from.0)..one(OUTBOX + 1, 0))
-            .take(limit)
-        {
-            let (_, v) = kv?;
-            out.push(codec::decode(&v).map_err(StoreError)?);
-        }
-        Ok(out)
     }
 
     /// The key that authenticates page tokens; made once, at open, and
@@ -1205,18 +1186,6 @@ impl WriteBatch {
         }
     }
 
-    pub fn put_webhook(&mut self, ws: &Workspace, hook: &Webhook) {
-        self.put(&workspace(WEBHOOK, &ws.tenant, &ws.instance), hook);
-    }
-
-    pub fn put_delivery(&mut self, d: &Delivery) {
-        self.put(&one(OUTBOX, d.message.0), d);
-    }
-
-    pub fn remove_delivery(&mut self, message: MsgId) {
-        self.remove(&one(OUTBOX, message.0));
-    }
-
     fn put<T: Serialize>(&mut self, key: &[u8], value: &T) {
         self.0.push(Op::Put(key.to_vec(), codec::encode(value)));
     }
@@ -1265,7 +1234,7 @@ impl WriteBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{RoomKind, Workspace};
+    use crate::core::model::{Delivery, RoomKind, Workspace};
 
     fn msg(id: u64, room: u64) -> Message {
         Message {
