@@ -641,6 +641,15 @@ async fn delete_webhook_endpoint_answers_204_then_404_and_checks_role_and_body()
     // Set again after a delete: a webhook like any other.
     c.set_hook("http://127.0.0.1:9/x", "k", "s").await;
     assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+    // Two deletes, two audit records; the refused ones left none.
+    let trail = c.cli_ok(&["audit", "export", "--tenant", T, "--instance", I]);
+    let deletes: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "webhook.delete")
+        .collect();
+    assert_eq!(deletes.len(), 2, "{trail}");
+    assert_eq!(deletes[0]["detail"]["url"], "http://127.0.0.1:9/x");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -839,4 +848,24 @@ async fn a_delivery_failing_past_the_give_up_time_is_set_aside_and_retry_sends_i
         c.cli_ok(&["webhook", "retry", "--all"]),
         "0 dead deliveries back in the outbox\n"
     );
+    // Each set-aside and each retry left an audit record (API.md §7).
+    let trail: Vec<Value> = c
+        .cli_ok(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |kind: &str| -> Vec<&Value> { trail.iter().filter(|r| r["kind"] == kind).collect() };
+    let (dead, retried) = (of("webhook.dead"), of("webhook.retry"));
+    assert!(dead.iter().all(|r| r["actor"] == "daemon"), "{dead:?}");
+    assert!(retried.iter().all(|r| r["actor"] == "cli"), "{retried:?}");
+    for id in [&first, &second] {
+        assert!(
+            dead.iter().any(|r| r["detail"]["message"] == **id),
+            "{dead:?}"
+        );
+        assert!(
+            retried.iter().any(|r| r["detail"]["message"] == **id),
+            "{retried:?}"
+        );
+    }
 }

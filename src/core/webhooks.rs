@@ -336,13 +336,16 @@ mod tests {
 
     async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
         let id = core
-            .create_user(NewUser {
-                username: name.into(),
-                password: "pw".into(),
-                role,
-                workspace: Workspace::new(tenant, "main").unwrap(),
-                display_name: None,
-            })
+            .create_user(
+                None,
+                NewUser {
+                    username: name.into(),
+                    password: "pw".into(),
+                    role,
+                    workspace: Workspace::new(tenant, "main").unwrap(),
+                    display_name: None,
+                },
+            )
             .await
             .unwrap();
         core.user(id).unwrap().unwrap()

@@ -47,13 +47,16 @@ async fn receiver(answer: Arc<dyn Fn(&str) -> u16 + Send + Sync>) -> (String, Se
 
 async fn user(core: &Core, name: &str, role: Role) -> User {
     let id = core
-        .create_user(NewUser {
-            username: name.into(),
-            password: "pw".into(),
-            role,
-            workspace: Workspace::new("a", "main").unwrap(),
-            display_name: None,
-        })
+        .create_user(
+            None,
+            NewUser {
+                username: name.into(),
+                password: "pw".into(),
+                role,
+                workspace: Workspace::new("a", "main").unwrap(),
+                display_name: None,
+            },
+        )
         .await
         .unwrap();
     core.user(id).unwrap().unwrap()
