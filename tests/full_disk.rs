@@ -2,10 +2,12 @@
 //! daemon's data directory on a size-limited tmpfs, filled by its own
 //! writes and then by another file. Writes are refused (`503 UNAVAILABLE`
 //! with `Retry-After`; the actions dialect's error frame), reads and live
-//! sockets go on, `/readyz`, `/metrics` and the log say why, writes resume
-//! by themselves once there is room, ids stay gapless, and a daemon
-//! started (after SIGTERM, and after kill -9) on a disk with no byte free
-//! opens and serves everything it acknowledged.
+//! sockets go on — but a read that shows a patient chat's messages waits
+//! like a write, its audit record must be durable first (API.md §7) —
+//! `/readyz`, `/metrics` and the log say why, writes resume by themselves
+//! once there is room, ids stay gapless, and a daemon started (after
+//! SIGTERM, and after kill -9) on a disk with no byte free opens and
+//! serves everything it acknowledged.
 //!
 //! Needs root (mount(8)); without it the test fails saying so.
 
@@ -207,6 +209,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
     // The daemon's own writes fill the disk: every 16 KiB message is
     // acknowledged (and pushed live, in order) until one is refused.
     let mut acked: Vec<(u64, String)> = Vec::new();
+    let mut room = String::new();
     let refused = loop {
         assert!(
             acked.len() < 5_000,
@@ -222,11 +225,11 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
         if let Some((last, _)) = acked.last() {
             assert_eq!(msg_id(&m), last + 1, "ids stay gapless");
         }
+        room = m["room"].as_str().unwrap().to_owned();
         acked.push((msg_id(&m), label));
     };
     assert_refused(&refused);
     assert!(acked.len() >= 20, "only {} messages fitted", acked.len());
-    let room = room_of(&addr, &nurse).await;
     // Refused again, and nothing of it reaches the live socket.
     assert_refused(&inbound(&addr, &pat, "small, refused too").await);
     live.expect_silence(SILENCE).await;
@@ -239,8 +242,18 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
     assert_eq!(e["action"], "error", "{e}");
     assert_eq!(e["error_code"], "UNAVAILABLE", "{e}");
     live.expect_silence(SILENCE).await;
-    // Reads go on: everything acknowledged, nothing else.
-    assert_eq!(history(&addr, &nurse).await, acked);
+    // Reads go on: everything acknowledged, nothing else. Reading the
+    // patient chat's messages waits like a write (its audit record).
+    assert_eq!(newest(&addr, &nurse, &room).await, acked.last().unwrap().0);
+    assert_refused(
+        &post_json(
+            &addr,
+            "/chat/retrieve",
+            Some(&nurse.token),
+            &json!({"after": 0}),
+        )
+        .await,
+    );
     assert_not_ready(&addr).await;
     let metrics = get(&addr, "/metrics").await.text();
     assert!(metrics.contains("parlor_disk_full 1\n"), "{metrics}");
@@ -279,7 +292,8 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
     for start in ["after kill -9", "after SIGTERM"] {
         rig.srv.start_with(FLAGS);
         let addr = rig.srv.addr();
-        assert_eq!(history(&addr, &nurse).await, acked, "{start}");
+        let last = acked.last().unwrap().0;
+        assert_eq!(newest(&addr, &nurse, &room).await, last, "{start}");
         assert_refused(&inbound(&addr, &pat, "on a full disk").await);
         assert_not_ready(&addr).await;
         assert_eq!(
@@ -300,10 +314,21 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
     assert_eq!(history(&addr, &nurse).await, acked);
 }
 
-/// The patient chat's room id, from the history the nurse reads.
-async fn room_of(addr: &str, nurse: &User) -> String {
-    let page = retrieve(addr, &nurse.token, 0, Some(1)).await;
-    page[0]["room"].as_str().unwrap().to_string()
+/// The newest message id of `room` as the nurse's room list shows it (a
+/// read that shows no message, so it goes on while the disk is full).
+async fn newest(addr: &str, nurse: &User, room: &str) -> u64 {
+    let auth = format!("Bearer {}", nurse.token);
+    let list = http(addr, "GET", "/chat/rooms", &[("authorization", &auth)], "")
+        .await
+        .expect(200);
+    let r = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == room)
+        .unwrap_or_else(|| panic!("room {room} not in {list}"))
+        .clone();
+    r["last_message_id"].as_u64().unwrap()
 }
 
 /// `/actions`, `ready` sent and answered.
@@ -346,20 +371,30 @@ async fn a_checkpoint_that_finds_no_room_stops_nothing_and_loses_nothing() {
     }
     let acked = history(&addr, &nurse).await;
     assert_eq!(acked.len(), 20);
+    let room = retrieve(&addr, &nurse.token, 0, Some(1)).await[0]["room"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     fill_up(&rig.path("filler"));
     assert_eq!(rig.srv.terminate(Duration::from_secs(20)), Some(0));
     let log = rig.srv.log_text();
     assert!(log.contains("the index could not be written"), "{log}");
 
-    // On the still full disk (the ballast makes room to open), then with room.
+    // On the still full disk (the ballast makes room to open: the newest
+    // message is there; reading the patient chat's messages waits for
+    // room, its audit record being a write), then with room.
     rig.srv.start_with(&flags);
-    assert_eq!(history(&rig.srv.addr(), &nurse).await, acked);
-    assert_not_ready(&rig.srv.addr()).await;
+    let addr = rig.srv.addr();
+    assert_eq!(newest(&addr, &nurse, &room).await, acked.last().unwrap().0);
+    assert_not_ready(&addr).await;
     std::fs::remove_file(rig.path("filler")).unwrap();
-    let mut live = Ws::auth(&rig.srv.addr(), &nurse.token).await;
-    let m = post_when_room(&rig.srv.addr(), &pat, &mut live, "resumed").await;
+    let mut live = Ws::auth(&addr, &nurse.token).await;
+    let m = post_when_room(&addr, &pat, &mut live, "resumed").await;
     assert_eq!(msg_id(&m), acked.last().unwrap().0 + 1);
+    let mut all = acked.clone();
+    all.push((msg_id(&m), "resumed".into()));
+    assert_eq!(history(&addr, &nurse).await, all);
 }
 
 /// A start with no room at all (no spare segment or ballast left to

@@ -58,8 +58,15 @@ fn line<T: Serialize>(v: &T) -> Vec<u8> {
     l
 }
 
-/// Writes every record of `store` (messages up to `upto`) to `out`.
-fn write_backup(store: &Store, upto: u64, out: &mut dyn Write) -> Result<Summary> {
+/// Writes every record of `store` (messages up to `upto`) to `out`;
+/// `seal` sees what was written before the footer is, and may refuse it
+/// (then the backup has no footer: it is not valid).
+fn write_backup(
+    store: &Store,
+    upto: u64,
+    out: &mut dyn Write,
+    seal: &mut dyn FnMut(&Summary) -> Result<()>,
+) -> Result<Summary> {
     let header = Header {
         kind: "parlor_backup".into(),
         format: FORMAT,
@@ -75,19 +82,20 @@ fn write_backup(store: &Store, upto: u64, out: &mut dyn Write) -> Result<Summary
         records += 1;
         out.write_all(&l).map_err(|e| StoreError(e.to_string()))
     })?;
-    let sha256 = hex(&sha.finalize());
+    let summary = Summary {
+        records,
+        sha256: hex(&sha.finalize()),
+        last_message: upto,
+    };
+    seal(&summary)?;
     let footer = Footer {
         kind: "end".into(),
         records,
-        sha256: sha256.clone(),
+        sha256: summary.sha256.clone(),
     };
     out.write_all(&line(&footer)).map_err(Error::internal)?;
     out.flush().map_err(Error::internal)?;
-    Ok(Summary {
-        records,
-        sha256,
-        last_message: upto,
-    })
+    Ok(summary)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -103,13 +111,15 @@ fn entry(kind: audit::Kind, s: &Summary) -> Entry {
 }
 
 impl Core {
-    /// Writes a backup of the running store to `out`, then its `backup`
-    /// audit record (the backup holds the trail up to it). Blocking: run
-    /// it on the blocking pool (or outside any async runtime).
+    /// Writes a backup of the running store to `out`, and its `backup`
+    /// audit record before the footer (the backup holds the trail up to
+    /// it): a backup whose record cannot be written — a full disk — gets
+    /// no footer, so it is not valid. Blocking: run it on the blocking
+    /// pool (or outside any async runtime).
     pub fn backup(&self, out: &mut dyn Write) -> Result<Summary> {
-        let s = write_backup(&self.store, self.commit.visible().0, out)?;
-        self.record_blocking(entry(audit::Kind::Backup, &s))?;
-        Ok(s)
+        write_backup(&self.store, self.commit.visible().0, out, &mut |s| {
+            self.record_blocking(entry(audit::Kind::Backup, s))
+        })
     }
 }
 
@@ -213,7 +223,12 @@ pub fn restore(path: &Path, dir: &Path, verify: bool) -> Result<Summary> {
         )));
     }
     if verify {
-        let again = write_backup(&store, summary.last_message, &mut std::io::sink())?;
+        let again = write_backup(
+            &store,
+            summary.last_message,
+            &mut std::io::sink(),
+            &mut |_| Ok(()),
+        )?;
         if (again.records, &again.sha256) != (summary.records, &summary.sha256) {
             return Err(Error::internal(format!(
                 "verification failed: the restored store exports {} records / {}, the backup has {} / {}",
@@ -412,7 +427,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(&dir.path().join("s")).unwrap();
         let mut file = Vec::new();
-        write_backup(&store, 0, &mut file).unwrap();
+        write_backup(&store, 0, &mut file, &mut |_| Ok(())).unwrap();
         drop(store);
         let good = String::from_utf8(file).unwrap();
         assert!(check(&mut good.as_bytes()).is_ok());
