@@ -180,7 +180,11 @@ fn work(queue: &Mutex<Receiver<Job>>, counts: Arc<Counts>) {
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        let param = libc::sched_param { sched_priority: 0 };
+        // Zeroed, not a struct literal: musl's `sched_param` has more
+        // fields than glibc's (its static build failed on the literal).
+        // SAFETY: `sched_param` is plain integers; all zeros is valid, and
+        // priority 0 is what SCHED_IDLE requires.
+        let param: libc::sched_param = unsafe { std::mem::zeroed() };
         // SAFETY: plain system call on the calling thread (pid 0) with a
         // valid parameter; lowering needs no privilege.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
