@@ -343,7 +343,18 @@ mod tests {
         let restored = restore(&path, &dir.path().join("b"), true).unwrap();
         assert_eq!(restored, s);
         // The restored store serves: indexes rebuilt, ids resume.
-        let core = Core::open(&dir.path().join("b"), Limits::default()).unwrap();
+        // sled lets go of its lock when its last thread ends, a moment
+        // after `restore` dropped the store: wait for it (a restarted
+        // daemon, a new process, never sees this).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let core = loop {
+            match Core::open(&dir.path().join("b"), Limits::default()) {
+                Err(crate::store::OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => break r.unwrap(),
+            }
+        };
         let nurse = core.user(nurse.id).unwrap().unwrap();
         assert_eq!(core.page_token_key().unwrap(), key);
         let chat = core
