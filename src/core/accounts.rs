@@ -57,9 +57,7 @@ impl Core {
     /// `POST /admin/users` and `parlor user add` (`caller` `None`): a new
     /// user, and its `user.add` record.
     pub async fn create_user(&self, caller: Option<&User>, new: NewUser) -> Result<UserId> {
-        if caller.is_some_and(|c| c.role != Role::Admin) {
-            return Err(Error::forbidden("only an admin may create users"));
-        }
+        super::require_admin(caller, "create users")?;
         let by = Actor::of(caller);
         check_name("username", &new.username)?;
         if let Some(d) = &new.display_name {

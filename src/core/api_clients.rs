@@ -100,9 +100,7 @@ impl Core {
     /// one, whose old tokens stop working at once (their sockets close).
     /// Answers the secret, which is shown this once.
     pub async fn add_api_client(&self, caller: Option<&User>, new: NewApiClient) -> Result<String> {
-        if caller.is_some_and(|c| c.role != Role::Admin) {
-            return Err(Error::forbidden("only an admin may manage API clients"));
-        }
+        super::require_admin(caller, "manage API clients")?;
         check_client_name(&new.name)?;
         if let Some(d) = &new.display_name {
             check_name("display name", d)?;

@@ -42,7 +42,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::error::{Error, Result};
-use super::model::{Role, User, UserId, Workspace};
+use super::model::{User, UserId, Workspace};
 use super::Core;
 use crate::store::{Store, StoredAudit};
 
@@ -265,9 +265,7 @@ impl Core {
         size: usize,
         from: Option<u64>,
     ) -> Result<Page> {
-        if caller.role != Role::Admin {
-            return Err(Error::forbidden("only an admin may read the audit trail"));
-        }
+        super::require_admin(Some(caller), "read the audit trail")?;
         let size = size.clamp(1, MAX_PAGE);
         let store = self.reading();
         let start = match (from, filter.since_ms) {
@@ -337,6 +335,7 @@ mod tests {
     use super::*;
     use crate::core::error::Kind as ErrorKind;
     use crate::core::limits::Limits;
+    use crate::core::model::Role;
     use std::sync::Arc;
 
     fn login(i: u64) -> Entry {

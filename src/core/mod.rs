@@ -35,6 +35,27 @@ pub mod rooms;
 pub mod tokens;
 pub mod webhooks;
 
+/// What the core's unit tests (and the webhook worker's) share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::accounts::NewUser;
+    use super::model::{Role, User, Workspace};
+    use super::Core;
+
+    /// A user made by the operator, in workspace `tenant/main`.
+    pub async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
+        let new = NewUser {
+            username: name.into(),
+            password: "pw".into(),
+            role,
+            workspace: Workspace::new(tenant, "main").unwrap(),
+            display_name: None,
+        };
+        let id = core.create_user(None, new).await.unwrap();
+        core.user(id).unwrap().unwrap()
+    }
+}
+
 use std::cell::Cell;
 use std::future::Future;
 use std::ops::Deref;
@@ -101,6 +122,16 @@ where
     .map_err(|e| E::from(error::Error::internal(e)))?;
     let _ = READ_MARK.try_with(|m| m.set(m.get().max(mark)));
     out
+}
+
+/// The one check of the operator's operations: an admin over HTTP, or the
+/// command line (`None`, whoever can reach the data directory or the
+/// control socket). Anyone else is `FORBIDDEN`, saying what was refused.
+pub(crate) fn require_admin(caller: Option<&User>, what: &str) -> error::Result<()> {
+    if caller.is_some_and(|c| c.role != model::Role::Admin) {
+        return Err(error::Error::forbidden(format!("only an admin may {what}")));
+    }
+    Ok(())
 }
 
 /// An authenticated caller: the user and the hash of the token used.

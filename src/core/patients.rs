@@ -467,10 +467,9 @@ pub(crate) fn on_new_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::accounts::NewUser;
     use crate::core::error::Kind;
     use crate::core::limits::Limits;
-    use crate::core::model::{Webhook, Workspace};
+    use crate::core::model::Webhook;
     use std::sync::Arc;
 
     struct Clinic {
@@ -481,22 +480,7 @@ mod tests {
         outsider: User,
     }
 
-    async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
-        let id = core
-            .create_user(
-                None,
-                NewUser {
-                    username: name.into(),
-                    password: "pw".into(),
-                    role,
-                    workspace: Workspace::new(tenant, "main").unwrap(),
-                    display_name: Some(format!("{name} display")),
-                },
-            )
-            .await
-            .unwrap();
-        core.user(id).unwrap().unwrap()
-    }
+    use crate::core::testing::user;
 
     async fn clinic(dir: &std::path::Path) -> Clinic {
         let limits = Limits {

@@ -2,7 +2,7 @@
 
 use super::error::{Error, Result};
 use super::hub::{Event, EventKind, Subscription};
-use super::model::{check_name, MsgId, Participant, Role, Room, RoomId, RoomKind, User, UserId};
+use super::model::{check_name, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 use super::reach::may_use_open_rooms;
 use super::{Caller, Core};
 
@@ -218,9 +218,7 @@ impl Core {
         name: Option<String>,
         members: Vec<UserId>,
     ) -> Result<RoomId> {
-        if caller.role != Role::Admin {
-            return Err(Error::forbidden("only an admin may create group rooms"));
-        }
+        super::require_admin(Some(caller), "create group rooms")?;
         if let Some(n) = &name {
             check_name("room name", n)?;
         }

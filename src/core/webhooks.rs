@@ -19,9 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::audit::{self, Actor, Entry};
 use super::error::{Error, Result};
-use super::model::{
-    external_id, DeadDelivery, Delivery, MsgId, Role, User, UserId, Webhook, Workspace,
-};
+use super::model::{external_id, DeadDelivery, Delivery, MsgId, User, UserId, Webhook, Workspace};
 use super::Core;
 
 /// Deliveries looked at per writer job when dropping or retrying many.
@@ -43,7 +41,7 @@ impl Core {
         ws: Workspace,
         hook: Webhook,
     ) -> Result<()> {
-        only_admin(caller, "set webhooks")?;
+        super::require_admin(caller, "set webhooks")?;
         let url_ok = (hook.url.starts_with("http://") || hook.url.starts_with("https://"))
             && hook.url.len() <= 2048
             && !hook.url.chars().any(char::is_whitespace);
@@ -80,7 +78,7 @@ impl Core {
     /// then on queue nothing. Should the webhook be set again while the
     /// drop runs, the deliveries not yet dropped are kept for it.
     pub async fn delete_webhook(&self, caller: Option<&User>, ws: Workspace) -> Result<Dropped> {
-        only_admin(caller, "delete webhooks")?;
+        super::require_admin(caller, "delete webhooks")?;
         let w = ws.clone();
         let entry = Entry::new(audit::Kind::WebhookDelete, Actor::of(caller)).workspace(&ws);
         self.commit
@@ -311,18 +309,9 @@ enum Keyspace {
     Dead,
 }
 
-/// Webhooks are the operator's: an admin over HTTP, or the CLI (`None`).
-fn only_admin(caller: Option<&User>, what: &str) -> Result<()> {
-    if caller.is_some_and(|c| c.role != Role::Admin) {
-        return Err(Error::forbidden(format!("only an admin may {what}")));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::accounts::NewUser;
     use crate::core::error::Kind;
     use crate::core::limits::Limits;
     use std::sync::Arc;
@@ -334,22 +323,8 @@ mod tests {
         pats: [User; 2],
     }
 
-    async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
-        let id = core
-            .create_user(
-                None,
-                NewUser {
-                    username: name.into(),
-                    password: "pw".into(),
-                    role,
-                    workspace: Workspace::new(tenant, "main").unwrap(),
-                    display_name: None,
-                },
-            )
-            .await
-            .unwrap();
-        core.user(id).unwrap().unwrap()
-    }
+    use crate::core::model::Role;
+    use crate::core::testing::user;
 
     fn hook() -> Webhook {
         Webhook {

@@ -1,9 +1,8 @@
 //! The worker's tests: a loopback receiver, a real core.
 
 use super::*;
-use crate::core::accounts::NewUser;
 use crate::core::limits::Limits;
-use crate::core::model::{Role, User, Webhook, Workspace};
+use crate::core::model::{Role, User, Webhook};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -46,20 +45,7 @@ async fn receiver(answer: Arc<dyn Fn(&str) -> u16 + Send + Sync>) -> (String, Se
 }
 
 async fn user(core: &Core, name: &str, role: Role) -> User {
-    let id = core
-        .create_user(
-            None,
-            NewUser {
-                username: name.into(),
-                password: "pw".into(),
-                role,
-                workspace: Workspace::new("a", "main").unwrap(),
-                display_name: None,
-            },
-        )
-        .await
-        .unwrap();
-    core.user(id).unwrap().unwrap()
+    crate::core::testing::user(core, name, role, "a").await
 }
 
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
