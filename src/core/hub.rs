@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::model::{Message, MsgId, Participant, RoomId, UserId};
@@ -28,9 +27,13 @@ pub struct Event {
     pub audience: Arc<[UserId]>,
     pub kind: EventKind,
     /// Each dialect's rendering, made by the first of its recipients on
-    /// that dialect and shared by the others (one render per dialect).
-    frames: [OnceLock<Option<Bytes>>; FRAME_SLOTS],
+    /// that dialect and shared by the others (one render per dialect), in
+    /// whatever form its transport sends (the hub does not know it).
+    frames: [OnceLock<Option<Frame>>; FRAME_SLOTS],
 }
+
+/// A rendering shared by an event's recipients on one dialect.
+type Frame = Box<dyn std::any::Any + Send + Sync>;
 
 #[derive(Debug)]
 pub enum EventKind {
@@ -80,15 +83,17 @@ impl Event {
 
     /// The event as the dialect owning `slot` shows it (`None`: it does
     /// not): rendered by `render` the first time it is asked for, then
-    /// shared. `slot` is below [`FRAME_SLOTS`].
-    pub fn frame(
-        &self,
-        slot: usize,
-        render: impl FnOnce(&Event) -> Option<String>,
-    ) -> Option<Bytes> {
-        self.frames[slot]
-            .get_or_init(|| render(self).map(Bytes::from))
-            .clone()
+    /// shared — a clone of `T` each, so `T` is a shared buffer (`Bytes`,
+    /// tungstenite's `Utf8Bytes`). `slot` is below [`FRAME_SLOTS`], and
+    /// one slot is always asked for with one `T`.
+    pub fn frame<T>(&self, slot: usize, render: impl FnOnce(&Event) -> Option<T>) -> Option<T>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let frame = self.frames[slot].get_or_init(|| render(self).map(|f| Box::new(f) as Frame));
+        let shared = frame.as_ref()?.downcast_ref::<T>();
+        debug_assert!(shared.is_some(), "slot {slot} asked for with two types");
+        shared.cloned()
     }
 }
 
@@ -247,6 +252,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn ev(id: u64, audience: &[u64]) -> Arc<Event> {
         Arc::new(Event::new(
@@ -323,7 +329,7 @@ mod tests {
         let renders = std::sync::atomic::AtomicUsize::new(0);
         let render = |e: &Event| {
             renders.fetch_add(1, Ordering::Relaxed);
-            Some(format!("message {}", id_of(e)))
+            Some(Bytes::from(format!("message {}", id_of(e))))
         };
         let frames: Vec<Bytes> = (0..10).filter_map(|_| e.frame(0, render)).collect();
         assert_eq!(renders.load(Ordering::Relaxed), 1);
@@ -335,7 +341,7 @@ mod tests {
         for _ in 0..3 {
             let none = e.frame(1, |_| {
                 hidden.fetch_add(1, Ordering::Relaxed);
-                None
+                None::<Bytes>
             });
             assert!(none.is_none());
         }

@@ -252,13 +252,12 @@ fn frame_of<D: Dialect>(core: &Core, dialect: &mut D, ev: &Event) -> Option<WsMe
     if !dialect.shows(ev) {
         return None;
     }
-    let bytes = ev.frame(D::SLOT, |ev| {
+    let text = ev.frame(D::SLOT, |ev| {
         core.metrics.frames_rendered.fetch_add(1, Relaxed);
-        D::render(ev)
+        D::render(ev).map(Utf8Bytes::from)
     })?;
     core.metrics.frames_pushed.fetch_add(1, Relaxed);
-    // Made from a String, so valid UTF-8; checked again rather than trusted.
-    Utf8Bytes::try_from(bytes).ok().map(WsMessage::Text)
+    Some(WsMessage::Text(text))
 }
 
 async fn send(ws: &mut Socket, msg: WsMessage) -> Result<(), ()> {
