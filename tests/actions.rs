@@ -10,28 +10,6 @@ use serde_json::{json, Value};
 
 const T: Duration = WS_TIMEOUT;
 
-/// A socket to `ws://ADDR{path}` (the actions dialect's paths).
-async fn open(addr: &str, path: &str) -> Ws {
-    let url = format!("ws://{addr}{path}");
-    let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake failed");
-    Ws { stream }
-}
-
-/// Opens `/actions` and sends `ready`; asserts the reply.
-async fn ready(addr: &str, token: &str) -> Ws {
-    let mut ws = open(addr, "/actions").await;
-    ws.send_json(&json!({"action": "ready", "authToken": token}))
-        .await;
-    assert_eq!(
-        ws.recv_json(T).await,
-        json!({"message": "Connection ready"})
-    );
-    ws
-}
-
 fn assert_error(v: &Value, code: &str) {
     assert_eq!(v["action"], "error", "expected an error frame, got {v}");
     assert_eq!(v["error_code"], code, "{v}");
@@ -72,8 +50,8 @@ fn last_seen(chat: &Value, user: &str) -> u64 {
 /// alice creates a chat with bob; both sockets see `create_chat`.
 async fn chat_of_alice_and_bob(w: &World) -> (Ws, Ws, String) {
     let addr = w.addr();
-    let mut a = ready(&addr, &w.alice.token).await;
-    let mut b = ready(&addr, &w.bob.token).await;
+    let mut a = Ws::actions_ready(&addr, &w.alice.token).await;
+    let mut b = Ws::actions_ready(&addr, &w.bob.token).await;
     a.send_json(&json!({"action": "create_chat", "authToken": w.alice.token,
         "message": "first", "recipient_ids": [w.bob.id]}))
         .await;
@@ -88,7 +66,7 @@ async fn chat_of_alice_and_bob(w: &World) -> (Ws, Ws, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn actions_before_ready_or_with_a_bad_token_get_the_error_frame() {
     let w = World::new().await;
-    let mut ws = open(&w.addr(), "/actions").await;
+    let mut ws = Ws::open_path(&w.addr(), "/actions").await;
     ws.send_json(&json!({"action": "get_messages", "authToken": w.alice.token}))
         .await;
     assert_error(&ws.recv_json(T).await, "UNAUTHENTICATED");
@@ -110,7 +88,7 @@ async fn actions_before_ready_or_with_a_bad_token_get_the_error_frame() {
 async fn stage_paths_serve_the_same_dialect() {
     let w = World::new().await;
     for path in ["/dev", "/demo", "/prod"] {
-        let mut ws = open(&w.addr(), path).await;
+        let mut ws = Ws::open_path(&w.addr(), path).await;
         ws.send_json(&json!({"action": "ready", "authToken": w.bob.token}))
             .await;
         assert_eq!(
@@ -147,9 +125,9 @@ async fn a_token_other_than_readys_changes_nothing() {
 async fn create_chat_reaches_every_participant_with_the_first_message() {
     let w = World::new().await;
     let addr = w.addr();
-    let mut a = ready(&addr, &w.alice.token).await;
-    let mut b = ready(&addr, &w.bob.token).await;
-    let mut c = ready(&addr, &w.carol.token).await;
+    let mut a = Ws::actions_ready(&addr, &w.alice.token).await;
+    let mut b = Ws::actions_ready(&addr, &w.bob.token).await;
+    let mut c = Ws::actions_ready(&addr, &w.carol.token).await;
     // Staff may bring patients together (a patient may not: API.md §8).
     b.send_json(&json!({"action": "create_chat", "authToken": w.bob.token,
         "message": "try to debug", "recipient_ids": [w.alice.id, w.carol.id]}))
@@ -181,7 +159,7 @@ async fn create_chat_reaches_every_participant_with_the_first_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn create_chat_with_a_bad_recipient_names_it_and_creates_nothing() {
     let w = World::new().await;
-    let mut a = ready(&w.addr(), &w.alice.token).await;
+    let mut a = Ws::actions_ready(&w.addr(), &w.alice.token).await;
     for (bad, code) in [("999999", "NOT_FOUND"), (w.eve.id.as_str(), "NOT_FOUND")] {
         a.send_json(&json!({"action": "create_chat", "authToken": w.alice.token,
             "message": "hi", "recipient_ids": [w.bob.id, bad]}))
@@ -213,8 +191,8 @@ async fn create_chat_with_a_bad_recipient_names_it_and_creates_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn create_chat_by_a_patient_with_another_patient_is_the_error_of_a_missing_id() {
     let w = World::new().await;
-    let mut a = ready(&w.addr(), &w.alice.token).await;
-    let mut c = ready(&w.addr(), &w.carol.token).await;
+    let mut a = Ws::actions_ready(&w.addr(), &w.alice.token).await;
+    let mut c = Ws::actions_ready(&w.addr(), &w.carol.token).await;
     let mut refused = Vec::new();
     for bad in ["999999", w.carol.id.as_str()] {
         for recipients in [json!([bad]), json!([w.bob.id, bad])] {
@@ -244,7 +222,7 @@ async fn create_chat_by_a_patient_with_another_patient_is_the_error_of_a_missing
         "message": "to the nurse", "recipient_ids": [w.bob.id, w.admin.id]}))
         .await;
     assert_eq!(a.recv_json(T).await["action"], "create_chat");
-    let mut b = ready(&w.addr(), &w.bob.token).await;
+    let mut b = Ws::actions_ready(&w.addr(), &w.bob.token).await;
     b.send_json(&json!({"action": "create_chat", "authToken": w.bob.token,
         "message": "to the patient", "recipient_ids": [w.carol.id]}))
         .await;
@@ -324,7 +302,7 @@ async fn get_messages_is_bounded_to_the_newest_per_chat() {
     srv.start_with(&["--chat-history", "3"]);
     let addr = srv.addr();
     let (tok, _) = login(&addr, "ann", "pw-ann").await;
-    let mut a = ready(&addr, &tok).await;
+    let mut a = Ws::actions_ready(&addr, &tok).await;
     a.send_json(&json!({"action": "create_chat", "authToken": tok,
         "message": "m0", "recipient_ids": [bob]}))
         .await;
@@ -437,7 +415,7 @@ async fn bad_input_gets_the_error_frame_and_the_socket_stays_open() {
 async fn logout_closes_the_socket_opened_with_that_token() {
     let w = World::new().await;
     let (tok, _) = login(&w.addr(), &w.alice.name, &w.alice.password).await;
-    let mut a = ready(&w.addr(), &tok).await;
+    let mut a = Ws::actions_ready(&w.addr(), &tok).await;
     let r = post_json(&w.addr(), "/auth/logout", Some(&tok), &json!({})).await;
     assert_eq!(r.status, 204);
     assert_eq!(a.expect_closed(T).await, Some(1008));

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const T: std::time::Duration = WS_TIMEOUT;
 
@@ -88,35 +87,9 @@ async fn inbound(w: &World, by: &User, patient: &User, text: &str) {
         .expect(200);
 }
 
-/// A `/ws` (typed dialect) connection.
-async fn typed(addr: &str, token: &str) -> Ws {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", bearer(token).parse().unwrap());
-    let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake failed");
-    Ws { stream }
-}
-
-/// An `/actions` connection, `ready`.
-async fn actions(addr: &str, token: &str) -> Ws {
-    let url = format!("ws://{addr}/actions");
-    let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake failed");
-    let mut ws = Ws { stream };
-    ws.send_json(&json!({"action": "ready", "authToken": token}))
-        .await;
-    assert_eq!(ws.recv_json(T).await["message"], "Connection ready");
-    ws
-}
-
 /// Typed `getChatMessages` of `room`: the messages' count.
 async fn typed_history(addr: &str, token: &str, room: u64) -> usize {
-    let mut ws = typed(addr, token).await;
+    let mut ws = Ws::typed(addr, token).await;
     ws.send_json(&json!({"type": "getChatMessages", "data": {"chatId": room}}))
         .await;
     let v = ws.recv_json(T).await;
@@ -126,7 +99,7 @@ async fn typed_history(addr: &str, token: &str, room: u64) -> usize {
 
 /// Actions `get_messages`: each chat's id and message count.
 async fn actions_history(addr: &str, token: &str) -> Vec<(String, usize)> {
-    let mut ws = actions(addr, token).await;
+    let mut ws = Ws::actions_ready(addr, token).await;
     ws.send_json(&json!({"action": "get_messages", "authToken": token}))
         .await;
     let v = ws.recv_json(T).await;
@@ -266,7 +239,7 @@ async fn reads_of_chats_that_are_not_patient_chats_leave_no_record() {
     let w = World::new().await;
     let addr = w.addr();
     let dm = create_dm(&addr, &w.bob.token, &w.admin.id).await;
-    let mut ws = typed(&addr, &w.bob.token).await;
+    let mut ws = Ws::typed(&addr, &w.bob.token).await;
     ws.send_json(&json!({"type": "newMessage",
         "data": {"chatId": dm.parse::<u64>().unwrap(), "text": "lunch?"}}))
         .await;

@@ -234,7 +234,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
     assert_refused(&inbound(&addr, &pat, "small, refused too").await);
     live.expect_silence(SILENCE).await;
     // A WebSocket dialect answers in its own error shape.
-    let mut act = actions_ready(&addr, &nurse.token).await;
+    let mut act = Ws::actions_ready(&addr, &nurse.token).await;
     act.send_json(&json!({"action": "send_message", "authToken": nurse.token,
         "chat_id": room, "message": "refused over actions"}))
         .await;
@@ -329,23 +329,6 @@ async fn newest(addr: &str, nurse: &User, room: &str) -> u64 {
         .unwrap_or_else(|| panic!("room {room} not in {list}"))
         .clone();
     r["last_message_id"].as_u64().unwrap()
-}
-
-/// `/actions`, `ready` sent and answered.
-async fn actions_ready(addr: &str, token: &str) -> Ws {
-    let url = format!("ws://{addr}/actions");
-    let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake failed");
-    let mut ws = Ws { stream };
-    ws.send_json(&json!({"action": "ready", "authToken": token}))
-        .await;
-    assert_eq!(
-        ws.recv_json(T).await,
-        json!({"message": "Connection ready"})
-    );
-    ws
 }
 
 /// sled's checkpoint on a disk someone else filled to the last byte fails:

@@ -582,12 +582,7 @@ impl Clinic {
     }
 
     async fn metric(&self, name: &str) -> u64 {
-        let text = self.srv.get("/metrics").await.text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-            .parse()
-            .unwrap()
+        metric(&self.srv.addr(), name).await
     }
 }
 

@@ -559,6 +559,14 @@ pub async fn http_inner(
     })
 }
 
+/// A counter or gauge of `/metrics` (asked from loopback).
+pub async fn metric(addr: &str, name: &str) -> u64 {
+    let text = get(addr, "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
 pub async fn get(addr: &str, path: &str) -> Resp {
     http(addr, "GET", path, &[], Bytes::new()).await
 }
@@ -861,6 +869,43 @@ impl Ws {
             .unwrap_or_else(|_| panic!("WebSocket handshake to {url} timed out"))
             .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
         Ws { stream }
+    }
+
+    /// `/ws` (the typed dialect), authenticated on upgrade with
+    /// `Authorization: Bearer`.
+    pub async fn typed(addr: &str, token: &str) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = timeout(WS_TIMEOUT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("WebSocket handshake to /ws timed out")
+            .expect("WebSocket handshake to /ws failed");
+        Ws { stream }
+    }
+
+    /// `ws://ADDR{path}` with no authentication yet (the actions dialect's
+    /// paths: `/actions`, `/dev`, …).
+    pub async fn open_path(addr: &str, path: &str) -> Ws {
+        let url = format!("ws://{addr}{path}");
+        let (stream, _) = timeout(WS_TIMEOUT, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .unwrap_or_else(|_| panic!("WebSocket handshake to {url} timed out"))
+            .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
+        Ws { stream }
+    }
+
+    /// `/actions` after `ready` with `token`, its reply asserted.
+    pub async fn actions_ready(addr: &str, token: &str) -> Ws {
+        let mut ws = Ws::open_path(addr, "/actions").await;
+        ws.send_json(&json!({"action": "ready", "authToken": token}))
+            .await;
+        assert_eq!(
+            ws.recv_json(WS_TIMEOUT).await,
+            json!({"message": "Connection ready"})
+        );
+        ws
     }
 
     /// Opens, sends `{"auth_token": token}` and asserts `{"status":"CONNECTED"}`.
