@@ -115,9 +115,33 @@ pub fn webhook(data_dir: &Path, cmd: WebhookCommand) -> anyhow::Result<()> {
                 print!(
                     "{}",
                     if dead {
-                        dead_table(&list)
+                        table(
+                            &list,
+                            "dead",
+                            &[
+                                "external_id",
+                                "patient_id",
+                                "workspace",
+                                "created_ms",
+                                "dead_ms",
+                                "failed_attempts",
+                                "last_error",
+                            ],
+                        )
                     } else {
-                        pending_table(&list)
+                        table(
+                            &list,
+                            "pending",
+                            &[
+                                "external_id",
+                                "patient_id",
+                                "workspace",
+                                "state",
+                                "failed_attempts",
+                                "next_attempt_in_ms",
+                                "last_error",
+                            ],
+                        )
                     }
                 );
             }
@@ -217,44 +241,22 @@ fn text(v: &serde_json::Value) -> String {
     }
 }
 
-/// The listing for a terminal: a header and one line per delivery; `-`
-/// where the daemon is not running and so knows no attempts.
-fn pending_table(list: &serde_json::Value) -> String {
-    let mut out =
-        String::from("EXTERNAL_ID\tPATIENT\tWORKSPACE\tSTATE\tFAILED\tNEXT_IN_MS\tLAST_ERROR\n");
-    for d in list["pending"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{}\t{}\t{}/{}\t{}\t{}\t{}\t{}\n",
-            text(&d["external_id"]),
-            text(&d["patient_id"]),
-            text(&d["tenant"]),
-            text(&d["instance"]),
-            text(&d["state"]),
-            text(&d["failed_attempts"]),
-            text(&d["next_attempt_in_ms"]),
-            text(&d["last_error"]),
-        ));
-    }
-    out.push_str(more(list));
-    out
-}
-
-/// The dead deliveries for a terminal.
-fn dead_table(list: &serde_json::Value) -> String {
-    let mut out =
-        String::from("EXTERNAL_ID\tPATIENT\tWORKSPACE\tCREATED_MS\tDEAD_MS\tFAILED\tLAST_ERROR\n");
-    for d in list["dead"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{}\t{}\t{}/{}\t{}\t{}\t{}\t{}\n",
-            text(&d["external_id"]),
-            text(&d["patient_id"]),
-            text(&d["tenant"]),
-            text(&d["instance"]),
-            text(&d["created_ms"]),
-            text(&d["dead_ms"]),
-            text(&d["failed_attempts"]),
-            text(&d["last_error"]),
-        ));
+/// A listing for a terminal: a header and one tab-separated line per
+/// delivery of `list[key]`, one column per field (`workspace` is
+/// `tenant/instance`); `-` where the daemon is not running and so knows
+/// no attempts.
+fn table(list: &serde_json::Value, key: &str, fields: &[&str]) -> String {
+    let header: Vec<String> = fields.iter().map(|f| f.to_uppercase()).collect();
+    let mut out = header.join("\t") + "\n";
+    for d in list[key].as_array().into_iter().flatten() {
+        let row: Vec<String> = fields
+            .iter()
+            .map(|&f| match f {
+                "workspace" => format!("{}/{}", text(&d["tenant"]), text(&d["instance"])),
+                f => text(&d[f]),
+            })
+            .collect();
+        out.push_str(&(row.join("\t") + "\n"));
     }
     out.push_str(more(list));
     out
