@@ -17,10 +17,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tracing::Instrument;
 
-use super::upgrade::Socket;
 use crate::core::hub::{Event, Kick, Subscription};
 use crate::core::limits::Bucket;
 use crate::core::Core;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
 
 /// What a dialect asks the loop to do after a frame.
 pub enum Out {
@@ -59,6 +60,11 @@ pub trait Dialect: Send + 'static {
     fn render(ev: &Event) -> Option<String>;
 }
 
+/// What a session runs over: the upgraded connection (`upgrade::Socket`),
+/// or an in-memory pipe in tests.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for S {}
+
 /// Peers that send nothing for this long get a ping…
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// …and are closed if still silent after this long.
@@ -75,10 +81,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Runs a session until either side closes. `sub` is given when the socket
 /// was authenticated during the upgrade; otherwise the dialect subscribes
 /// after its own authentication frame, within `Limits::auth_deadline`.
-pub async fn run<D: Dialect>(
+pub async fn run<D: Dialect, S: Io>(
     name: &'static str,
     core: Arc<Core>,
-    mut ws: Socket,
+    mut ws: WebSocketStream<S>,
     mut dialect: D,
     mut sub: Option<Subscription>,
     mut shutdown: watch::Receiver<bool>,
@@ -260,7 +266,7 @@ fn frame_of<D: Dialect>(core: &Core, dialect: &mut D, ev: &Event) -> Option<WsMe
     Some(WsMessage::Text(text))
 }
 
-async fn send(ws: &mut Socket, msg: WsMessage) -> Result<(), ()> {
+async fn send<S: Io>(ws: &mut WebSocketStream<S>, msg: WsMessage) -> Result<(), ()> {
     match tokio::time::timeout(WRITE_TIMEOUT, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
@@ -269,14 +275,14 @@ async fn send(ws: &mut Socket, msg: WsMessage) -> Result<(), ()> {
 
 /// Queues a frame in the socket's write buffer (written out once it holds
 /// `upgrade::WRITE_BUFFER`, or at the next [`flush`]).
-async fn feed(ws: &mut Socket, msg: impl Into<WsMessage>) -> Result<(), ()> {
+async fn feed<S: Io>(ws: &mut WebSocketStream<S>, msg: impl Into<WsMessage>) -> Result<(), ()> {
     match tokio::time::timeout(WRITE_TIMEOUT, ws.feed(msg.into())).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
 }
 
-async fn flush(ws: &mut Socket) -> Result<(), ()> {
+async fn flush<S: Io>(ws: &mut WebSocketStream<S>) -> Result<(), ()> {
     match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
@@ -293,5 +299,138 @@ fn close_for(e: &WsError) -> Option<(CloseCode, String)> {
         WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8".into())),
         WsError::Protocol(p) => Some((CloseCode::Protocol, p.to_string())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::hub::EventKind;
+    use crate::core::model::{Message, MsgId, RoomId, UserId};
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::task::{Context, Poll};
+    use tokio::io::{DuplexStream, ReadBuf};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// The server's end of an in-memory pipe, counting the writes that
+    /// reach it (each would be one `send` on a real socket).
+    struct Counting {
+        io: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.io).poll_write(cx, buf);
+            if let Poll::Ready(Ok(_)) = r {
+                self.writes.fetch_add(1, SeqCst);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Shows a message event as its text.
+    struct Texts;
+
+    impl Dialect for Texts {
+        const NEEDS_AUTH: bool = false;
+        const SLOT: usize = 3;
+        async fn on_text(&mut self, _text: &str) -> Vec<Out> {
+            Vec::new()
+        }
+        fn render(ev: &Event) -> Option<String> {
+            match &ev.kind {
+                EventKind::Message { msg, .. } => Some(msg.text.clone()),
+                _ => None,
+            }
+        }
+    }
+
+    fn message(id: u64) -> Arc<Event> {
+        let msg = Message {
+            id: MsgId(id),
+            room: RoomId(1),
+            sender: UserId(2),
+            text: format!("m{id}"),
+            at_ms: 0,
+            author: None,
+            is_read: false,
+            archived: false,
+        };
+        let kind = EventKind::Message {
+            msg,
+            sender_name: "ann".into(),
+            new_chat: None,
+        };
+        Arc::new(Event::new(RoomId(1), [UserId(1)].into(), kind))
+    }
+
+    /// Events already queued when the session wakes go out together: one
+    /// write for twenty frames, not twenty.
+    #[tokio::test]
+    async fn queued_events_are_written_with_one_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = Core::open(dir.path(), crate::core::limits::Limits::default()).unwrap();
+        let sub = core.hub.subscribe(UserId(1), [0; 32]).unwrap();
+        for id in 1..=20 {
+            core.hub.publish(message(id));
+        }
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let server = Counting {
+            io: server,
+            writes: writes.clone(),
+        };
+        let config = Some(super::super::upgrade::config());
+        let server = WebSocketStream::from_raw_socket(server, Role::Server, config).await;
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let (_stop, shutdown) = watch::channel(false);
+        let session = tokio::spawn(run(
+            "test",
+            core.clone(),
+            server,
+            Texts,
+            Some(sub),
+            shutdown,
+        ));
+        for id in 1..=20 {
+            let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+                .await
+                .expect("a frame within 10 s")
+                .expect("the session is open")
+                .unwrap();
+            assert_eq!(frame.into_text().unwrap().as_str(), format!("m{id}"));
+        }
+        assert_eq!(writes.load(SeqCst), 1, "twenty queued frames, one write");
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the session ends with its peer")
+            .unwrap();
+        core.shutdown();
     }
 }
