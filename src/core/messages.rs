@@ -196,6 +196,17 @@ impl Core {
     ) -> Result<Participant> {
         self.room_for(user, room)?;
         let visible = self.commit.visible();
+        // The chat's newest messages for the event, read here, not in the
+        // writer: its job adds only what was committed since (usually
+        // nothing), so a marker moving costs the writer next to no reads.
+        let history = self.limits.chat_history;
+        let mut recent: Vec<Message> = self
+            .visible_log()
+            .room_messages(room, MsgId(0), visible)
+            .rev()
+            .take(history.max(1))
+            .collect::<std::result::Result<_, _>>()?;
+        recent.reverse();
         let target = match upto {
             Some(id) => {
                 if id.0 != 0
@@ -211,14 +222,9 @@ impl Core {
                 }
                 id
             }
-            None => self
-                .visible_log()
-                .room_messages(room, MsgId(0), visible)
-                .next_back()
-                .transpose()?
-                .map_or(MsgId(0), |m| m.id),
+            None => recent.last().map_or(MsgId(0), |m| m.id),
         };
-        let (user, history) = (user.id, self.limits.chat_history);
+        let user = user.id;
         self.commit
             .run(move |tx| {
                 let mut participants = tx.store.participants(room)?;
@@ -234,8 +240,10 @@ impl Core {
                 *current = marker.clone();
                 tx.batch.put_participant(room, user, &marker);
                 let audience = participants.iter().map(|(u, _)| *u).collect();
+                recent.extend(tx.store.newest_messages(room, visible, history)?);
+                recent.drain(..recent.len().saturating_sub(history));
                 let chat = ChatView {
-                    recent: tx.store.newest_messages(room, history)?,
+                    recent,
                     participants,
                 };
                 let kind = EventKind::Read {

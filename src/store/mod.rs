@@ -839,21 +839,22 @@ impl Store {
         })
     }
 
-    /// A room's newest `n` messages, oldest first, with the calling
-    /// thread's pending writes merged in: for the writer's snapshots of a
-    /// chat. Cost: `n` plus the room's pending writes.
-    pub fn newest_messages(&self, room: RoomId, n: usize) -> Result<Vec<Message>> {
-        let prefix = one(ROOM_MSG, room.0);
+    /// A room's newest `n` messages after `after`, oldest first, with the
+    /// calling thread's pending writes merged in: what the writer adds to
+    /// a chat's snapshot read before its job. Cost: at most `n` plus the
+    /// room's pending writes.
+    pub fn newest_messages(&self, room: RoomId, after: MsgId, n: usize) -> Result<Vec<Message>> {
+        let lo = two(ROOM_MSG, room.0, after.0.saturating_add(1));
+        let hi = two(ROOM_MSG, room.0, u64::MAX);
         let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
         if let Some(p) = self.pending_here() {
-            let here = p.writes.range(prefix.to_vec()..);
-            for (k, w) in here.take_while(|(k, _)| k.starts_with(&prefix)) {
+            for (k, w) in p.writes.range(lo.to_vec()..=hi.to_vec()) {
                 merged.insert(k.clone(), w.clone());
             }
         }
         // Enough of sled's newest that `n` survive the pending removals.
         let want = n + merged.values().filter(|w| w.is_none()).count();
-        for kv in self.db.scan_prefix(prefix).rev().take(want) {
+        for kv in self.db.range(lo..=hi).rev().take(want) {
             let (k, v) = kv?;
             self.scanned.fetch_add(1, Ordering::Relaxed);
             merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
@@ -1344,14 +1345,15 @@ mod tests {
         b.put_message(&msg(7, 4));
         s.stage(b);
         let ids = |v: Vec<Message>| v.iter().map(|m| m.id.0).collect::<Vec<_>>();
-        assert_eq!(ids(s.newest_messages(RoomId(4), 3).unwrap()), [4, 5, 7]);
-        assert_eq!(ids(s.newest_messages(RoomId(5), 3).unwrap()), [6]);
-        assert_eq!(
-            ids(s.newest_messages(RoomId(4), 0).unwrap()),
-            Vec::<u64>::new()
-        );
+        let newest =
+            |room, after, n| ids(s.newest_messages(RoomId(room), MsgId(after), n).unwrap());
+        assert_eq!(newest(4, 0, 3), [4, 5, 7]);
+        assert_eq!(newest(4, 4, 9), [5, 7]);
+        assert_eq!(newest(4, 7, 3), Vec::<u64>::new());
+        assert_eq!(newest(5, 0, 3), [6]);
+        assert_eq!(newest(4, 0, 0), Vec::<u64>::new());
         let elsewhere = std::thread::scope(|t| {
-            t.spawn(|| ids(s.newest_messages(RoomId(4), 3).unwrap()))
+            t.spawn(|| ids(s.newest_messages(RoomId(4), MsgId(0), 3).unwrap()))
                 .join()
                 .unwrap()
         });
