@@ -331,15 +331,12 @@ async fn newest(addr: &str, nurse: &User, room: &str) -> u64 {
     r["last_message_id"].as_u64().unwrap()
 }
 
-/// sled's checkpoint on a disk someone else filled to the last byte fails:
-/// the daemon does not stop over it (here the last checkpoint, at SIGTERM;
-/// the periodic one takes the same path), says so, and what it
-/// acknowledged is replayed from the log at the next start.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_checkpoint_that_finds_no_room_stops_nothing_and_loses_nothing() {
+/// A daemon that checkpoints only when it stops (sled holds everything
+/// unflushed), a patient and a nurse, and `n` acknowledged patient
+/// messages: the rig, its flags, the two, and the nurse's history.
+async fn unflushed_clinic(n: usize) -> (Rig, Vec<&'static str>, User, User, Vec<(u64, String)>) {
     let mut rig = Rig::new();
     let mut flags = FLAGS.to_vec();
-    // No checkpoint but the last: sled holds the messages unflushed.
     flags.extend(["--checkpoint-secs", "3600", "--checkpoint-mib", "65536"]);
     rig.srv.start_with(&flags);
     rig.srv.user_add("admin", "admin", "pw-admin-secret");
@@ -347,12 +344,23 @@ async fn a_checkpoint_that_finds_no_room_stops_nothing_and_loses_nothing() {
     let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
     let pat = add_user(&addr, &admin, "pat", "patient").await;
     let nurse = add_user(&addr, &admin, "nurse", "staff").await;
-    for i in 0..20 {
+    for i in 0..n {
         inbound(&addr, &pat, &format!("m{i:05} small"))
             .await
             .expect(200);
     }
     let acked = history(&addr, &nurse).await;
+    (rig, flags, pat, nurse, acked)
+}
+
+/// sled's checkpoint on a disk someone else filled to the last byte fails:
+/// the daemon does not stop over it (here the last checkpoint, at SIGTERM;
+/// the periodic one takes the same path), says so, and what it
+/// acknowledged is replayed from the log at the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_that_finds_no_room_stops_nothing_and_loses_nothing() {
+    let (mut rig, flags, pat, nurse, acked) = unflushed_clinic(20).await;
+    let addr = rig.srv.addr();
     assert_eq!(acked.len(), 20);
     let room = retrieve(&addr, &nurse.token, 0, Some(1)).await[0]["room"]
         .as_str()
@@ -386,21 +394,7 @@ async fn a_checkpoint_that_finds_no_room_stops_nothing_and_loses_nothing() {
 /// starts and replays everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_with_no_byte_to_spare_says_so_and_loses_nothing() {
-    let mut rig = Rig::new();
-    let mut flags = FLAGS.to_vec();
-    flags.extend(["--checkpoint-secs", "3600", "--checkpoint-mib", "65536"]);
-    rig.srv.start_with(&flags);
-    rig.srv.user_add("admin", "admin", "pw-admin-secret");
-    let addr = rig.srv.addr();
-    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
-    let pat = add_user(&addr, &admin, "pat", "patient").await;
-    let nurse = add_user(&addr, &admin, "nurse", "staff").await;
-    for i in 0..50 {
-        inbound(&addr, &pat, &format!("m{i:05} small"))
-            .await
-            .expect(200);
-    }
-    let acked = history(&addr, &nurse).await;
+    let (mut rig, flags, _pat, nurse, acked) = unflushed_clinic(50).await;
     // Killed before any checkpoint; what parlor set aside is gone too.
     rig.srv.kill9();
     for made_ahead in ["store/wal/spare.tmp", "store/wal/ballast"] {

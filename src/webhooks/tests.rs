@@ -44,6 +44,30 @@ async fn receiver(answer: Arc<dyn Fn(&str) -> u16 + Send + Sync>) -> (String, Se
     (url, seen)
 }
 
+/// The staff's workspace's webhook: a receiver that fails the message
+/// `a1` until the flag is set, and answers the rest.
+async fn failing_a1_until_released(core: &Core, staff: &User) -> (Arc<AtomicBool>, Seen) {
+    let release = Arc::new(AtomicBool::new(false));
+    let gate = release.clone();
+    let answer = Arc::new(move |text: &str| {
+        if text == "a1" && !gate.load(Ordering::Acquire) {
+            500
+        } else {
+            204
+        }
+    });
+    let (url, seen) = receiver(answer).await;
+    let hook = Webhook {
+        url,
+        api_key: "k".into(),
+        api_secret: "s".into(),
+    };
+    core.set_webhook(None, staff.workspace.clone(), hook)
+        .await
+        .unwrap();
+    (release, seen)
+}
+
 async fn user(core: &Core, name: &str, role: Role) -> User {
     crate::core::testing::user(core, name, role, "a").await
 }
@@ -70,24 +94,7 @@ async fn a_patients_later_delivery_waits_for_the_earlier_one_and_other_patients_
         user(&core, "pa", Role::Patient).await,
         user(&core, "pb", Role::Patient).await,
     );
-    let release = Arc::new(AtomicBool::new(false));
-    let gate = release.clone();
-    let answer = Arc::new(move |text: &str| {
-        if text == "a1" && !gate.load(Ordering::Acquire) {
-            500
-        } else {
-            204
-        }
-    });
-    let (url, seen) = receiver(answer).await;
-    let hook = Webhook {
-        url,
-        api_key: "k".into(),
-        api_secret: "s".into(),
-    };
-    core.set_webhook(None, staff.workspace.clone(), hook)
-        .await
-        .unwrap();
+    let (release, seen) = failing_a1_until_released(&core, &staff).await;
     let monitor = Monitor::new();
     let settings = Settings {
         max_backoff: Duration::from_secs(1),
@@ -160,24 +167,7 @@ async fn a_dead_delivery_no_longer_holds_back_its_lane_and_a_retry_sends_it() {
     let core = Core::open(dir.path(), Limits::default()).unwrap();
     let staff = user(&core, "nurse", Role::Staff).await;
     let pa = user(&core, "pa", Role::Patient).await;
-    let release = Arc::new(AtomicBool::new(false));
-    let gate = release.clone();
-    let answer = Arc::new(move |text: &str| {
-        if text == "a1" && !gate.load(Ordering::Acquire) {
-            500
-        } else {
-            204
-        }
-    });
-    let (url, seen) = receiver(answer).await;
-    let hook = Webhook {
-        url,
-        api_key: "k".into(),
-        api_secret: "s".into(),
-    };
-    core.set_webhook(None, staff.workspace.clone(), hook)
-        .await
-        .unwrap();
+    let (release, seen) = failing_a1_until_released(&core, &staff).await;
     let monitor = Monitor::new();
     let settings = Settings {
         max_backoff: Duration::from_secs(1),
