@@ -169,7 +169,7 @@ pub fn audit(data_dir: &Path, cmd: AuditCommand) -> anyhow::Result<()> {
         } => {
             let since_ms = since
                 .map(|s| {
-                    crate::dialects::time::parse_rfc3339(&s)
+                    crate::model::time::parse_rfc3339(&s)
                         .map(|ms| u64::try_from(ms).unwrap_or(0))
                         .context("--since must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z")
                 })

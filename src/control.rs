@@ -11,11 +11,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::core::audit;
-use crate::core::error::{Error, Result};
-use crate::core::model::{parse_external_id, MsgId, Workspace};
-use crate::core::Core;
+use crate::core::{Admin, Core};
 use crate::dialects::accounts::{new_user, new_webhook};
 use crate::dialects::api_clients::new_api_client;
+use crate::error::{Error, Result};
+use crate::model::{parse_external_id, MsgId, Workspace};
 use crate::webhooks::{self, Monitor};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,7 +124,7 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
                 instance.as_deref(),
                 display_name,
             )?;
-            Ok(core.create_user(None, new).await?.to_string())
+            Ok(core.create_user(&Admin::operator(), new).await?.to_string())
         }
         Request::TokenIssue { username } => core.issue_token(&username).await,
         Request::ApiClientAdd {
@@ -135,7 +135,7 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
             rotate,
         } => {
             let new = new_api_client(&tenant, &instance, name, display_name, rotate)?;
-            core.add_api_client(None, new).await
+            core.add_api_client(&Admin::operator(), new).await
         }
         Request::WebhookSet {
             tenant,
@@ -145,7 +145,7 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
             api_secret,
         } => {
             let (ws, hook) = new_webhook(&tenant, &instance, url, api_key, api_secret)?;
-            core.set_webhook(None, ws, hook).await?;
+            core.set_webhook(&Admin::operator(), ws, hook).await?;
             if let Some(m) = monitor {
                 m.retry_now();
             }
@@ -161,16 +161,16 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
         }
         Request::WebhookDelete { tenant, instance } => {
             let ws = Workspace::new(&tenant, &instance)?;
-            let dropped = core.delete_webhook(None, ws).await?;
+            let dropped = core.delete_webhook(&Admin::operator(), ws).await?;
             let answer = serde_json::json!({"pending": dropped.pending, "dead": dropped.dead});
             Ok(answer.to_string())
         }
         Request::WebhookPending { after, limit, dead } => {
             let after = after.map(|a| external("--after", &a)).transpose()?;
             let list = if dead {
-                serde_json::to_string(&webhooks::dead(core, after, limit)?)
+                serde_json::to_string(&webhooks::dead(core, &Admin::operator(), after, limit)?)
             } else {
-                serde_json::to_string(&webhooks::pending(core, monitor, after, limit)?)
+                serde_json::to_string(&webhooks::pending(core, &Admin::operator(), monitor, after, limit)?)
             };
             Ok(list.expect("serializing a listing"))
         }
@@ -249,7 +249,7 @@ pub async fn serve(core: Arc<Core>, monitor: Arc<Monitor>, listener: UnixListene
                     .await;
                     return;
                 }
-                Ok(req) => match core.answer(execute(&core, Some(&monitor), req)).await {
+                Ok(req) => match execute(&core, Some(&monitor), req).await {
                     Ok(s) => Reply::Ok(s),
                     Err(e) => Reply::Error(e.to_string()),
                 },

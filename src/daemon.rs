@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::app::{self, App};
 use crate::config::ServeArgs;
 use crate::core::limits::Limits;
 use crate::core::Core;
@@ -109,10 +110,15 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let front = net::Front {
         tls,
         proxies: args.trusted_proxies.clone(),
-        conformance_echo: args.conformance_echo,
+        max_connections: core.limits.max_connections,
         header_timeout: Duration::from_secs(args.header_timeout_secs),
     };
-    net::serve(core.clone(), monitor, listener, front, stopped, GRACE).await;
+    let app = App {
+        core: core.clone(),
+        webhooks: monitor,
+        conformance_echo: args.conformance_echo,
+    };
+    app::serve(app, listener, front, stopped, GRACE).await;
     hooks.stop().await;
     control_task.abort();
     if let Some(w) = watchdog {

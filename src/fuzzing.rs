@@ -13,12 +13,12 @@
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 
-use crate::core::error::{Error, Kind};
-use crate::core::model::RoomId;
 use crate::core::patients::{Border, MAX_PAGE};
 use crate::dialects::patient::tokens::{self, Token};
 use crate::dialects::patient::{self, Fail};
 use crate::dialects::{actions, rooms, typed};
+use crate::error::{Error, Kind};
+use crate::model::RoomId;
 use crate::net::http::json_object;
 use crate::net::upgrade::{self, Refusal};
 use crate::store::keys::MAX_WORD;
@@ -139,7 +139,7 @@ pub fn patient_request(data: &[u8]) {
                 refused(f);
             }
             if let Some(date) = q.get("date") {
-                let _ = crate::dialects::time::parse_rfc3339(date);
+                let _ = crate::model::time::parse_rfc3339(date);
             }
             if let Some(t) = q.token() {
                 let decoded = tokens::decode(&FUZZ_KEY, t, RoomId(1), tokens::Kind::History);
@@ -226,7 +226,7 @@ fn token_from(b: &mut Bytes) -> Token {
         _ => tokens::Kind::Find,
     };
     let room = RoomId(b.u64());
-    let id = crate::core::model::MsgId(b.u64());
+    let id = crate::model::MsgId(b.u64());
     let border = match b.u8() % 5 {
         0 => Border::Newest,
         1 => Border::Below(id),

@@ -2,7 +2,9 @@
 //!
 //! The map, from the wire inwards:
 //!
-//! - [`net`]: the hyper 1 server, the router table, the hand-rolled
+//! - [`app`]: the route table, each request's context, and the
+//!   operator's endpoints (health, readiness, metrics).
+//! - [`net`]: transport only — the hyper 1 server, the hand-rolled
 //!   WebSocket upgrade (RFC 6455) and the WebSocket session loop.
 //! - [`dialects`]: one module per wire protocol. Each parses frames into
 //!   core operations and renders replies, events and errors back. No
@@ -11,9 +13,9 @@
 //!   writer: it assigns ids, applies, makes the group one durable
 //!   write-ahead log record, and only then publishes to the
 //!   hub (`core::hub`) and answers — so ids become visible in order and
-//!   nothing is acknowledged before it is on disk. Reads outside the
-//!   writer go through `Core::reading`, and every answer waits in
-//!   `Core::answer` until what its reads saw is durable.
+//!   nothing is acknowledged before it is on disk. sled, which every
+//!   reader outside the writer reads, gets a group's writes only after
+//!   its record is synced, so no read sees what a crash could take back.
 //! - [`store`]: the only code that imports sled: key layouts, value codec,
 //!   the write-ahead log (`store::wal`, the history and what makes a
 //!   commit durable) and the background checkpoint of sled, its index.
@@ -30,6 +32,7 @@
 //!   API like any other.
 //! - [`systemd`]: `Type=notify` readiness, watchdog keep-alives, stopping.
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -37,8 +40,10 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod dialects;
+pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod model;
 pub mod net;
 pub mod store;
 pub mod systemd;

@@ -20,7 +20,7 @@ use hyper::header::{
 use hyper::{Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::core::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::net::http::{self, Resp};
 
 /// One embedded file.
@@ -196,10 +196,7 @@ mod tests {
     #[test]
     fn unknown_files_are_not_found_and_others_paths_are_not_ours() {
         let req = Request::builder().uri("/app/nope.js").body(()).unwrap();
-        assert_eq!(
-            serve(&req).unwrap_err().kind,
-            crate::core::error::Kind::NotFound
-        );
+        assert_eq!(serve(&req).unwrap_err().kind, crate::error::Kind::NotFound);
         assert!(owns("/") && owns("/app/main.js"));
         assert!(!owns("/ws") && !owns("/chat/rooms") && !owns("/app/nope.js"));
         assert!(!owns("/app/main/patient/7/chat"));

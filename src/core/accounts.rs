@@ -4,10 +4,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::audit::{self, Actor, Entry};
-use super::error::{Error, Kind, Result};
-use super::model::{check_name, Role, User, UserId, Workspace};
 use super::tokens::{new_token, token_hash};
-use super::{Caller, Core};
+use super::{Admin, Caller, Core};
+use crate::error::{Error, Kind, Result};
+use crate::model::{check_name, Role, User, UserId, Workspace};
 use crate::store::TokenRecord;
 
 /// What `create_user` needs.
@@ -30,35 +30,39 @@ impl Core {
         }
         let hash = token_hash(token);
         let rec = self
-            .reading()
+            .store
             .token(&hash)?
             .ok_or_else(Error::unauthenticated)?;
         let user = self
-            .reading()
+            .store
             .user(rec.user)?
             .ok_or_else(Error::unauthenticated)?;
-        Ok(Caller { user, token: hash })
+        let client = self.store.is_api_client(user.id)?;
+        Ok(Caller {
+            user,
+            token: hash,
+            client,
+        })
     }
 
     pub fn user(&self, id: UserId) -> Result<Option<User>> {
-        Ok(self.reading().user(id)?)
+        Ok(self.store.user(id)?)
     }
 
     /// A user the caller may see: same workspace. Anything else looks
     /// exactly like a user that does not exist.
     /// An API client is not a person to reach: hidden the same way.
     pub fn visible_user(&self, caller: &User, id: UserId) -> Result<User> {
-        match self.reading().user(id)? {
+        match self.store.user(id)? {
             Some(u) if u.workspace == caller.workspace && !self.is_api_client(u.id)? => Ok(u),
             _ => Err(no_such_user()),
         }
     }
 
-    /// `POST /admin/users` and `parlor user add` (`caller` `None`): a new
-    /// user, and its `user.add` record.
-    pub async fn create_user(&self, caller: Option<&User>, new: NewUser) -> Result<UserId> {
-        super::require_admin(caller, "create users")?;
-        let by = Actor::of(caller);
+    /// `POST /admin/users` and `parlor user add`: a new user, and its
+    /// `user.add` record.
+    pub async fn create_user(&self, admin: &Admin<'_>, new: NewUser) -> Result<UserId> {
+        let by = admin.actor().recorded();
         check_name("username", &new.username)?;
         if let Some(d) = &new.display_name {
             check_name("display name", d)?;
@@ -68,7 +72,7 @@ impl Core {
                 "password must be 1 to {MAX_PASSWORD_BYTES} bytes"
             )));
         }
-        if self.reading().user_id_by_name(&new.username)?.is_some() {
+        if self.store.user_id_by_name(&new.username)?.is_some() {
             return Err(username_taken());
         }
         let password_hash = self.passwords.hash(new.password).await?;
@@ -119,8 +123,8 @@ impl Core {
             return Err(Error::rate_limited(wait));
         }
         // An API client's user has no password: as unknown as no user.
-        let user = match self.reading().user_id_by_name(username)? {
-            Some(id) if !self.is_api_client(id)? => self.reading().user(id)?,
+        let user = match self.store.user_id_by_name(username)? {
+            Some(id) if !self.is_api_client(id)? => self.store.user(id)?,
             _ => None,
         };
         // A full password queue refuses the attempt (RATE_LIMITED) before
@@ -162,8 +166,8 @@ impl Core {
     pub async fn issue_token(&self, username: &str) -> Result<String> {
         // An API client's tokens come from its secret only (a rotation
         // must find them all).
-        let user = match self.reading().user_id_by_name(username)? {
-            Some(id) if !self.is_api_client(id)? => self.reading().user(id)?,
+        let user = match self.store.user_id_by_name(username)? {
+            Some(id) if !self.is_api_client(id)? => self.store.user(id)?,
             _ => None,
         }
         .ok_or_else(|| Error::not_found(format!("no user named {username:?}")))?;

@@ -30,10 +30,10 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::sign_in_failed;
 use super::audit::{self, Actor, Entry};
-use super::error::{Error, Kind, Result};
-use super::model::{check_name, ApiClient, Participant, Role, User, UserId, Workspace};
 use super::tokens::new_token;
-use super::Core;
+use super::{Admin, Core};
+use crate::error::{Error, Kind, Result};
+use crate::model::{check_name, ApiClient, Participant, Role, User, UserId, Workspace};
 use crate::store::TokenRecord;
 
 /// What `add_api_client` needs (`POST /admin/api_clients`, `parlor
@@ -95,12 +95,10 @@ fn invalid_credentials() -> Error {
 }
 
 impl Core {
-    /// `POST /admin/api_clients` and `parlor api-client add` (`caller`
-    /// `None`): a new client, or with `rotate` a new secret for an existing
+    /// `POST /admin/api_clients` and `parlor api-client add`: a new client, or with `rotate` a new secret for an existing
     /// one, whose old tokens stop working at once (their sockets close).
     /// Answers the secret, which is shown this once.
-    pub async fn add_api_client(&self, caller: Option<&User>, new: NewApiClient) -> Result<String> {
-        super::require_admin(caller, "manage API clients")?;
+    pub async fn add_api_client(&self, admin: &Admin<'_>, new: NewApiClient) -> Result<String> {
         check_client_name(&new.name)?;
         if let Some(d) = &new.display_name {
             check_name("display name", d)?;
@@ -109,7 +107,7 @@ impl Core {
         rand::rngs::OsRng.fill_bytes(&mut raw);
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let hash = secret_hash(&secret);
-        let by = Actor::of(caller);
+        let by = admin.actor().recorded();
         let (user, revoked) = self
             .commit
             .run(move |tx| {
@@ -208,14 +206,14 @@ impl Core {
             return Err(Error::rate_limited(wait));
         }
         let given = secret_hash(secret);
-        let client = self.reading().api_client(tenant, name)?;
+        let client = self.store.api_client(tenant, name)?;
         // An unknown client is compared against a hash no secret has, so
         // it costs what a wrong secret costs.
         let known = client.as_ref().map_or([0u8; 32], |c| c.secret_hash);
         if !(same_hash(&given, &known) && client.is_some()) {
             self.login_throttle.failed(&key, addr, Instant::now());
             let who = match &client {
-                Some(c) => self.reading().user(c.user)?,
+                Some(c) => self.store.user(c.user)?,
                 None => None,
             };
             self.record(vec![sign_in_failed(who.as_ref(), addr, METHOD)])
@@ -269,7 +267,7 @@ impl Core {
 
     /// Whether `user` is an API client's own user, not a person.
     pub fn is_api_client(&self, user: UserId) -> Result<bool> {
-        Ok(self.reading().is_api_client(user)?)
+        Ok(self.store.is_api_client(user)?)
     }
 
     /// A room's participants as they are listed: without API clients.
@@ -321,9 +319,15 @@ mod tests {
             display_name: None,
             rotate,
         };
-        let secret = core.add_api_client(None, new(false)).await.unwrap();
+        let secret = core
+            .add_api_client(&Admin::operator(), new(false))
+            .await
+            .unwrap();
         assert_eq!(secret.len(), 43);
-        let e = core.add_api_client(None, new(false)).await.unwrap_err();
+        let e = core
+            .add_api_client(&Admin::operator(), new(false))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Conflict);
         let token = core
             .exchange_api_client("gh", "ehr", &secret, LOCAL)
@@ -336,7 +340,7 @@ mod tests {
         );
         assert!(core.is_api_client(caller.user.id).unwrap());
         // Only its hash is stored.
-        let stored = core.reading().api_client("gh", "ehr").unwrap().unwrap();
+        let stored = core.store.api_client("gh", "ehr").unwrap().unwrap();
         assert_eq!(stored.secret_hash, secret_hash(&secret));
         // Wrong secret and unknown client: the same answer.
         for (name, s) in [("ehr", "nope"), ("other", secret.as_str())] {
@@ -371,7 +375,7 @@ mod tests {
         // A patient's chat made later has it in its care team, unlisted.
         let pat = core
             .create_user(
-                None,
+                &Admin::operator(),
                 NewUser {
                     username: "pat".into(),
                     password: "pw".into(),
@@ -405,7 +409,10 @@ mod tests {
             Kind::NotFound
         );
         // Rotation: the old token and the old secret stop at once.
-        let fresh = core.add_api_client(None, new(true)).await.unwrap();
+        let fresh = core
+            .add_api_client(&Admin::operator(), new(true))
+            .await
+            .unwrap();
         assert_ne!(fresh, secret);
         assert_eq!(
             core.authenticate(&token).unwrap_err().kind,
@@ -420,17 +427,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(core.authenticate(&again).unwrap().user.id, caller.user.id);
-        // Only an admin may, and a rotation names the same instance.
-        let e = core
-            .add_api_client(Some(&caller.user), new(true))
-            .await
-            .unwrap_err();
+        // A client is never an admin (its caller knows it is a client's),
+        // and a rotation names the same instance.
+        assert!(matches!(caller.actor(), crate::core::Actor::Client(_)));
+        let e = caller.actor().admin("manage API clients").unwrap_err();
         assert_eq!(e.kind, Kind::Forbidden);
         let elsewhere = NewApiClient {
             workspace: Workspace::new("gh", "other").unwrap(),
             ..new(true)
         };
-        let e = core.add_api_client(None, elsewhere).await.unwrap_err();
+        let e = core
+            .add_api_client(&Admin::operator(), elsewhere)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Conflict);
         core.shutdown();
     }

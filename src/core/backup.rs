@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{self, Actor, Entry, Head};
 use super::commit::unix_ms;
-use super::error::{Error, Result};
 use super::Core;
+use crate::error::{Error, Result};
 use crate::store::{Record, Store, StoreError};
 
 const FORMAT: u64 = 1;
@@ -76,7 +76,7 @@ fn write_backup(
     out.write_all(&line(&header)).map_err(Error::internal)?;
     let mut sha = Sha256::new();
     let mut records = 0u64;
-    store.export(super::model::MsgId(upto), &mut |r| {
+    store.export(crate::model::MsgId(upto), &mut |r| {
         let l = line(&r);
         sha.update(&l);
         records += 1;
@@ -254,7 +254,8 @@ mod tests {
     use crate::core::accounts::NewUser;
     use crate::core::limits::Limits;
     use crate::core::messages::PostAs;
-    use crate::core::model::{Role, Webhook, Workspace};
+    use crate::core::Admin;
+    use crate::model::{Role, Webhook, Workspace};
 
     #[tokio::test(flavor = "multi_thread")]
     async fn backup_restore_verify_round_trips_everything() {
@@ -269,7 +270,7 @@ mod tests {
         ] {
             ids.push(
                 core.create_user(
-                    None,
+                    &Admin::operator(),
                     NewUser {
                         username: name.into(),
                         password: "pw".into(),
@@ -291,7 +292,10 @@ mod tests {
             display_name: Some("EHR".into()),
             rotate: false,
         };
-        let secret = core.add_api_client(None, bridge.clone()).await.unwrap();
+        let secret = core
+            .add_api_client(&Admin::operator(), bridge.clone())
+            .await
+            .unwrap();
         let local = std::net::IpAddr::from([127, 0, 0, 1]);
         let bridge_token = core
             .exchange_api_client("clinic", "ehr", &secret, local)
@@ -302,7 +306,9 @@ mod tests {
             api_key: "k".into(),
             api_secret: "s".into(),
         };
-        core.set_webhook(None, ws.clone(), hook).await.unwrap();
+        core.set_webhook(&Admin::operator(), ws.clone(), hook)
+            .await
+            .unwrap();
         let chat = core
             .patient_chat(&nurse, "clinic", "main", &pat.id.to_string())
             .await
@@ -364,25 +370,18 @@ mod tests {
         let hits = core
             .search_chat(
                 &chat,
-                &crate::core::model::words("hello"),
-                (
-                    crate::core::model::MsgId(0),
-                    crate::core::model::MsgId(u64::MAX),
-                ),
+                &crate::model::words("hello"),
+                (crate::model::MsgId(0), crate::model::MsgId(u64::MAX)),
                 10,
                 false,
             )
             .unwrap();
         assert_eq!(hits.len(), 2);
         assert_eq!(
-            core.pending_deliveries(crate::core::model::MsgId(0), 10)
-                .unwrap()[0]
-                .message,
+            core.pending_deliveries(crate::model::MsgId(0), 10).unwrap()[0].message,
             answer.id
         );
-        let dead = core
-            .dead_deliveries(crate::core::model::MsgId(0), 10)
-            .unwrap();
+        let dead = core.dead_deliveries(crate::model::MsgId(0), 10).unwrap();
         assert_eq!(
             (
                 dead.len(),
@@ -415,7 +414,9 @@ mod tests {
             rotate: true,
             ..bridge
         };
-        core.add_api_client(None, rotate).await.unwrap();
+        core.add_api_client(&Admin::operator(), rotate)
+            .await
+            .unwrap();
         assert!(core.authenticate(&bridge_token).is_err());
         core.shutdown();
         drop(core);
@@ -429,7 +430,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        assert_eq!(err.kind, super::super::error::Kind::Conflict);
+        assert_eq!(err.kind, crate::error::Kind::Conflict);
         assert!(err.to_string().contains("already holds a store"), "{err}");
     }
 

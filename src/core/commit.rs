@@ -23,10 +23,12 @@
 //! counters resume from the log's last key after the write-ahead log is
 //! replayed, and no id is seen before it is on disk); readers bound every scan by `visible`, so no reader can see id
 //! N+1 and later discover N; nothing is acknowledged before its batch is
-//! durable. Reads of anything else (rooms, users, markers) may see a job
-//! applied but not yet synced; `applied` and `durable` let an answer built
-//! from such reads wait for them (`Core::answer`). A failed fsync cannot be retried safely, so it stops the
-//! process (systemd restarts it; what was acknowledged is on disk).
+//! durable. Reads of anything else (rooms, users, markers) see only what
+//! is durable too: a job's writes are staged where only this thread reads
+//! them, and reach sled, which everyone else reads, after the group's
+//! record is synced (`store::Store::stage`, `Store::commit`). A failed
+//! fsync cannot be retried safely, so it stops the process (systemd
+//! restarts it; what was acknowledged is on disk).
 //!
 //! A full disk is not a failure: the store refuses a group's record before
 //! writing any of it (`store::space`). Then the whole group is undone —
@@ -38,13 +40,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use super::audit::{Entry, Head};
-use super::error::{Error, Kind, Result};
 use super::hub::{Event, Hub};
 use super::metrics::Metrics;
-use super::model::{MsgId, RoomId, UserId};
+use crate::error::{Error, Kind, Result};
+use crate::model::{MsgId, RoomId, UserId};
 use crate::store::{CommitError, Store, WriteBatch};
 
 /// Jobs taken into one commit at most. One batch is published at once, so
@@ -114,11 +116,6 @@ pub struct CommitStats {
 pub struct Committer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     visible: Arc<AtomicU64>,
-    /// Jobs begun: raised before each job runs, so a reader that saw a
-    /// job's writes sees it counted when it looks after its read.
-    applied: Arc<AtomicU64>,
-    /// Jobs durable: the number begun when the last sync finished.
-    durable: watch::Receiver<u64>,
     metrics: Arc<Metrics>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -138,8 +135,6 @@ impl Committer {
     ) -> std::io::Result<Committer> {
         let s = store.summary().map_err(|e| std::io::Error::other(e.0))?;
         let visible = Arc::new(AtomicU64::new(s.last_msg));
-        let applied = Arc::new(AtomicU64::new(0));
-        let (durable_tx, durable) = watch::channel(0);
         let (tx, rx) = mpsc::channel(QUEUE);
         let audit = Head::resume(s.last_audit);
         let counters = Counters {
@@ -153,19 +148,13 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("parlor-commit".into())
             .spawn({
-                let marks = Marks {
-                    visible: visible.clone(),
-                    applied: applied.clone(),
-                    durable: durable_tx,
-                };
+                let visible = visible.clone();
                 let metrics = metrics.clone();
-                move || writer_loop(rx, store, hub, counters, marks, metrics)
+                move || writer_loop(rx, store, hub, counters, visible, metrics)
             })?;
         Ok(Committer {
             tx: Mutex::new(Some(tx)),
             visible,
-            applied,
-            durable,
             metrics,
             thread: Mutex::new(Some(thread)),
         })
@@ -175,21 +164,6 @@ impl Committer {
     /// messages is bounded by it.
     pub fn visible(&self) -> MsgId {
         MsgId(self.visible.load(Ordering::Acquire))
-    }
-
-    /// Jobs begun so far. Loaded *after* a read of the store, it counts
-    /// every job whose writes that read could have seen.
-    pub fn applied(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
-    }
-
-    /// Waits until the first `jobs` jobs are durable (at once if they are,
-    /// or if the writer has stopped: it syncs before it stops).
-    pub async fn durable_through(&self, jobs: u64) {
-        if *self.durable.borrow() >= jobs {
-            return;
-        }
-        let _ = self.durable.clone().wait_for(|&d| d >= jobs).await;
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -297,24 +271,16 @@ fn shutting_down() -> Error {
     Error::new(Kind::Internal, "the server is shutting down")
 }
 
-/// What the writer raises for readers.
-struct Marks {
-    visible: Arc<AtomicU64>,
-    applied: Arc<AtomicU64>,
-    durable: watch::Sender<u64>,
-}
-
 fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     store: Arc<Store>,
     hub: Arc<Hub>,
     mut ids: Counters,
-    marks: Marks,
+    visible: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
     let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     let mut published = ids.msg;
-    let mut begun = 0u64;
     // The group's writes, as one write-ahead log record.
     let mut record: Vec<u8> = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.blocking_recv() {
@@ -322,9 +288,6 @@ fn writer_loop(
         let counters_before = ids.clone();
         let mut next = Some(first);
         while let Some(job) = next {
-            // Counted before its writes can be seen (see `applied`).
-            begun += 1;
-            marks.applied.store(begun, Ordering::Release);
             ids.last_ms = ids.last_ms.max(unix_ms());
             let now_ms = ids.last_ms;
             let mut tx = Tx {
@@ -365,10 +328,8 @@ fn writer_loop(
             record.clear();
         }
         let micros = t0.elapsed().as_micros() as u64;
-        // Durable: now, and only now, may anyone see these ids. (A refused
-        // group's jobs count as durable too: nobody saw their writes.)
-        marks.visible.store(ids.msg, Ordering::Release);
-        marks.durable.send_replace(begun);
+        // Durable: now, and only now, may anyone see these ids.
+        visible.store(ids.msg, Ordering::Release);
         metrics
             .messages
             .fetch_add(ids.msg - published, Ordering::Relaxed);
@@ -381,7 +342,6 @@ fn writer_loop(
             d(&hub, refused.as_ref());
         }
     }
-    marks.durable.send_replace(begun);
 }
 
 fn fail_stop(e: &dyn std::fmt::Display) -> ! {

@@ -8,9 +8,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::audit::ToShow;
-use super::error::{Error, Result};
-use super::model::{Message, MsgId, RoomId, RoomKind, User};
 use super::Core;
+use crate::error::{Error, Result};
+use crate::model::{Message, MsgId, RoomId, RoomKind, User};
 
 impl Core {
     /// A cursor read (`retrieve`): the messages with id above `after`, at
@@ -24,13 +24,9 @@ impl Core {
     pub fn cursor_read(&self, user: &User, after: MsgId, limit: usize) -> Result<ToShow<Cursor>> {
         let mut rooms = Vec::new();
         let mut patient_chats = std::collections::BTreeMap::new();
-        for id in self.reading().rooms_of(user.id)? {
+        for id in self.store.rooms_of(user.id)? {
             rooms.push(id);
-            if let Some(r) = self
-                .reading()
-                .room(id)?
-                .filter(|r| r.kind == RoomKind::Patient)
-            {
+            if let Some(r) = self.store.room(id)?.filter(|r| r.kind == RoomKind::Patient) {
                 patient_chats.insert(id, (r, Vec::new()));
             }
         }
@@ -66,7 +62,7 @@ impl Core {
         let scans = c
             .rooms
             .iter()
-            .map(move |&room| self.visible_log().room_messages(room, c.after, c.upto));
+            .map(move |&room| self.store.room_messages(room, c.after, c.upto));
         Merge::new(scans.map(|s| s.map(|r| r.map_err(Error::from)))).take(c.limit)
     }
 }

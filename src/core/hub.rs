@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
-use super::model::{Message, MsgId, Participant, RoomId, UserId};
+use crate::model::{Message, MsgId, Participant, RoomId, UserId};
 
 /// How many dialects may share an event's renderings (see [`Event::frame`]).
 pub const FRAME_SLOTS: usize = 4;

@@ -5,10 +5,10 @@
 use tokio::sync::oneshot;
 
 use super::audit::{self, Actor, Entry, ToShow};
-use super::error::{Error, Result};
 use super::hub::{ChatView, Event, EventKind};
-use super::model::{check_text, Message, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 use super::Core;
+use crate::error::{Error, Result};
+use crate::model::{check_text, Message, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 
 /// How a message is posted, beyond its text.
 #[derive(Clone, Copy, Debug, Default)]
@@ -201,7 +201,7 @@ impl Core {
         // nothing), so a marker moving costs the writer next to no reads.
         let history = self.limits.chat_history;
         let mut recent: Vec<Message> = self
-            .visible_log()
+            .store
             .room_messages(room, MsgId(0), visible)
             .rev()
             .take(history.max(1))
@@ -211,7 +211,7 @@ impl Core {
             Some(id) => {
                 if id.0 != 0
                     && self
-                        .reading()
+                        .store
                         .message(id)?
                         .filter(|m| m.room == room && id <= visible)
                         .is_none()
@@ -269,14 +269,14 @@ impl Core {
         let r = self.room_for(user, room)?;
         let visible = self.commit.visible();
         let after = match window.from_ms {
-            Some(ms) => MsgId(self.visible_log().first_id_at(ms, visible)?.0 - 1),
+            Some(ms) => MsgId(self.store.first_id_at(ms, visible)?.0 - 1),
             None => MsgId(0),
         };
         let upto = match window.until_ms {
-            Some(ms) => MsgId(self.visible_log().first_id_at(ms, visible)?.0 - 1),
+            Some(ms) => MsgId(self.store.first_id_at(ms, visible)?.0 - 1),
             None => visible,
         };
-        let scan = self.visible_log().room_messages(room, after, upto);
+        let scan = self.store.room_messages(room, after, upto);
         let mut out: Vec<Message> = match window.last {
             Some(n) => scan.rev().take(n).collect::<std::result::Result<_, _>>()?,
             None => scan.collect::<std::result::Result<_, _>>()?,
@@ -323,7 +323,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::core::accounts::NewUser;
     use crate::core::limits::Limits;
-    use crate::core::model::{Role, Workspace};
+    use crate::core::Admin;
+    use crate::model::{Role, Workspace};
     use std::sync::Arc;
 
     /// A core with two staff users, ann and bob, and no send limits.
@@ -338,7 +339,7 @@ pub(crate) mod tests {
         for name in ["ann", "bob"] {
             let id = core
                 .create_user(
-                    None,
+                    &Admin::operator(),
                     NewUser {
                         username: name.into(),
                         password: "pw".into(),
@@ -466,11 +467,11 @@ pub(crate) mod tests {
         let dm = core.create_dm(&ann, ann.id).await.unwrap();
         assert_eq!(
             core.join(&bob, dm, None).await.unwrap_err().kind,
-            crate::core::error::Kind::NotFound
+            crate::error::Kind::NotFound
         );
         let id = core
             .create_user(
-                None,
+                &Admin::operator(),
                 NewUser {
                     username: "eve".into(),
                     password: "pw".into(),

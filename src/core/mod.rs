@@ -1,8 +1,8 @@
 //! The core: one store, one sequencer, one hub, and every rule of who may
 //! do what. Dialects call the operations here and only translate.
 //!
-//! - `model`: ids, users, rooms, messages (validated)
-//! - `error`: the one error type, with a kind each dialect maps
+//! - `actor`: who asks (operator, person, API client), and the one check
+//!   of the operator's operations
 //! - `commit`: the sequencer — ordering and durability are enforced there
 //! - `hub`: live fan-out with bounded queues
 //! - `passwords`: argon2 on a small pool of low-priority threads
@@ -16,17 +16,16 @@
 //! - `webhooks`: each workspace's webhook and its deliveries' life cycle
 
 pub mod accounts;
+pub mod actor;
 pub mod api_clients;
 pub mod audit;
 pub mod backup;
 pub mod commit;
 pub mod cursor;
-pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod messages;
 pub mod metrics;
-pub mod model;
 pub mod overview;
 pub mod passwords;
 pub mod patients;
@@ -39,8 +38,8 @@ pub mod webhooks;
 #[cfg(test)]
 pub(crate) mod testing {
     use super::accounts::NewUser;
-    use super::model::{Role, User, Workspace};
-    use super::Core;
+    use super::{Admin, Core};
+    use crate::model::{Role, User, Workspace};
 
     /// A user made by the operator, in workspace `tenant/main`.
     pub async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
@@ -51,23 +50,21 @@ pub(crate) mod testing {
             workspace: Workspace::new(tenant, "main").unwrap(),
             display_name: None,
         };
-        let id = core.create_user(None, new).await.unwrap();
+        let id = core.create_user(&Admin::operator(), new).await.unwrap();
         core.user(id).unwrap().unwrap()
     }
 }
 
-use std::cell::Cell;
-use std::future::Future;
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::model::User;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::{OpenError, Store};
+pub use actor::{Actor, Admin};
 use commit::Committer;
 use hub::Hub;
 use limits::{Limits, LoginThrottle, UserBuckets};
-use model::User;
 
 pub struct Core {
     store: Arc<Store>,
@@ -81,64 +78,25 @@ pub struct Core {
     pub metrics: Arc<metrics::Metrics>,
 }
 
-tokio::task_local! {
-    /// For the answer being built in this task: the jobs its reads of the
-    /// store may have seen (see [`Core::answer`]).
-    static READ_MARK: Cell<u64>;
-}
-
-/// The store, for a read outside the writer. Dropped after the read, it
-/// notes for the answer being built ([`Core::answer`]) every job whose
-/// writes that read could have seen, durable or not yet.
-struct Reading<'a>(&'a Core);
-
-impl Deref for Reading<'_> {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        &self.0.store
-    }
-}
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        let seen = self.0.commit.applied();
-        let _ = READ_MARK.try_with(|m| m.set(m.get().max(seen)));
-    }
-}
-
-/// Runs a long read (a whole history, a search) on the blocking pool. Its
-/// reads of the store count for the answer being built, as if made in the
-/// answering task (see [`Core::answer`]).
+/// Runs a long read (a whole history, a search) on the blocking pool.
 pub async fn blocking<T, E, F>(f: F) -> Result<T, E>
 where
     T: Send + 'static,
-    E: From<error::Error> + Send + 'static,
+    E: From<crate::error::Error> + Send + 'static,
     F: FnOnce() -> Result<T, E> + Send + 'static,
 {
-    let (out, mark) = tokio::task::spawn_blocking(move || {
-        READ_MARK.sync_scope(Cell::new(0), || (f(), READ_MARK.with(Cell::get)))
-    })
-    .await
-    .map_err(|e| E::from(error::Error::internal(e)))?;
-    let _ = READ_MARK.try_with(|m| m.set(m.get().max(mark)));
-    out
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| E::from(crate::error::Error::internal(e)))?
 }
 
-/// The one check of the operator's operations: an admin over HTTP, or the
-/// command line (`None`, whoever can reach the data directory or the
-/// control socket). Anyone else is `FORBIDDEN`, saying what was refused.
-pub(crate) fn require_admin(caller: Option<&User>, what: &str) -> error::Result<()> {
-    if caller.is_some_and(|c| c.role != model::Role::Admin) {
-        return Err(error::Error::forbidden(format!("only an admin may {what}")));
-    }
-    Ok(())
-}
-
-/// An authenticated caller: the user and the hash of the token used.
+/// An authenticated caller: the user, the hash of the token used, and
+/// whether the user is an API client's (see [`Caller::actor`]).
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub user: User,
     pub token: [u8; 32],
+    pub client: bool,
 }
 
 impl Core {
@@ -185,35 +143,6 @@ impl Core {
         }))
     }
 
-    /// Reads the store outside the writer; see [`Reading`]. Every read of
-    /// the core's operations goes through here.
-    fn reading(&self) -> Reading<'_> {
-        Reading(self)
-    }
-
-    /// The store, for reads of messages bounded by `visible`: what they can
-    /// see is durable, so they need no [`Reading`] and may be lazy.
-    fn visible_log(&self) -> &Store {
-        &self.store
-    }
-
-    /// Runs a request's handler and holds its answer until everything the
-    /// handler read is durable: a read may see a job the writer has applied
-    /// but not yet synced (a new room, a moved read marker), and no answer
-    /// may show what a crash could still take back. Reads must happen in
-    /// this task. An answer that read nothing unsynced is not held; one
-    /// that did waits for the sync under way, about a millisecond.
-    pub async fn answer<F: Future>(&self, handler: F) -> F::Output {
-        let (out, mark) = READ_MARK
-            .scope(Cell::new(0), async {
-                let out = handler.await;
-                (out, READ_MARK.with(Cell::get))
-            })
-            .await;
-        self.commit.durable_through(mark).await;
-        out
-    }
-
     /// Finishes queued writes and syncs. Call once, at the end.
     pub fn shutdown(&self) {
         self.commit.shutdown();
@@ -251,32 +180,34 @@ impl Core {
     pub async fn writer_alive(&self) -> bool {
         match self.commit.run(|_| Ok(((), vec![]))).await {
             Ok(()) => true,
-            Err(e) => e.kind == error::Kind::Unavailable,
+            Err(e) => e.kind == crate::error::Kind::Unavailable,
         }
     }
 
     /// `/readyz`: the writer takes jobs and the store takes writes; if it
     /// does not, `Unavailable` saying why (a full disk).
-    pub async fn ready(&self) -> Result<(), error::Error> {
+    pub async fn ready(&self) -> Result<(), crate::error::Error> {
         if !self.writer_alive().await {
-            return Err(error::Error::internal("the writer does not take jobs"));
+            return Err(crate::error::Error::internal(
+                "the writer does not take jobs",
+            ));
         }
         match self.store.space().refusing() {
-            Some(why) => Err(error::Error::unavailable().with_message(why)),
+            Some(why) => Err(crate::error::Error::unavailable().with_message(why)),
             None => Ok(()),
         }
     }
 
     /// Items read by store range scans so far (for cost tests).
     pub fn items_scanned(&self) -> u64 {
-        self.reading().scanned()
+        self.store.scanned()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{Role, UserId, Workspace};
+    use crate::model::{Role, UserId, Workspace};
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -298,7 +229,7 @@ mod tests {
     }
 
     /// A job that adds user `name` (its id from the writer's counter).
-    async fn add_user(core: &Core, name: &'static str) -> error::Result<UserId> {
+    async fn add_user(core: &Core, name: &'static str) -> crate::error::Result<UserId> {
         core.commit
             .run(move |tx| {
                 let user = User {
@@ -348,7 +279,7 @@ mod tests {
             .unwrap();
         let failing = core
             .commit
-            .submit(|_| Err::<((), _), _>(error::Error::conflict("on its own")))
+            .submit(|_| Err::<((), _), _>(crate::error::Error::conflict("on its own")))
             .await
             .unwrap();
         gate.send(()).unwrap();
@@ -365,14 +296,14 @@ mod tests {
                 .unwrap()
                 .unwrap_err(),
         ] {
-            assert_eq!(e.kind, error::Kind::Unavailable, "{e}");
+            assert_eq!(e.kind, crate::error::Kind::Unavailable, "{e}");
             assert!(e.retry_after.is_some());
         }
         let e = add_user(&core, "bob").await.unwrap_err();
-        assert_eq!(e.kind, error::Kind::Unavailable);
+        assert_eq!(e.kind, crate::error::Kind::Unavailable);
         assert!(core.writer_alive().await);
         let e = core.ready().await.unwrap_err();
-        assert_eq!(e.kind, error::Kind::Unavailable);
+        assert_eq!(e.kind, crate::error::Kind::Unavailable);
         assert!(e.message.contains("disk is full"), "{}", e.message);
         assert!(core.render_metrics("").contains("parlor_disk_full 1\n"));
         assert!(core.user(UserId(2)).unwrap().is_none());
@@ -397,9 +328,9 @@ mod tests {
         core.shutdown();
     }
 
-    /// An answer that read a user the writer has applied but not yet
-    /// synced waits for the sync — also when the read ran on the blocking
-    /// pool; an answer that read nothing is not held.
+    /// A job's writes are seen outside the writer only once its group is
+    /// durable — from a task or the blocking pool — so no answer needs to
+    /// wait for a sync after its reads.
     #[tokio::test]
     async fn no_read_sees_a_write_before_its_group_is_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -440,13 +371,6 @@ mod tests {
         let c = core.clone();
         let pooled = blocking(move || c.user(UserId(1))).await.unwrap();
         assert!(pooled.is_none(), "a read saw a user that is not durable");
-        let not_reading = core.answer(async { 7 });
-        let answered = tokio::time::timeout(Duration::from_secs(10), not_reading).await;
-        assert_eq!(
-            answered.ok(),
-            Some(7),
-            "an answer that read nothing is not held"
-        );
 
         second.send(()).unwrap();
         let c = core.clone();

@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use super::error::Result;
-use super::model::{MsgId, Role, Room, User, UserId};
 use super::Core;
+use crate::error::Result;
+use crate::model::{MsgId, Role, Room, User, UserId};
 
 /// Messages after the read marker looked at per room for the unread count.
 pub const UNREAD_SCAN: usize = 100;
@@ -62,20 +62,17 @@ impl Core {
         let visible = self.commit.visible();
         let mut rooms = Vec::new();
         let mut people = BTreeMap::new();
-        for id in self.reading().rooms_of(user.id)? {
-            let Some(room) = self.reading().room(id)? else {
+        for id in self.store.rooms_of(user.id)? {
+            let Some(room) = self.store.room(id)? else {
                 continue;
             };
-            let participants = self.reading().participants(id)?;
+            let participants = self.store.participants(id)?;
             let Some(me) = participants.iter().find(|(u, _)| *u == user.id) else {
                 continue;
             };
             let last_read = me.1.last_read;
             let participants = self.without_api_clients(participants)?;
-            let after = self
-                .visible_log()
-                .room_messages(id, last_read, visible)
-                .rev();
+            let after = self.store.room_messages(id, last_read, visible).rev();
             let mut unread = 0;
             let mut newest = None;
             let mut unread_more = false;
@@ -94,7 +91,7 @@ impl Core {
             // Nothing after the marker: the newest message is at or before it.
             if newest.is_none() {
                 newest = self
-                    .visible_log()
+                    .store
                     .room_messages(id, MsgId(0), visible)
                     .next_back()
                     .transpose()?
@@ -104,7 +101,7 @@ impl Core {
                 if people.contains_key(u) {
                     continue;
                 }
-                if let Some(p) = self.reading().user(*u)? {
+                if let Some(p) = self.store.user(*u)? {
                     people.insert(
                         p.id,
                         Person {
@@ -137,7 +134,8 @@ mod tests {
     use crate::core::accounts::NewUser;
     use crate::core::limits::Limits;
     use crate::core::messages::PostAs;
-    use crate::core::model::{RoomKind, Workspace};
+    use crate::core::Admin;
+    use crate::model::{RoomKind, Workspace};
     use std::sync::Arc;
 
     async fn setup(dir: &std::path::Path) -> (Arc<Core>, User, User) {
@@ -151,7 +149,7 @@ mod tests {
         for name in ["ann", "bob"] {
             let id = core
                 .create_user(
-                    None,
+                    &Admin::operator(),
                     NewUser {
                         username: name.into(),
                         password: "pw".into(),
@@ -169,7 +167,7 @@ mod tests {
         (core, ann, bob)
     }
 
-    async fn say(core: &Core, who: &User, room: crate::core::model::RoomId, text: &str) -> MsgId {
+    async fn say(core: &Core, who: &User, room: crate::model::RoomId, text: &str) -> MsgId {
         core.post(who, room, text.into(), PostAs::default())
             .await
             .unwrap()

@@ -29,7 +29,7 @@ use argon2::password_hash::{self, rand_core::OsRng, Output, ParamsString, SaltSt
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use tokio::sync::oneshot;
 
-use super::error::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Requests that may wait, per thread: at ~70 ms a hash, a login waits a
 /// few seconds at most before its turn.
@@ -274,7 +274,7 @@ fn unknown_user(m: &mut Memory, password: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::error::Kind;
+    use crate::error::Kind;
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
     use tokio::task::JoinHandle;
 

@@ -15,9 +15,9 @@
 //! Staff and admins reach everyone visible to them, patients included;
 //! a chat they make with several patients is their choice.
 
-use super::error::{Error, Result};
-use super::model::{Role, User, UserId};
 use super::Core;
+use crate::error::{Error, Result};
+use crate::model::{Role, User, UserId};
 
 impl Core {
     /// A user `caller` may open a chat with: visible to them (see
@@ -51,7 +51,7 @@ pub fn may_use_open_rooms(user: &User) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::Workspace;
+    use crate::model::Workspace;
 
     fn user(id: u64, role: Role) -> User {
         User {

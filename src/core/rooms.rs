@@ -1,10 +1,10 @@
 //! Rooms: DMs, admin-made group rooms, membership, room info, live sessions.
 
-use super::error::{Error, Result};
 use super::hub::{Event, EventKind, Subscription};
-use super::model::{check_name, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 use super::reach::may_use_open_rooms;
-use super::{Caller, Core};
+use super::{Admin, Caller, Core};
+use crate::error::{Error, Result};
+use crate::model::{check_name, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
 
 /// What a participant of a room may learn about it.
 #[derive(Clone, Debug)]
@@ -37,10 +37,10 @@ impl Core {
     /// A room the user takes part in. A room that does not exist and one the
     /// user is not in look the same.
     pub fn room_for(&self, user: &User, room: RoomId) -> Result<Room> {
-        if self.reading().participant(room, user.id)?.is_none() {
+        if self.store.participant(room, user.id)?.is_none() {
             return Err(no_such_room());
         }
-        self.reading().room(room)?.ok_or_else(no_such_room)
+        self.store.room(room)?.ok_or_else(no_such_room)
     }
 
     /// `room_info`: the room and its participants, for a participant.
@@ -53,10 +53,10 @@ impl Core {
     /// room of their workspace (which they may join; a patient may not:
     /// `FORBIDDEN`, see `reach`).
     pub fn visible_room_info(&self, user: &User, room: RoomId) -> Result<RoomInfo> {
-        if self.reading().participant(room, user.id)?.is_some() {
+        if self.store.participant(room, user.id)?.is_some() {
             return self.room_info(user, room);
         }
-        match self.reading().room(room)? {
+        match self.store.room(room)? {
             Some(r) if r.is_open() && r.workspace == user.workspace => {
                 may_use_open_rooms(user)?;
                 self.info(r)
@@ -66,10 +66,10 @@ impl Core {
     }
 
     fn info(&self, room: Room) -> Result<RoomInfo> {
-        let participants = self.without_api_clients(self.reading().participants(room.id)?)?;
+        let participants = self.without_api_clients(self.store.participants(room.id)?)?;
         let visible = self.commit.visible();
         let last = self
-            .reading()
+            .store
             .room_messages(room.id, MsgId(0), visible)
             .next_back()
             .transpose()?;
@@ -113,8 +113,8 @@ impl Core {
         room: RoomId,
         last_read: Option<MsgId>,
     ) -> Result<Participant> {
-        let member = self.reading().participant(room, user.id)?.is_some();
-        let r = self.reading().room(room)?.ok_or_else(no_such_room)?;
+        let member = self.store.participant(room, user.id)?.is_some();
+        let r = self.store.room(room)?.ok_or_else(no_such_room)?;
         if r.workspace != user.workspace || !(member || r.is_open()) {
             return Err(no_such_room());
         }
@@ -124,7 +124,7 @@ impl Core {
         let visible = self.commit.visible();
         if let Some(id) = last_read.filter(|id| id.0 != 0) {
             if self
-                .reading()
+                .store
                 .message(id)?
                 .filter(|m| m.room == room && id <= visible)
                 .is_none()
@@ -171,14 +171,14 @@ impl Core {
 
     /// The rooms a user is in.
     pub fn rooms_of(&self, user: &User) -> Result<Vec<RoomId>> {
-        Ok(self.reading().rooms_of(user.id)?)
+        Ok(self.store.rooms_of(user.id)?)
     }
 
     /// `create_dm`: the one DM room of a pair, made on first use, with a
     /// user the caller may reach (see `reach`).
     pub async fn create_dm(&self, caller: &User, other: UserId) -> Result<RoomId> {
         let other = self.reachable_user(caller, other)?;
-        if let Some(room) = self.reading().dm(caller.id, other.id)? {
+        if let Some(room) = self.store.dm(caller.id, other.id)? {
             return Ok(room);
         }
         let (a, b, workspace) = (caller.id, other.id, caller.workspace.clone());
@@ -214,11 +214,10 @@ impl Core {
     /// one workspace.
     pub async fn create_group_room(
         &self,
-        caller: &User,
+        _admin: &Admin<'_>,
         name: Option<String>,
         members: Vec<UserId>,
     ) -> Result<RoomId> {
-        super::require_admin(Some(caller), "create group rooms")?;
         if let Some(n) = &name {
             check_name("room name", n)?;
         }
@@ -228,7 +227,7 @@ impl Core {
         let mut users = Vec::with_capacity(members.len());
         for id in &members {
             users.push(
-                self.reading()
+                self.store
                     .user(*id)?
                     .filter(|u| !self.is_api_client(u.id).unwrap_or(true))
                     .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?,

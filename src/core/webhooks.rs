@@ -18,9 +18,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::audit::{self, Actor, Entry};
-use super::error::{Error, Result};
-use super::model::{external_id, DeadDelivery, Delivery, MsgId, User, UserId, Webhook, Workspace};
-use super::Core;
+use super::{Admin, Core};
+use crate::error::{Error, Result};
+use crate::model::{external_id, DeadDelivery, Delivery, MsgId, UserId, Webhook, Workspace};
 
 /// Deliveries looked at per writer job when dropping or retrying many.
 pub const CHUNK: usize = 1000;
@@ -35,13 +35,7 @@ pub struct Dropped {
 impl Core {
     /// `POST /admin/webhooks` and `parlor webhook set`: replaces a
     /// workspace's webhook (the workspace need not have users yet).
-    pub async fn set_webhook(
-        &self,
-        caller: Option<&User>,
-        ws: Workspace,
-        hook: Webhook,
-    ) -> Result<()> {
-        super::require_admin(caller, "set webhooks")?;
+    pub async fn set_webhook(&self, admin: &Admin<'_>, ws: Workspace, hook: Webhook) -> Result<()> {
         let url_ok = (hook.url.starts_with("http://") || hook.url.starts_with("https://"))
             && hook.url.len() <= 2048
             && !hook.url.chars().any(char::is_whitespace);
@@ -60,7 +54,7 @@ impl Core {
                 "api_key and api_secret are at most 1024 bytes",
             ));
         }
-        let entry = Entry::new(audit::Kind::WebhookSet, Actor::of(caller))
+        let entry = Entry::new(audit::Kind::WebhookSet, admin.actor().recorded())
             .workspace(&ws)
             .detail("url", hook.url.clone());
         self.commit
@@ -77,10 +71,9 @@ impl Core {
     /// workspace's pending and dead deliveries. Staff messages sent from
     /// then on queue nothing. Should the webhook be set again while the
     /// drop runs, the deliveries not yet dropped are kept for it.
-    pub async fn delete_webhook(&self, caller: Option<&User>, ws: Workspace) -> Result<Dropped> {
-        super::require_admin(caller, "delete webhooks")?;
+    pub async fn delete_webhook(&self, admin: &Admin<'_>, ws: Workspace) -> Result<Dropped> {
         let w = ws.clone();
-        let entry = Entry::new(audit::Kind::WebhookDelete, Actor::of(caller)).workspace(&ws);
+        let entry = Entry::new(audit::Kind::WebhookDelete, admin.actor().recorded()).workspace(&ws);
         self.commit
             .run(move |tx| {
                 let Some(hook) = tx.store.webhook(&w)? else {
@@ -106,9 +99,9 @@ impl Core {
         let (mut from, mut dropped) = (MsgId(0), 0);
         loop {
             let chunk: Vec<Delivery> = match from_ks {
-                Keyspace::Outbox => self.reading().outbox(from, CHUNK)?,
+                Keyspace::Outbox => self.store.outbox(from, CHUNK)?,
                 Keyspace::Dead => self
-                    .reading()
+                    .store
                     .dead(from, CHUNK)?
                     .into_iter()
                     .map(|d| d.delivery)
@@ -161,7 +154,7 @@ impl Core {
     }
 
     pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
-        Ok(self.reading().webhook(ws)?)
+        Ok(self.store.webhook(ws)?)
     }
 
     /// Pending webhook deliveries, in message order, from `from` on — only
@@ -169,14 +162,14 @@ impl Core {
     /// messages), so nothing is sent before it is on disk.
     pub fn pending_deliveries(&self, from: MsgId, limit: usize) -> Result<Vec<Delivery>> {
         let visible = self.commit.visible();
-        let mut out = self.reading().outbox(from, limit)?;
+        let mut out = self.store.outbox(from, limit)?;
         out.retain(|d| d.message <= visible);
         Ok(out)
     }
 
     /// Dead deliveries, in message order, from `from` on.
     pub fn dead_deliveries(&self, from: MsgId, limit: usize) -> Result<Vec<DeadDelivery>> {
-        Ok(self.reading().dead(from, limit)?)
+        Ok(self.store.dead(from, limit)?)
     }
 
     /// Removes a delivery the receiver acknowledged (2xx).
@@ -261,7 +254,7 @@ impl Core {
         let (mut from, mut moved) = (MsgId(0), Vec::new());
         loop {
             let ids: Vec<MsgId> = self
-                .reading()
+                .store
                 .dead(from, CHUNK)?
                 .iter()
                 .map(|d| d.delivery.message)
@@ -312,8 +305,9 @@ enum Keyspace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::error::Kind;
     use crate::core::limits::Limits;
+    use crate::error::Kind;
+    use crate::model::User;
     use std::sync::Arc;
 
     struct Two {
@@ -323,8 +317,8 @@ mod tests {
         pats: [User; 2],
     }
 
-    use crate::core::model::Role;
     use crate::core::testing::user;
+    use crate::model::Role;
 
     fn hook() -> Webhook {
         Webhook {
@@ -350,7 +344,7 @@ mod tests {
             user(&core, "pat-b", Role::Patient, "b").await,
         ];
         for (p, s) in pats.iter().zip([&staff, &staff_b]) {
-            core.set_webhook(None, p.workspace.clone(), hook())
+            core.set_webhook(&Admin::operator(), p.workspace.clone(), hook())
                 .await
                 .unwrap();
             let t = &p.workspace.tenant;
@@ -383,9 +377,11 @@ mod tests {
             .unwrap());
         assert_eq!(t.core.metrics.webhook_dead.load(Relaxed), 1);
 
-        let e = t.core.delete_webhook(Some(&t.staff), a.clone()).await;
-        assert_eq!(e.unwrap_err().kind, Kind::Forbidden);
-        let dropped = t.core.delete_webhook(None, a.clone()).await.unwrap();
+        let dropped = t
+            .core
+            .delete_webhook(&Admin::operator(), a.clone())
+            .await
+            .unwrap();
         assert_eq!(
             dropped,
             Dropped {
@@ -400,7 +396,7 @@ mod tests {
         assert!(t.core.webhook(&a).unwrap().is_none());
         assert!(t.core.webhook(&b).unwrap().is_some());
         // No webhook: nothing to delete, and staff messages queue nothing.
-        let again = t.core.delete_webhook(None, a.clone()).await;
+        let again = t.core.delete_webhook(&Admin::operator(), a.clone()).await;
         assert_eq!(again.unwrap_err().kind, Kind::NotFound);
         let ch = t
             .core

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::{caller, Ctx};
 use crate::core::accounts::NewUser;
-use crate::core::error::{Error, Result};
-use crate::core::model::{parse_external_id, Role, UserId, Webhook, Workspace};
+use crate::error::{Error, Result};
+use crate::model::{parse_external_id, Role, UserId, Webhook, Workspace};
 use crate::net::http::{self, Resp};
 use crate::webhooks;
 
@@ -74,10 +74,8 @@ pub fn new_user(
 /// `POST /admin/users` `{"username","password","role","tenant"?,"instance"?,
 /// "display_name"?}` → `201 {"id"}`.
 pub async fn add_user(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
-    if admin.user.role != Role::Admin {
-        return Err(Error::forbidden("only an admin may create users"));
-    }
+    let caller = caller(&ctx.core, &req)?;
+    let admin = caller.actor().admin("create users")?;
     let b: AddUser = http::read_json(req).await?;
     let new = new_user(
         b.username,
@@ -87,7 +85,7 @@ pub async fn add_user(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         b.instance.as_deref(),
         b.display_name,
     )?;
-    let id = ctx.core.create_user(Some(&admin.user), new).await?;
+    let id = ctx.core.create_user(&admin, new).await?;
     Ok(http::json(
         StatusCode::CREATED,
         &json!({ "id": id.to_string() }),
@@ -113,16 +111,11 @@ pub fn user_id(v: &serde_json::Value) -> Result<UserId> {
 /// `POST /admin/rooms` `{"name"?, "members": ["<user id>", …]}` →
 /// `201 {"room_id"}`.
 pub async fn add_room(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
-    if admin.user.role != Role::Admin {
-        return Err(Error::forbidden("only an admin may create group rooms"));
-    }
+    let caller = caller(&ctx.core, &req)?;
+    let admin = caller.actor().admin("create group rooms")?;
     let b: AddRoom = http::read_json(req).await?;
     let members = b.members.iter().map(user_id).collect::<Result<Vec<_>>>()?;
-    let room = ctx
-        .core
-        .create_group_room(&admin.user, b.name, members)
-        .await?;
+    let room = ctx.core.create_group_room(&admin, b.name, members).await?;
     Ok(http::json(
         StatusCode::CREATED,
         &json!({ "room_id": room.to_string() }),
@@ -168,13 +161,11 @@ pub fn new_webhook(
 /// `POST /admin/webhooks` `{"tenant","instance","url","api_key",
 /// "api_secret"}` → `204`; replaces the workspace's webhook.
 pub async fn set_webhook(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
-    if admin.user.role != Role::Admin {
-        return Err(Error::forbidden("only an admin may set webhooks"));
-    }
+    let caller = caller(&ctx.core, &req)?;
+    let admin = caller.actor().admin("set webhooks")?;
     let b: SetWebhook = http::read_json(req).await?;
     let (ws, hook) = new_webhook(&b.tenant, &b.instance, b.url, b.api_key, b.api_secret)?;
-    ctx.core.set_webhook(Some(&admin.user), ws, hook).await?;
+    ctx.core.set_webhook(&admin, ws, hook).await?;
     ctx.webhooks.retry_now();
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
@@ -189,13 +180,11 @@ struct DeleteWebhook {
 /// workspace's webhook (`404` if it has none) and drops its pending and
 /// dead deliveries.
 pub async fn delete_webhook(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
-    if admin.user.role != Role::Admin {
-        return Err(Error::forbidden("only an admin may delete webhooks"));
-    }
+    let caller = caller(&ctx.core, &req)?;
+    let admin = caller.actor().admin("delete webhooks")?;
     let b: DeleteWebhook = http::read_json(req).await?;
     let ws = Workspace::new(&b.tenant, &b.instance)?;
-    ctx.core.delete_webhook(Some(&admin.user), ws).await?;
+    ctx.core.delete_webhook(&admin, ws).await?;
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
 
@@ -204,12 +193,8 @@ pub async fn delete_webhook(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 /// attempts and last error; with `dead=true`, `{"dead":[…],"more"}`: those
 /// set aside as dead.
 pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
-    if admin.user.role != Role::Admin {
-        return Err(Error::forbidden(
-            "only an admin may list webhook deliveries",
-        ));
-    }
+    let caller = caller(&ctx.core, &req)?;
+    let admin = caller.actor().admin("list webhook deliveries")?;
     let (mut limit, mut after, mut dead) = (100, None, false);
     for pair in req.uri().query().unwrap_or("").split('&') {
         match pair.split_once('=') {
@@ -241,9 +226,9 @@ pub async fn pending_webhooks(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> 
         }
     }
     if dead {
-        let list = webhooks::dead(&ctx.core, after, limit)?;
+        let list = webhooks::dead(&ctx.core, &admin, after, limit)?;
         return Ok(http::json(StatusCode::OK, &list));
     }
-    let list = webhooks::pending(&ctx.core, Some(&ctx.webhooks), after, limit)?;
+    let list = webhooks::pending(&ctx.core, &admin, Some(&ctx.webhooks), after, limit)?;
     Ok(http::json(StatusCode::OK, &list))
 }

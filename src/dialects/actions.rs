@@ -12,22 +12,29 @@ use serde_json::{json, Value};
 
 use super::Ctx;
 use crate::core::audit::ToShow;
-use crate::core::error::{Error, Kind, Result};
 use crate::core::hub::{ChatView, Event, EventKind};
 use crate::core::messages::{PostAs, Window};
-use crate::core::model::{Message, RoomId, User, UserId};
 use crate::core::{Caller, Core};
+use crate::error::{Error, Kind, Result};
+use crate::model::{Message, RoomId, User, UserId};
 use crate::net::http::Resp;
 use crate::net::ws::{self, Dialect, Out};
 
 /// `GET /actions` (or `/dev`, `/demo`, `/prod`) — WebSocket; `ready` first.
 pub fn connect(ctx: Ctx, req: Request<Incoming>) -> Resp {
-    crate::net::upgrade::upgrade(ctx.guard.clone(), req, move |socket| {
+    crate::net::upgrade::upgrade(ctx.conn.guard.clone(), req, move |socket| {
         let session = Session {
             core: ctx.core.clone(),
             ready: None,
         };
-        ws::run("actions", ctx.core, socket, session, None, ctx.shutdown)
+        ws::run(
+            "actions",
+            ctx.core,
+            socket,
+            session,
+            None,
+            ctx.conn.shutdown,
+        )
     })
 }
 
@@ -308,6 +315,7 @@ impl Dialect for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Admin;
     use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
     use proptest::prelude::*;
 
@@ -453,7 +461,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_read_push_shows_its_own_commits_markers_with_no_core_at_all() {
         use crate::core::accounts::NewUser;
-        use crate::core::model::{Role, Workspace};
+        use crate::model::{Role, Workspace};
         let dir = tempfile::tempdir().unwrap();
         let core = Core::open(dir.path(), crate::core::limits::Limits::default()).unwrap();
         let mut users = Vec::new();
@@ -465,7 +473,7 @@ mod tests {
                 workspace: Workspace::default(),
                 display_name: None,
             };
-            let id = core.create_user(None, new).await.unwrap();
+            let id = core.create_user(&Admin::operator(), new).await.unwrap();
             users.push(core.user(id).unwrap().unwrap());
         }
         let (ann, bob) = (&users[0], &users[1]);

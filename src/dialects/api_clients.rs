@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{caller, Ctx};
 use crate::core::api_clients::NewApiClient;
-use crate::core::error::Result;
-use crate::core::model::Workspace;
+use crate::error::Result;
+use crate::model::Workspace;
 use crate::net::http::{self, percent_decode, Resp};
 
 #[derive(Deserialize)]
@@ -42,7 +42,8 @@ pub fn new_api_client(
 /// `POST /admin/api_clients` `{"tenant","instance","name","display_name"?,
 /// "rotate"?}` → `201 {"name","secret"}`; the secret is shown only here.
 pub async fn add(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
+    let caller = caller(&ctx.core, &req)?;
+    let admin = caller.actor().admin("manage API clients")?;
     let b: AddClient = http::read_json(req).await?;
     let new = new_api_client(
         &b.tenant,
@@ -52,7 +53,7 @@ pub async fn add(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
         b.rotate.unwrap_or(false),
     )?;
     let name = new.name.clone();
-    let secret = ctx.core.add_api_client(Some(&admin.user), new).await?;
+    let secret = ctx.core.add_api_client(&admin, new).await?;
     Ok(http::json(
         StatusCode::CREATED,
         &json!({ "name": name, "secret": secret }),

@@ -9,12 +9,12 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
-use super::time::parse_rfc3339;
 use super::{caller, Ctx};
 use crate::core::audit::{self, Filter, DEFAULT_PAGE, MAX_PAGE};
 use crate::core::blocking;
-use crate::core::error::{Error, Result};
-use crate::core::model::UserId;
+use crate::error::{Error, Result};
+use crate::model::time::parse_rfc3339;
+use crate::model::UserId;
 use crate::net::http::{self, percent_decode, Resp};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -104,16 +104,24 @@ pub(crate) fn parse_query(q: Option<&str>) -> Result<Query> {
     Ok(out)
 }
 
+/// What only an admin may do here.
+const READ: &str = "read the audit trail";
+
 /// `GET /admin/audit?tenant=&instance=&patient=&kind=&since=&pageSize=
 /// &pageToken=` → `200 {"records":[…],"nextPageToken"}`, oldest first;
 /// `nextPageToken` is `null` once the trail's end is reached. A page ends
 /// early (fewer records, a token to go on) once it has looked at
 /// `core::audit::SCAN_PER_PAGE` records.
 pub async fn list(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
-    let admin = caller(&ctx.core, &req)?;
+    let caller = caller(&ctx.core, &req)?;
+    caller.actor().admin(READ)?;
     let q = parse_query(req.uri().query())?;
     let core = ctx.core.clone();
-    let page = blocking(move || core.audit_page(&admin.user, &q.filter, q.size, q.from)).await?;
+    let page = blocking(move || {
+        let admin = caller.actor().admin(READ)?;
+        core.audit_page(&admin, &q.filter, q.size, q.from)
+    })
+    .await?;
     Ok(http::json(
         StatusCode::OK,
         &json!({ "records": page.records, "nextPageToken": page.next.map(token) }),
@@ -123,7 +131,7 @@ pub async fn list(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::error::Kind;
+    use crate::error::Kind;
 
     #[test]
     fn the_query_takes_each_filter_once_and_refuses_the_rest() {

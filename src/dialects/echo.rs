@@ -24,8 +24,8 @@ pub const PATH: &str = "/conformance/echo";
 
 /// `GET /conformance/echo` — WebSocket; no authentication.
 pub fn connect(ctx: Ctx, req: Request<Incoming>) -> Resp {
-    crate::net::upgrade::upgrade(ctx.guard.clone(), req, move |socket| {
-        ws::run("echo", ctx.core, socket, Echo, None, ctx.shutdown)
+    crate::net::upgrade::upgrade(ctx.conn.guard.clone(), req, move |socket| {
+        ws::run("echo", ctx.core, socket, Echo, None, ctx.conn.shutdown)
     })
 }
 

@@ -9,7 +9,6 @@
 //! - `actions`: API.md §3 — the `{"action"}` WebSocket at `/actions`
 //! - `typed`: API.md §4 — the `{"type","data"}` WebSocket at `/ws`
 //! - `patient`: API.md §5 — REST under `/{tenant}/{instance}/patient/{id}/chat`
-//! - `time`: RFC 3339 times (with milliseconds) out and in, for any dialect
 //! - `web_api`: `GET /chat/rooms`, the room overview the web client needs
 //! - `echo`: the conformance echo at `/conformance/echo` (off unless
 //!   `--conformance-echo`): every message back, for protocol test suites
@@ -21,7 +20,6 @@ pub mod audit;
 pub mod echo;
 pub mod patient;
 pub mod rooms;
-pub mod time;
 pub mod typed;
 pub mod web_api;
 
@@ -30,9 +28,9 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::Request;
 
-use crate::core::error::{Error, Result};
 use crate::core::{Caller, Core};
-use crate::net::http;
+use crate::error::{Error, Result};
+use crate::net::{http, Conn};
 
 /// Each WebSocket dialect's slot among a hub event's shared renderings
 /// (`net::ws::Dialect::SLOT`), below `core::hub::FRAME_SLOTS`.
@@ -48,23 +46,20 @@ pub fn caller(core: &Core, req: &Request<Incoming>) -> Result<Caller> {
     core.authenticate(http::bearer(req).ok_or_else(Error::unauthenticated)?)
 }
 
-/// Context every handler gets.
+/// What every handler gets (built by `app` for each request).
 #[derive(Clone)]
 pub struct Ctx {
     pub core: Arc<Core>,
-    pub peer: std::net::SocketAddr,
-    /// The front door's settings (trusted proxies, the conformance echo).
-    pub front: Arc<crate::net::Front>,
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The connection the request came on (its peer, the daemon's
+    /// shutdown signal, the guard an upgraded session holds).
+    pub conn: Conn,
     /// The webhook worker's view of pending deliveries, and its doorbell.
     pub webhooks: Arc<crate::webhooks::Monitor>,
-    /// Held while anything of the connection runs (see `net::serve`).
-    pub guard: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 impl Ctx {
     /// The client's address: the peer's, or what trusted proxies say.
     pub fn client_ip<B>(&self, req: &Request<B>) -> std::net::IpAddr {
-        self.front.proxies.client(self.peer.ip(), req.headers())
+        self.conn.client_ip(req.headers())
     }
 }

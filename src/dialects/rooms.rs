@@ -10,11 +10,11 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{caller, Ctx};
-use crate::core::error::{Error, Result};
 use crate::core::hub::{Event, EventKind};
 use crate::core::messages::PostAs;
-use crate::core::model::{Message, MsgId, RoomId, UserId};
 use crate::core::{blocking, Caller, Core};
+use crate::error::{Error, Result};
+use crate::model::{Message, MsgId, RoomId, UserId};
 use crate::net::http::{self, Resp};
 use crate::net::ws::{self, Dialect, Out};
 
@@ -48,12 +48,12 @@ fn room_id(s: &str) -> Result<RoomId> {
 
 /// `GET /chat/connect` — WebSocket; first frame `{"auth_token"}`.
 pub fn connect(ctx: Ctx, req: Request<Incoming>) -> Resp {
-    crate::net::upgrade::upgrade(ctx.guard.clone(), req, move |socket| {
+    crate::net::upgrade::upgrade(ctx.conn.guard.clone(), req, move |socket| {
         let session = Session {
             core: ctx.core.clone(),
             caller: None,
         };
-        ws::run("rooms", ctx.core, socket, session, None, ctx.shutdown)
+        ws::run("rooms", ctx.core, socket, session, None, ctx.conn.shutdown)
     })
 }
 
@@ -223,7 +223,7 @@ pub async fn retrieve(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::error::Kind;
+    use crate::error::Kind;
     use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
     use proptest::prelude::*;
     use serde_json::Value;

@@ -18,14 +18,14 @@ use hyper::Request as HttpRequest;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::time::{parse_day, rfc3339, DAY_MS};
 use super::Ctx;
-use crate::core::error::{Error, Kind, Result};
 use crate::core::hub::{Event, EventKind};
 use crate::core::messages::{PostAs, Window};
-use crate::core::model::{Message, MsgId, Participant, RoomId, UserId};
 use crate::core::rooms::RoomInfo;
 use crate::core::{blocking, Caller, Core};
+use crate::error::{Error, Kind, Result};
+use crate::model::time::{parse_day, rfc3339, DAY_MS};
+use crate::model::{Message, MsgId, Participant, RoomId, UserId};
 use crate::net::http::{self, Resp};
 use crate::net::ws::{self, Dialect, Out};
 
@@ -39,7 +39,7 @@ pub fn connect(ctx: Ctx, req: HttpRequest<Incoming>) -> Result<Resp> {
     };
     let (caller, sub) = ctx.core.open_session(&token)?;
     Ok(crate::net::upgrade::upgrade(
-        ctx.guard.clone(),
+        ctx.conn.guard.clone(),
         req,
         move |socket| {
             let session = Session {
@@ -48,7 +48,14 @@ pub fn connect(ctx: Ctx, req: HttpRequest<Incoming>) -> Result<Resp> {
                 own_joins: HashMap::new(),
                 span_has_user: false,
             };
-            ws::run("typed", ctx.core, socket, session, Some(sub), ctx.shutdown)
+            ws::run(
+                "typed",
+                ctx.core,
+                socket,
+                session,
+                Some(sub),
+                ctx.conn.shutdown,
+            )
         },
     ))
 }
@@ -718,8 +725,8 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
-    use crate::dialects::time::civil_from_days;
     use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
+    use crate::model::time::civil_from_days;
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -9,9 +9,9 @@ use hyper::{Request, StatusCode};
 use serde::Serialize;
 
 use super::{caller, Ctx};
-use crate::core::error::Result;
-use crate::core::model::{RoomKind, User};
 use crate::core::overview::{Overview, Person, RoomSummary};
+use crate::error::Result;
+use crate::model::{RoomKind, User};
 use crate::net::http::{self, Resp};
 
 #[derive(Serialize)]
@@ -122,7 +122,7 @@ pub async fn rooms(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{MsgId, Role, Room, RoomId, UserId, Workspace};
+    use crate::model::{MsgId, Role, Room, RoomId, UserId, Workspace};
     use http_body_util::BodyExt;
 
     #[tokio::test]

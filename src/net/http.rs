@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::mpsc;
 
-use crate::core::error::{Error, Kind, Result};
+use crate::error::{Error, Kind, Result};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 pub type Resp = Response<Body>;

@@ -167,12 +167,11 @@ pub async fn run<D: Dialect, S: Io>(
                             core.metrics.conns_rate_limited.fetch_add(1, Relaxed);
                             break (CloseCode::Policy, "rate limit exceeded".into());
                         }
-                        // Answers show only what is durable (`Core::answer`).
                         // Boxed: an idle connection's task then holds only
                         // what waiting needs, not the largest handler's
                         // state (measured: 3.0 → 2.0 KiB a socket).
-                        Some(Ok(WsMessage::Text(t))) => Box::pin(core.answer(dialect.on_text(t.as_str()))).await,
-                        Some(Ok(WsMessage::Binary(b))) => Box::pin(core.answer(async { dialect.on_binary(&b) })).await,
+                        Some(Ok(WsMessage::Text(t))) => Box::pin(dialect.on_text(t.as_str())).await,
+                        Some(Ok(WsMessage::Binary(b))) => dialect.on_binary(&b),
                         Some(Ok(_)) => continue,
                     };
                     let mut closing = None;
@@ -306,7 +305,7 @@ fn close_for(e: &WsError) -> Option<(CloseCode, String)> {
 mod tests {
     use super::*;
     use crate::core::hub::EventKind;
-    use crate::core::model::{Message, MsgId, RoomId, UserId};
+    use crate::model::{Message, MsgId, RoomId, UserId};
     use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use std::task::{Context, Poll};

@@ -5,7 +5,7 @@
 
 use super::keys::*;
 use super::{Result, Store, WriteBatch};
-use crate::core::model::{ApiClient, UserId};
+use crate::model::{ApiClient, UserId};
 
 impl Store {
     /// The API client `name` of `tenant`.
@@ -63,7 +63,7 @@ impl WriteBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::Workspace;
+    use crate::model::Workspace;
 
     #[test]
     fn a_client_is_found_by_name_and_by_its_user_and_lists_its_tokens() {

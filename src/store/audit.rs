@@ -7,7 +7,16 @@
 
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, WriteBatch};
-use crate::core::audit::Sealed;
+use serde::{Deserialize, Serialize};
+
+/// A record as the store keeps it (its meaning is `core::audit`'s): its canonical JSON, its chain hash, and
+/// its time in Unix ms (so records are found by time without parsing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub at_ms: u64,
+    pub json: String,
+    pub hash: [u8; 32],
+}
 
 /// A stored record, or why it cannot be read.
 pub type StoredAudit = std::result::Result<Sealed, String>;

@@ -152,9 +152,9 @@ mod tests {
         let cp = Checkpointer::start(store.clone(), every).unwrap();
         let mut b = super::super::WriteBatch::default();
         b.put_dm(
-            crate::core::model::UserId(1),
-            crate::core::model::UserId(2),
-            crate::core::model::RoomId(3),
+            crate::model::UserId(1),
+            crate::model::UserId(2),
+            crate::model::RoomId(3),
         );
         let mut record = Vec::new();
         b.encode_into(&mut record);

@@ -41,7 +41,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Message, MsgId, RoomId, UserId};
+    use crate::model::{Message, MsgId, RoomId, UserId};
 
     #[test]
     fn message_round_trips_with_version_byte() {

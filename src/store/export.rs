@@ -14,10 +14,10 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::audit::Sealed;
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
-use crate::core::audit::Sealed;
-use crate::core::model::{
+use crate::model::{
     words, ApiClient, DeadDelivery, Delivery, Message, MsgId, Participant, Role, Room, RoomId,
     RoomKind, User, UserId, Webhook, Workspace,
 };
@@ -69,7 +69,7 @@ pub enum Record {
         /// exported as everyone's): what a rotation must revoke.
         tokens: Vec<String>,
     },
-    /// An audit record (`core::audit::Sealed`): its canonical JSON, hash
+    /// An audit record (`Sealed`): its canonical JSON, hash
     /// (hex) and time, kept exactly.
     Audit {
         seq: u64,

@@ -27,7 +27,7 @@ pub mod space;
 pub mod wal;
 mod webhooks;
 
-pub use audit::StoredAudit;
+pub use audit::{Sealed, StoredAudit};
 pub use export::Record;
 
 use std::collections::HashSet;
@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::core::model::{Message, MsgId, Participant, Room, RoomId, User, UserId, Workspace};
+use crate::model::{Message, MsgId, Participant, Room, RoomId, User, UserId, Workspace};
 use keys::*;
 
 /// Bumped when the layout in `keys` (or how the store's files fit
@@ -145,9 +145,9 @@ impl std::fmt::Display for CommitError {
     }
 }
 
-impl From<StoreError> for crate::core::error::Error {
+impl From<StoreError> for crate::error::Error {
     fn from(e: StoreError) -> Self {
-        crate::core::error::Error::internal(e)
+        crate::error::Error::internal(e)
     }
 }
 
@@ -1235,7 +1235,7 @@ impl WriteBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Delivery, RoomKind, Workspace};
+    use crate::model::{Delivery, RoomKind, Workspace};
 
     fn msg(id: u64, room: u64) -> Message {
         Message {

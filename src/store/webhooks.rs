@@ -6,7 +6,7 @@
 
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, WriteBatch};
-use crate::core::model::{DeadDelivery, Delivery, MsgId, Webhook, Workspace};
+use crate::model::{DeadDelivery, Delivery, MsgId, Webhook, Workspace};
 
 impl Store {
     pub fn webhook(&self, ws: &Workspace) -> Result<Option<Webhook>> {
@@ -88,7 +88,7 @@ impl WriteBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::UserId;
+    use crate::model::UserId;
 
     fn delivery(id: u64) -> Delivery {
         Delivery {

@@ -8,9 +8,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::Monitor;
-use crate::core::error::Result;
-use crate::core::model::{external_id, MsgId};
-use crate::core::Core;
+use crate::core::{Admin, Core};
+use crate::error::Result;
+use crate::model::{external_id, MsgId};
 
 /// Longest listing in one answer.
 pub const MAX_LIST: usize = 1000;
@@ -48,6 +48,7 @@ pub struct PendingList {
 /// when `monitor` is the running daemon's.
 pub fn pending(
     core: &Core,
+    _admin: &Admin<'_>,
     monitor: Option<&Monitor>,
     after: Option<MsgId>,
     limit: usize,
@@ -110,7 +111,12 @@ pub struct DeadList {
 
 /// Dead deliveries in message order, after `after` (exclusive), at most
 /// `limit` (1..=`MAX_LIST`).
-pub fn dead(core: &Core, after: Option<MsgId>, limit: usize) -> Result<DeadList> {
+pub fn dead(
+    core: &Core,
+    _admin: &Admin<'_>,
+    after: Option<MsgId>,
+    limit: usize,
+) -> Result<DeadList> {
     let limit = limit.clamp(1, MAX_LIST);
     let mut found = core.dead_deliveries(from(after), limit + 1)?;
     let more = found.len() > limit;

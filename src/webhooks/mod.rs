@@ -60,8 +60,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use crate::core::model::{external_id, Delivery, MsgId, UserId};
 use crate::core::Core;
+use crate::model::{external_id, Delivery, MsgId, UserId};
 use client::Client;
 pub use listing::{dead, pending, MAX_LIST};
 pub use monitor::{Attempts, Monitor};

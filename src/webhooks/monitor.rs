@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::core::model::{MsgId, UserId};
+use crate::model::{MsgId, UserId};
 
 /// What the running daemon knows about pending deliveries beyond the
 /// outbox itself — shared by the worker (which writes it) and the

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::core::limits::Limits;
-use crate::core::model::{Role, User, Webhook};
+use crate::core::Admin;
+use crate::model::{Role, User, Webhook};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -62,7 +63,7 @@ async fn failing_a1_until_released(core: &Core, staff: &User) -> (Arc<AtomicBool
         api_key: "k".into(),
         api_secret: "s".into(),
     };
-    core.set_webhook(None, staff.workspace.clone(), hook)
+    core.set_webhook(&Admin::operator(), staff.workspace.clone(), hook)
         .await
         .unwrap();
     (release, seen)
@@ -125,7 +126,7 @@ async fn a_patients_later_delivery_waits_for_the_earlier_one_and_other_patients_
     })
     .await;
     assert!(!seen.lock().unwrap().iter().any(|(x, _)| x == "a2"));
-    let list = pending(&core, Some(&monitor), None, 10).unwrap();
+    let list = pending(&core, &Admin::operator(), Some(&monitor), None, 10).unwrap();
     let states: Vec<_> = list.pending.iter().map(|p| p.state.unwrap()).collect();
     assert!(
         matches!(states[..], ["retrying" | "sending", "queued"]),
@@ -153,7 +154,7 @@ async fn a_patients_later_delivery_waits_for_the_earlier_one_and_other_patients_
         core.pending_deliveries(MsgId(0), 10).unwrap().is_empty()
     })
     .await;
-    assert!(pending(&core, Some(&monitor), None, 10)
+    assert!(pending(&core, &Admin::operator(), Some(&monitor), None, 10)
         .unwrap()
         .pending
         .is_empty());
@@ -185,7 +186,7 @@ async fn a_dead_delivery_no_longer_holds_back_its_lane_and_a_retry_sends_it() {
     // a1 fails until it is old enough to be given up; then a2 goes.
     until("a2 accepted", || accepted("a2")).await;
     assert!(!accepted("a1"));
-    let list = dead(&core, None, 10).unwrap();
+    let list = dead(&core, &Admin::operator(), None, 10).unwrap();
     assert_eq!(list.dead.len(), 1, "{list:?}");
     let d = &list.dead[0];
     assert_eq!(d.external_id, external_id(a1.id));
@@ -207,7 +208,10 @@ async fn a_dead_delivery_no_longer_holds_back_its_lane_and_a_retry_sends_it() {
         core.pending_deliveries(MsgId(0), 10).unwrap().is_empty()
     })
     .await;
-    assert!(dead(&core, None, 10).unwrap().dead.is_empty());
+    assert!(dead(&core, &Admin::operator(), None, 10)
+        .unwrap()
+        .dead
+        .is_empty());
     worker.stop().await;
     core.shutdown();
 }

@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::core::model::{external_id, Delivery, Webhook};
+use crate::model::{external_id, Delivery, Webhook};
 
 /// The JSON body, fields in the order of the seed's example.
 #[derive(Serialize)]
@@ -113,7 +113,7 @@ pub fn header_safe(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{MsgId, UserId, Workspace};
+    use crate::model::{MsgId, UserId, Workspace};
 
     fn delivery(text: &str) -> Delivery {
         Delivery {

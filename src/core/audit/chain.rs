@@ -9,9 +9,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::Entry;
-use crate::core::error::Result;
-use crate::dialects::time::rfc3339;
-use crate::store::StoredAudit;
+use crate::error::Result;
+use crate::model::time::rfc3339;
+use crate::store::{Sealed, StoredAudit};
 
 /// A record as `GET /admin/audit` and `parlor audit export` show it; its
 /// canonical JSON is this without `hash` (see the module header).
@@ -42,15 +42,6 @@ impl Record {
         };
         serde_json::to_vec(&bare).expect("serializing a record")
     }
-}
-
-/// A record as the store keeps it: its canonical JSON, its chain hash, and
-/// its time in Unix ms (so records are found by time without parsing).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sealed {
-    pub at_ms: u64,
-    pub json: String,
-    pub hash: [u8; 32],
 }
 
 impl Sealed {
@@ -231,7 +222,7 @@ fn check(prev: &[u8; 32], seq: u64, s: &Sealed) -> std::result::Result<(), Strin
 mod tests {
     use super::super::{Actor, Kind};
     use super::*;
-    use crate::core::model::{UserId, Workspace};
+    use crate::model::{UserId, Workspace};
 
     fn known() -> Record {
         let mut detail = BTreeMap::new();

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::{Actor, Entry, Kind};
-use crate::core::error::Result;
-use crate::core::model::{MsgId, Room, RoomId, RoomKind, UserId, Workspace};
 use crate::core::Core;
+use crate::error::Result;
+use crate::model::{MsgId, Room, RoomId, RoomKind, UserId, Workspace};
 
 /// Messages read for an answer, held until the read of every patient chat
 /// among them is recorded: the only way an answer gets them is

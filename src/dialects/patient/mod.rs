@@ -26,13 +26,13 @@ use hyper::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::time::{parse_rfc3339, rfc3339};
 use super::{caller, Ctx};
 use crate::core::audit::ToShow;
-use crate::core::error::Error;
-use crate::core::model::{external_id, words, Message, MsgId, User, UserId};
 use crate::core::patients::{Border, Page, PatientChat, MAX_PAGE};
 use crate::core::{blocking, Core};
+use crate::error::Error;
+use crate::model::time::{parse_rfc3339, rfc3339};
+use crate::model::{external_id, words, Message, MsgId, User, UserId};
 use crate::net::http::{self, percent_decode, Resp};
 use tokens::{Kind, Token};
 
@@ -524,7 +524,7 @@ fn history(core: &Core, chat: &PatientChat, q: &Query) -> Result<ToShow<Resp>> {
     })
 }
 
-/// The words of a search query (`core::model::words`: all must match,
+/// The words of a search query (`model::words`: all must match,
 /// whole words, any case).
 pub(crate) fn query_words(query: &str) -> Result<Vec<String>> {
     let all = words(query);
@@ -744,7 +744,7 @@ mod tests {
     fn msg(id: u64) -> Message {
         Message {
             id: MsgId(id),
-            room: crate::core::model::RoomId(1),
+            room: crate::model::RoomId(1),
             sender: UserId(1),
             text: "x".into(),
             at_ms: 0,
@@ -789,7 +789,7 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
-    use crate::core::error::Kind;
+    use crate::error::Kind;
 
     /// Found by `a_percent_without_two_hex_digits_is_refused`:
     /// `u8::from_str_radix` takes a leading `+`, so `%+a` in a path or

@@ -28,8 +28,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::core::model::{MsgId, RoomId};
 use crate::core::patients::{Border, MAX_PAGE};
+use crate::model::{MsgId, RoomId};
 
 /// Which endpoint reads the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct Token {
     /// tokens (`contentPageSize`); the same as `size` for the other kinds.
     pub content_size: usize,
     pub include_archived: bool,
-    /// The search words (`core::model::words` of the query); empty for
+    /// The search words (`model::words` of the query); empty for
     /// the other kinds.
     pub query: Vec<String>,
 }

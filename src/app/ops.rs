@@ -7,10 +7,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
-use super::http::{self, Resp};
-use crate::core::error::{Error, Result};
-use crate::core::model::Role;
-use crate::dialects::Ctx;
+use super::Ctx;
+use crate::error::Result;
+use crate::net::http::{self, Resp};
 
 /// `GET /healthz` → `200 {"status":"ok"}` while serving.
 pub fn healthz() -> Resp {
@@ -33,11 +32,9 @@ pub async fn readyz(ctx: Ctx) -> Resp {
 
 /// `GET /metrics` — Prometheus text format.
 pub fn metrics(ctx: Ctx, req: Request<Incoming>, extra: &str) -> Result<Resp> {
-    if !ctx.front.proxies.is_local(ctx.peer.ip(), req.headers()) {
+    if !ctx.conn.is_local(req.headers()) {
         let caller = crate::dialects::caller(&ctx.core, &req)?;
-        if caller.user.role != Role::Admin {
-            return Err(Error::forbidden("metrics are for admins or loopback"));
-        }
+        caller.actor().admin("read metrics from another machine")?;
     }
     let mut r = http::empty(StatusCode::OK);
     *r.body_mut() = http::full(ctx.core.render_metrics(extra));

@@ -1,10 +1,13 @@
 //! The one vocabulary every dialect shares: ids, users, rooms, messages.
-//! Plain data with validation; no I/O here.
+//! Plain data with validation; no I/O here. `time`: RFC 3339 times
+//! (with milliseconds) out and in, for every dialect and the audit trail.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use super::error::{Error, Result};
+use crate::error::{Error, Result};
+
+pub mod time;
 
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
@@ -306,7 +309,7 @@ pub fn check_name(what: &str, s: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::error::Kind;
+    use crate::error::Kind;
 
     #[test]
     fn text_limits_are_bytes_not_chars() {

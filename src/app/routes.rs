@@ -1,22 +1,17 @@
 //! The route table: every endpoint of every dialect, in one place.
 
-use std::convert::Infallible;
-
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
-use super::http::{self, Resp};
-use super::ops;
-use crate::core::error::Error;
-use crate::dialects::{accounts, actions, api_clients, audit, echo, patient, rooms, Ctx};
+use super::{ops, App, Ctx};
+use crate::dialects::{
+    accounts, actions, api_clients, audit, echo, patient, rooms, typed, web_api,
+};
+use crate::error::Error;
+use crate::net::http::{self, Resp};
 
-/// Answers a request; what the answer shows is durable (`Core::answer`).
-pub async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    let core = ctx.core.clone();
-    Ok(core.answer(dispatch(ctx, req)).await)
-}
-
-async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
+/// Answers a request: the endpoint its method and path name, or `404`.
+pub async fn route(app: &App, ctx: Ctx, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // `/{tenant}/admin/api_clients/{name}`: Welkin's token exchange.
@@ -45,10 +40,10 @@ async fn dispatch(ctx: Ctx, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,
         (&Method::POST, "/chat/retrieve") => rooms::retrieve(ctx, req).await,
         (&Method::GET, "/actions" | "/dev" | "/demo" | "/prod") => Ok(actions::connect(ctx, req)),
-        (&Method::GET, "/ws") => crate::dialects::typed::connect(ctx, req),
-        (&Method::GET, "/chat/rooms") => crate::dialects::web_api::rooms(ctx, req).await,
+        (&Method::GET, "/ws") => typed::connect(ctx, req),
+        (&Method::GET, "/chat/rooms") => web_api::rooms(ctx, req).await,
         // Off by default: then an unknown path like any other.
-        (&Method::GET, echo::PATH) if ctx.front.conformance_echo => Ok(echo::connect(ctx, req)),
+        (&Method::GET, echo::PATH) if app.conformance_echo => Ok(echo::connect(ctx, req)),
         // Before the web client's `/app/…`: a tenant may be called `app`.
         (_, p) if patient::owns(p) => Ok(patient::route(ctx, req).await),
         (&Method::GET, p) if crate::web::owns(p) => crate::web::serve(&req),
