@@ -152,7 +152,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_WEBHOOK_MAX_BACKOFF_SECS",
         default_value_t = 300,
-        value_parser = clap::value_parser!(u64).range(1..=86_400)
+        value_parser = within(1, 86_400)
     )]
     pub webhook_max_backoff_secs: u64,
     /// Hours a webhook delivery may keep failing before it is set aside as
@@ -184,7 +184,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_LOGIN_FAILS_PER_ACCOUNT",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = positive::<u32>()
     )]
     pub login_fails_per_account: u32,
     /// Failed logins per client address per minute before that address is
@@ -193,24 +193,19 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_LOGIN_FAILS_PER_ADDR",
         default_value_t = 100,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = positive::<u32>()
     )]
     pub login_fails_per_addr: u32,
     /// Threads hashing passwords (logins, new users), at the lowest CPU
     /// priority, 19 MiB of memory each [default: the number of cores].
-    #[arg(
-        long,
-        env = "PARLOR_ARGON2_THREADS",
-        value_parser = clap::value_parser!(u16).range(1..),
-        value_name = "N"
-    )]
+    #[arg(long, env = "PARLOR_ARGON2_THREADS", value_parser = positive::<u16>(), value_name = "N")]
     pub argon2_threads: Option<u16>,
     /// Seconds a client has to send a request's headers (API.md §1: 30).
     #[arg(
         long,
         env = "PARLOR_HEADER_TIMEOUT_SECS",
         default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..=600)
+        value_parser = within(1, 600)
     )]
     pub header_timeout_secs: u64,
     /// Seconds a WebSocket has to authenticate before it is closed (1008).
@@ -218,7 +213,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_AUTH_DEADLINE_SECS",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(1..=600)
+        value_parser = within(1, 600)
     )]
     pub auth_deadline_secs: u64,
     /// Serve TLS (HTTPS, `wss://`) with this PEM certificate chain, leaf
@@ -239,12 +234,7 @@ pub struct ServeArgs {
     )]
     pub tls_key: Option<PathBuf>,
     /// sled's page cache bound, MiB (the store's main memory use).
-    #[arg(
-        long,
-        env = "PARLOR_CACHE_MIB",
-        default_value_t = 64,
-        value_parser = clap::value_parser!(u64).range(4..=65_536)
-    )]
+    #[arg(long, env = "PARLOR_CACHE_MIB", default_value_t = 64, value_parser = within(4, 65_536))]
     pub cache_mib: u64,
     /// Seconds between checkpoints (sled made durable, the write-ahead
     /// log trimmed); also after --checkpoint-mib of log.
@@ -252,7 +242,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_CHECKPOINT_SECS",
         default_value_t = 5,
-        value_parser = clap::value_parser!(u64).range(1..=3600)
+        value_parser = within(1, 3600)
     )]
     pub checkpoint_secs: u64,
     /// MiB of write-ahead log that trigger a checkpoint before its time.
@@ -260,7 +250,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_CHECKPOINT_MIB",
         default_value_t = 64,
-        value_parser = clap::value_parser!(u64).range(1..=65_536)
+        value_parser = within(1, 65_536)
     )]
     pub checkpoint_mib: u64,
     /// Size of each preallocated write-ahead log segment, MiB.
@@ -268,7 +258,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_WAL_SEGMENT_MIB",
         default_value_t = 16,
-        value_parser = clap::value_parser!(u64).range(1..=1024)
+        value_parser = within(1, 1024)
     )]
     pub wal_segment_mib: u64,
     /// Serve the conformance echo WebSocket at `/conformance/echo` (no
@@ -380,11 +370,7 @@ pub enum WebhookCommand {
         #[arg(long)]
         after: Option<String>,
         /// At most this many (1..=1000).
-        #[arg(
-            long,
-            default_value_t = 100,
-            value_parser = clap::value_parser!(u64).range(1..=1000)
-        )]
+        #[arg(long, default_value_t = 100, value_parser = within(1, 1000))]
         limit: u64,
         /// Print the listing as JSON (as `GET /admin/webhooks/pending`).
         #[arg(long)]
@@ -401,4 +387,18 @@ pub enum WebhookCommand {
         #[arg(long, group = "which", value_name = "EXTERNAL_ID")]
         message: Option<String>,
     },
+}
+
+/// A flag's whole number within `lo..=hi`.
+fn within(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(lo..=hi)
+}
+
+/// A flag's whole number of type `T`, at least 1.
+fn positive<T>() -> clap::builder::RangedI64ValueParser<T>
+where
+    T: TryFrom<i64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<i64>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    clap::builder::RangedI64ValueParser::<T>::new().range(1..)
 }
