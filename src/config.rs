@@ -184,7 +184,7 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_LOGIN_FAILS_PER_ACCOUNT",
         default_value_t = 10,
-        value_parser = positive::<u32>()
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub login_fails_per_account: u32,
     /// Failed logins per client address per minute before that address is
@@ -193,12 +193,12 @@ pub struct ServeArgs {
         long,
         env = "PARLOR_LOGIN_FAILS_PER_ADDR",
         default_value_t = 100,
-        value_parser = positive::<u32>()
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub login_fails_per_addr: u32,
     /// Threads hashing passwords (logins, new users), at the lowest CPU
     /// priority, 19 MiB of memory each [default: the number of cores].
-    #[arg(long, env = "PARLOR_ARGON2_THREADS", value_parser = positive::<u16>(), value_name = "N")]
+    #[arg(long, env = "PARLOR_ARGON2_THREADS", value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     pub argon2_threads: Option<u16>,
     /// Seconds a client has to send a request's headers (API.md §1: 30).
     #[arg(
@@ -392,13 +392,4 @@ pub enum WebhookCommand {
 /// A flag's whole number within `lo..=hi`.
 fn within(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser {
     clap::value_parser!(u64).range(lo..=hi)
-}
-
-/// A flag's whole number of type `T`, at least 1.
-fn positive<T>() -> clap::builder::RangedI64ValueParser<T>
-where
-    T: TryFrom<i64> + Clone + Send + Sync + 'static,
-    <T as TryFrom<i64>>::Error: std::error::Error + Send + Sync + 'static,
-{
-    clap::builder::RangedI64ValueParser::<T>::new().range(1..)
 }
