@@ -63,7 +63,7 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Removes the spare segment a last run left (with [`lock`] held). Done
+/// Removes the spare segment a last run left (with [`lock`](super::lock) held). Done
 /// first at open: a spare may be half made or of another segment size,
 /// and on a full disk its room is what lets sled open (it writes a
 /// snapshot) and the log be replayed. A new one is made when there is
@@ -143,7 +143,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Opens the log in `dir` for appending after a [`scan`] (whose torn
+    /// Opens the log in `dir` for appending after a [`scan`](super::scan) (whose torn
     /// end, if any, was cut) and [`remove_spare`]. `next_seq` is the seq
     /// the next record gets; `space` is measured before each append.
     pub fn open(
