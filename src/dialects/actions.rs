@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use serde_json::{json, Value};
 
-use super::wire_error::{Rest, WireError};
+use super::wire_error::WireError;
 use super::Ctx;
 use crate::core::audit::ToShow;
 use crate::core::hub::{ChatView, Event, EventKind};
@@ -50,10 +50,6 @@ struct Session {
 impl WireError for Session {
     type Fail = Error;
     type Wire = Vec<Out>;
-
-    fn code(kind: Kind) -> &'static str {
-        Rest::code(kind)
-    }
 
     fn wire(e: &Error) -> Vec<Out> {
         let frame =

@@ -14,7 +14,7 @@ use super::{caller, Ctx};
 use crate::core::hub::{Event, EventKind};
 use crate::core::messages::PostAs;
 use crate::core::{blocking, Caller, Core};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::model::{Message, MsgId, RoomId, UserId};
 use crate::net::http::{self, Resp};
 use crate::net::ws::{self, Dialect, Out};
@@ -45,10 +45,6 @@ fn wire(m: &Message) -> Wire<'_> {
 impl WireError for Session {
     type Fail = Error;
     type Wire = Vec<Out>;
-
-    fn code(kind: Kind) -> &'static str {
-        Rest::code(kind)
-    }
 
     fn wire(e: &Error) -> Vec<Out> {
         let code = Self::code(e.kind);
@@ -238,6 +234,7 @@ pub async fn retrieve(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 mod tests {
     use super::*;
     use crate::dialects::wire_error::check::{every_kind_is_shown, frames};
+    use crate::error::Kind;
     use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
     use proptest::prelude::*;
     use serde_json::Value;

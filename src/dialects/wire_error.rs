@@ -5,10 +5,12 @@
 //!
 //! - [`Rest`] (here): API.md §1's `{"error","error_code"}` with a status,
 //!   what every dialect's HTTP endpoints answer (and the route table, the
-//!   operator endpoints and a refused WebSocket handshake);
+//!   operator endpoints and a refused WebSocket handshake); its table is
+//!   the codes every dialect uses unless it names its own;
 //! - `rooms::Session`: that body as a frame, then close 1008;
 //! - `actions::Session`: `{"action":"error","error_code","message"}`;
-//! - `typed::Session`: `{"type":"error","data":{"code","message","request_type"}}`;
+//! - `typed::Session`: `{"type":"error","data":{"code","message",
+//!   "request_type"}}`, and `UNAUTHENTICATED` for bad credentials too;
 //! - `patient::Patient`: §1's, and `400 INVALID_PAGE_TOKEN`.
 //!
 //! A client sees the error's message and its kind's code, never an
@@ -29,8 +31,11 @@ pub(crate) trait WireError {
     type Fail;
     /// What the client is sent: an HTTP response, or WebSocket frames.
     type Wire;
-    /// This dialect's code for a core kind.
-    fn code(kind: Kind) -> &'static str;
+    /// This dialect's code for a core kind: API.md §1's unless the
+    /// dialect says otherwise.
+    fn code(kind: Kind) -> &'static str {
+        Rest::table(kind).1
+    }
     /// A failure as this dialect's client sees it.
     fn wire(fail: &Self::Fail) -> Self::Wire;
 }
@@ -66,10 +71,6 @@ impl Rest {
 impl WireError for Rest {
     type Fail = Error;
     type Wire = Resp;
-
-    fn code(kind: Kind) -> &'static str {
-        Self::table(kind).1
-    }
 
     fn wire(e: &Error) -> Resp {
         let (status, code) = Self::table(e.kind);

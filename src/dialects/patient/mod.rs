@@ -80,10 +80,6 @@ impl WireError for Patient {
     type Fail = Fail;
     type Wire = Resp;
 
-    fn code(kind: crate::error::Kind) -> &'static str {
-        Rest::code(kind)
-    }
-
     fn wire(f: &Fail) -> Resp {
         match f {
             Fail::Core(e) => Rest::wire(e),
