@@ -1,5 +1,6 @@
 //! The core's one error type. A `Kind` says what went wrong in terms every
-//! dialect can map to its own wire shape (see each dialect's `error` fn);
+//! dialect can map to its own wire shape (each dialect's impl of
+//! `dialects::wire_error::WireError`; the core names no wire code);
 //! the message is a sentence safe to show a client. Internal causes are
 //! logged where they happen and never put into a message.
 
@@ -20,24 +21,6 @@ pub enum Kind {
     /// on. Carries `retry_after`.
     Unavailable,
     Internal,
-}
-
-impl Kind {
-    /// The UPPER_SNAKE code of API.md §1.
-    pub fn code(self) -> &'static str {
-        match self {
-            Kind::BadRequest => "BAD_REQUEST",
-            Kind::InvalidCredentials => "INVALID_CREDENTIALS",
-            Kind::Unauthenticated => "UNAUTHENTICATED",
-            Kind::Forbidden => "FORBIDDEN",
-            Kind::NotFound => "NOT_FOUND",
-            Kind::Conflict => "CONFLICT",
-            Kind::TooLarge => "TOO_LARGE",
-            Kind::RateLimited => "RATE_LIMITED",
-            Kind::Unavailable => "UNAVAILABLE",
-            Kind::Internal => "INTERNAL",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,7 +95,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.code(), self.message)
+        write!(f, "{:?}: {}", self.kind, self.message)
     }
 }
 

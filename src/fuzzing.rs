@@ -15,7 +15,8 @@ use hyper::{HeaderMap, Method, StatusCode};
 
 use crate::core::patients::{Border, MAX_PAGE};
 use crate::dialects::patient::tokens::{self, Token};
-use crate::dialects::patient::{self, Fail};
+use crate::dialects::patient::{self, Fail, Patient};
+use crate::dialects::wire_error::WireError;
 use crate::dialects::{actions, rooms, typed};
 use crate::error::{Error, Kind};
 use crate::model::RoomId;
@@ -115,7 +116,7 @@ pub fn patient_request(data: &[u8]) {
         Fail::Core(e) => {
             clear(&e, &[Kind::BadRequest]);
             assert_eq!(
-                patient::wire_error(&Fail::Core(e)).status(),
+                Patient::wire(&Fail::Core(e)).status(),
                 StatusCode::BAD_REQUEST
             );
         }

@@ -8,6 +8,7 @@ use hyper::{Request, StatusCode};
 use serde_json::json;
 
 use super::Ctx;
+use crate::dialects::wire_error::{Rest, WireError};
 use crate::error::Result;
 use crate::net::http::{self, Resp};
 
@@ -23,7 +24,7 @@ pub async fn readyz(ctx: Ctx) -> Resp {
     match ctx.core.ready().await {
         Ok(()) => http::json(StatusCode::OK, &json!({ "status": "ready" })),
         Err(e) => {
-            let mut r = http::error(&e);
+            let mut r = Rest::wire(&e);
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             r
         }

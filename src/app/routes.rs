@@ -4,11 +4,12 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 
 use super::{ops, App, Ctx};
+use crate::dialects::wire_error::{Rest, WireError};
 use crate::dialects::{
     accounts, actions, api_clients, audit, echo, patient, rooms, typed, web_api,
 };
 use crate::error::Error;
-use crate::net::http::{self, Resp};
+use crate::net::http::Resp;
 
 /// Answers a request: the endpoint its method and path name, or `404`.
 pub async fn route(app: &App, ctx: Ctx, req: Request<Incoming>) -> Resp {
@@ -17,7 +18,7 @@ pub async fn route(app: &App, ctx: Ctx, req: Request<Incoming>) -> Resp {
     // `/{tenant}/admin/api_clients/{name}`: Welkin's token exchange.
     if let Some((tenant, name)) = api_clients::exchange_target(&method, &path) {
         let reply = api_clients::exchange(ctx, req, &tenant, &name).await;
-        return reply.unwrap_or_else(|e| http::error(&e));
+        return reply.unwrap_or_else(|e| Rest::wire(&e));
     }
     let reply = match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
@@ -49,5 +50,5 @@ pub async fn route(app: &App, ctx: Ctx, req: Request<Incoming>) -> Resp {
         (&Method::GET, p) if crate::web::owns(p) => crate::web::serve(&req),
         _ => Err(Error::not_found(format!("no endpoint {method} {path}"))),
     };
-    reply.unwrap_or_else(|e| http::error(&e))
+    reply.unwrap_or_else(|e| Rest::wire(&e))
 }

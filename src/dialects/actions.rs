@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use serde_json::{json, Value};
 
+use super::wire_error::WireError;
 use super::Ctx;
 use crate::core::audit::ToShow;
 use crate::core::hub::{ChatView, Event, EventKind};
@@ -22,7 +23,7 @@ use crate::net::ws::{self, Dialect, Out};
 
 /// `GET /actions` (or `/dev`, `/demo`, `/prod`) — WebSocket; `ready` first.
 pub fn connect(ctx: Ctx, req: Request<Incoming>) -> Resp {
-    crate::net::upgrade::upgrade(ctx.conn.guard.clone(), req, move |socket| {
+    super::upgrade(ctx.conn.guard.clone(), req, move |socket| {
         let session = Session {
             core: ctx.core.clone(),
             ready: None,
@@ -44,9 +45,17 @@ struct Session {
     ready: Option<(Caller, String)>,
 }
 
-/// The error frame: `{"action":"error","error_code","message"}`.
-fn error_frame(e: &Error) -> String {
-    json!({ "action": "error", "error_code": e.kind.code(), "message": e.message }).to_string()
+/// This dialect's wire error: the frame `{"action":"error","error_code",
+/// "message"}`, with API.md §1's codes; the socket stays open.
+impl WireError for Session {
+    type Fail = Error;
+    type Wire = Vec<Out>;
+
+    fn wire(e: &Error) -> Vec<Out> {
+        let frame =
+            json!({ "action": "error", "error_code": Self::code(e.kind), "message": e.message });
+        vec![Out::Text(frame.to_string())]
+    }
 }
 
 fn field<'a>(frame: &'a Value, name: &str) -> Result<&'a str> {
@@ -238,7 +247,7 @@ impl Dialect for Session {
     async fn on_text(&mut self, text: &str) -> Vec<Out> {
         let Frame { token, command } = match parse(text) {
             Ok(f) => f,
-            Err(e) => return vec![Out::Text(error_frame(&e))],
+            Err(e) => return Self::wire(&e),
         };
         let token = token.as_deref();
         match &self.ready {
@@ -252,16 +261,16 @@ impl Dialect for Session {
                         self.ready = Some((caller, token));
                         vec![Out::Subscribe(sub), Out::Text(ready_frame())]
                     }
-                    Err(e) => vec![Out::Text(error_frame(&e))],
+                    Err(e) => Self::wire(&e),
                 }
             }
-            None => vec![Out::Text(error_frame(
+            None => Self::wire(
                 &Error::unauthenticated().with_message("send `ready` with your token first"),
-            ))],
-            Some((_, given)) if token != Some(given.as_str()) => vec![Out::Text(error_frame(
+            ),
+            Some((_, given)) if token != Some(given.as_str()) => Self::wire(
                 &Error::unauthenticated()
                     .with_message("`authToken` is not the one given to `ready`"),
-            ))],
+            ),
             Some((caller, _)) => match command {
                 Ok(command) => {
                     let action = command.action();
@@ -271,19 +280,19 @@ impl Dialect for Session {
                             if e.kind == Kind::Internal {
                                 tracing::warn!(action, "action failed");
                             }
-                            vec![Out::Text(error_frame(&e))]
+                            Self::wire(&e)
                         }
                     }
                 }
-                Err(e) => vec![Out::Text(error_frame(&e))],
+                Err(e) => Self::wire(&e),
             },
         }
     }
 
     fn on_binary(&mut self, _data: &[u8]) -> Vec<Out> {
-        vec![Out::Text(error_frame(&Error::bad_request(
+        Self::wire(&Error::bad_request(
             "binary frames are not understood: send JSON text frames",
-        )))]
+        ))
     }
 
     fn render(ev: &Event) -> Option<String> {
@@ -316,6 +325,7 @@ impl Dialect for Session {
 mod tests {
     use super::*;
     use crate::core::Admin;
+    use crate::dialects::wire_error::check::{every_kind_is_shown, frames};
     use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
     use proptest::prelude::*;
 
@@ -421,6 +431,17 @@ mod tests {
         assert_eq!(f.command.unwrap_err().kind, Kind::NotFound);
         let e = parse(r#"{"action":"read_message","chat_id":1e999}"#).unwrap_err();
         assert_eq!(e.message, "frames are JSON objects");
+    }
+
+    #[test]
+    fn every_kind_is_an_error_frame() {
+        let shown = |out| {
+            let text = frames(out);
+            let v: Value = serde_json::from_str(&text).expect("one JSON frame");
+            assert_eq!(v["action"], "error", "{text}");
+            text
+        };
+        every_kind_is_shown::<Session>(|e| e, shown);
     }
 
     #[test]

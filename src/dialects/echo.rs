@@ -24,7 +24,7 @@ pub const PATH: &str = "/conformance/echo";
 
 /// `GET /conformance/echo` — WebSocket; no authentication.
 pub fn connect(ctx: Ctx, req: Request<Incoming>) -> Resp {
-    crate::net::upgrade::upgrade(ctx.conn.guard.clone(), req, move |socket| {
+    super::upgrade(ctx.conn.guard.clone(), req, move |socket| {
         ws::run("echo", ctx.core, socket, Echo, None, ctx.conn.shutdown)
     })
 }

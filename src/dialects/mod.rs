@@ -12,6 +12,9 @@
 //! - `web_api`: `GET /chat/rooms`, the room overview the web client needs
 //! - `echo`: the conformance echo at `/conformance/echo` (off unless
 //!   `--conformance-echo`): every message back, for protocol test suites
+//! - `wire_error`: the `WireError` trait each dialect implements once, the
+//!   one place it turns a core error kind into its wire error, and API.md
+//!   §1's REST error (`Rest`) every HTTP endpoint answers with
 
 pub mod accounts;
 pub mod actions;
@@ -22,6 +25,7 @@ pub mod patient;
 pub mod rooms;
 pub mod typed;
 pub mod web_api;
+pub(crate) mod wire_error;
 
 use std::sync::Arc;
 
@@ -30,7 +34,10 @@ use hyper::Request;
 
 use crate::core::{Caller, Core};
 use crate::error::{Error, Result};
-use crate::net::{http, Conn};
+use crate::net::http::{self, Resp};
+use crate::net::upgrade::{self as handshake, Socket};
+use crate::net::Conn;
+use wire_error::{Rest, WireError};
 
 /// Each WebSocket dialect's slot among a hub event's shared renderings
 /// (`net::ws::Dialect::SLOT`), below `core::hub::FRAME_SLOTS`.
@@ -44,6 +51,21 @@ pub(crate) mod slot {
 /// The caller of an HTTP request, by its bearer token.
 pub fn caller(core: &Core, req: &Request<Incoming>) -> Result<Caller> {
     core.authenticate(http::bearer(req).ok_or_else(Error::unauthenticated)?)
+}
+
+/// Answers a WebSocket handshake and runs `session` on the socket,
+/// holding `guard` until it ends; a refused handshake gets API.md §1's
+/// error.
+pub(crate) fn upgrade<B, F, Fut>(
+    guard: Arc<dyn std::any::Any + Send + Sync>,
+    req: Request<B>,
+    session: F,
+) -> Resp
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    handshake::upgrade(guard, req, session).unwrap_or_else(|r| r.response(Rest::wire))
 }
 
 /// What every handler gets (built by `app` for each request).

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::wire_error::{Rest, WireError};
 use super::{caller, Ctx};
 use crate::core::hub::{Event, EventKind};
 use crate::core::messages::PostAs;
@@ -38,8 +39,20 @@ fn wire(m: &Message) -> Wire<'_> {
     }
 }
 
-fn error_frame(e: &Error) -> String {
-    json!({ "error": e.message, "error_code": e.kind.code() }).to_string()
+/// This dialect's wire error (only a refused first frame has one: sends
+/// get no reply): API.md §1's body and code as a frame, then close 1008
+/// with the code as the reason.
+impl WireError for Session {
+    type Fail = Error;
+    type Wire = Vec<Out>;
+
+    fn wire(e: &Error) -> Vec<Out> {
+        let code = Self::code(e.kind);
+        vec![
+            Out::Text(Rest::body(code, &e.message).to_string()),
+            Out::Close(CloseCode::Policy, code.into()),
+        ]
+    }
 }
 
 fn room_id(s: &str) -> Result<RoomId> {
@@ -48,7 +61,7 @@ fn room_id(s: &str) -> Result<RoomId> {
 
 /// `GET /chat/connect` — WebSocket; first frame `{"auth_token"}`.
 pub fn connect(ctx: Ctx, req: Request<Incoming>) -> Resp {
-    crate::net::upgrade::upgrade(ctx.conn.guard.clone(), req, move |socket| {
+    super::upgrade(ctx.conn.guard.clone(), req, move |socket| {
         let session = Session {
             core: ctx.core.clone(),
             caller: None,
@@ -104,10 +117,7 @@ impl Dialect for Session {
                         Out::Text(json!({ "status": "CONNECTED" }).to_string()),
                     ]
                 }
-                Err(e) => vec![
-                    Out::Text(error_frame(&e)),
-                    Out::Close(CloseCode::Policy, e.kind.code().into()),
-                ],
+                Err(e) => Self::wire(&e),
             };
         };
         // Sends get no reply, whatever happens (the seed's "small security
@@ -223,6 +233,7 @@ pub async fn retrieve(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialects::wire_error::check::{every_kind_is_shown, frames};
     use crate::error::Kind;
     use crate::fuzzing::strategies::{json_value, mutated, object_with, odd_string};
     use proptest::prelude::*;
@@ -308,5 +319,17 @@ mod tests {
             let e = http::json_object::<Retrieve>(bad).err().expect("refused");
             assert_eq!(e.kind, Kind::BadRequest);
         }
+    }
+
+    #[test]
+    fn every_kind_is_an_error_frame_then_a_close() {
+        let shown = |out: Vec<Out>| {
+            assert!(
+                matches!(&out[..], [Out::Text(_), Out::Close(CloseCode::Policy, _)]),
+                "a frame, then close 1008"
+            );
+            frames(out)
+        };
+        every_kind_is_shown::<Session>(|e| e, shown);
     }
 }

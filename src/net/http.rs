@@ -1,18 +1,18 @@
 //! HTTP plumbing shared by every dialect's REST endpoints: body reading
-//! with a size cap, bearer tokens, JSON replies, and the one mapping from
-//! core errors to API.md §1's `{"error","error_code"}` responses.
+//! with a size cap, bearer tokens, JSON replies (an error too: each
+//! dialect's `dialects::wire_error::WireError` picks its status and body).
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 pub type Resp = Response<Body>;
@@ -39,35 +39,6 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
 pub fn empty(status: StatusCode) -> Resp {
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = status;
-    r
-}
-
-pub fn status_of(kind: Kind) -> StatusCode {
-    match kind {
-        Kind::BadRequest => StatusCode::BAD_REQUEST,
-        Kind::InvalidCredentials | Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Kind::Forbidden => StatusCode::FORBIDDEN,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The REST error body of API.md §1, with `Retry-After` when rate limited
-/// or unavailable.
-pub fn error(e: &Error) -> Resp {
-    let mut r = json(
-        status_of(e.kind),
-        &serde_json::json!({ "error": e.message, "error_code": e.kind.code() }),
-    );
-    if let Some(wait) = e.retry_after {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
     r
 }
 
@@ -250,23 +221,8 @@ mod tests {
         }
         assert!(json_object::<Login>(br#"{"username":"a","password":"b"}"#).is_ok());
         let e = json_object::<Login>(br#"["a","b"]"#).unwrap_err();
-        assert_eq!(e.kind, Kind::BadRequest);
+        assert_eq!(e.kind, crate::error::Kind::BadRequest);
         assert!(json_object::<Login>(b"{").is_err());
         assert!(json_object::<Login>(br#"{"username":"a"}"#).is_err());
-    }
-
-    #[test]
-    fn errors_map_to_status_code_and_retry_after() {
-        let r = error(&Error::rate_limited(std::time::Duration::from_millis(1500)));
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.headers()[RETRY_AFTER], "2");
-        let r = error(&Error::unavailable());
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.headers()[RETRY_AFTER], "10");
-        assert_eq!(
-            status_of(Kind::InvalidCredentials),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(status_of(Kind::TooLarge), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

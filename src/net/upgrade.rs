@@ -63,11 +63,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn response(&self) -> Resp {
+    /// The answer: the caller's error response for it (`render`, the
+    /// dialect's wire error), made `426` with `Sec-WebSocket-Version: 13`
+    /// for a version this server does not speak.
+    pub fn response(&self, render: impl Fn(&Error) -> Resp) -> Resp {
         match self {
-            Refusal::Bad(why) => http::error(&Error::bad_request(*why)),
+            Refusal::Bad(why) => render(&Error::bad_request(*why)),
             Refusal::Version => {
-                let mut r = http::error(&Error::bad_request(
+                let mut r = render(&Error::bad_request(
                     "only WebSocket version 13 is supported",
                 ));
                 *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
@@ -111,20 +114,18 @@ pub fn check_headers(method: &Method, h: &HeaderMap) -> Result<String, Refusal> 
 }
 
 /// Answers the handshake and runs `session` on the upgraded socket,
-/// holding the connection's `guard` until it ends.
+/// holding the connection's `guard` until it ends; or why the handshake
+/// is refused (the caller answers with [`Refusal::response`]).
 pub fn upgrade<B, F, Fut>(
     guard: std::sync::Arc<dyn std::any::Any + Send + Sync>,
     mut req: Request<B>,
     session: F,
-) -> Resp
+) -> Result<Resp, Refusal>
 where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let accept = match check(&req) {
-        Ok(a) => a,
-        Err(refusal) => return refusal.response(),
-    };
+    let accept = check(&req)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _guard = guard;
@@ -149,7 +150,7 @@ where
         "sec-websocket-accept",
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
-    r
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -162,6 +163,11 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap()
+    }
+
+    /// A refusal's answer, as a caller renders it: its message, status 400.
+    fn refused(r: Refusal) -> Resp {
+        r.response(|e| http::json(StatusCode::BAD_REQUEST, &e.message))
     }
 
     const OK: [(&str, &str); 4] = [
@@ -185,7 +191,7 @@ mod tests {
     fn wrong_version_is_426_with_the_supported_version() {
         let mut h = OK;
         h[2] = ("sec-websocket-version", "8");
-        let r = check(&req(&h)).unwrap_err().response();
+        let r = refused(check(&req(&h)).unwrap_err());
         assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
         assert_eq!(r.headers()["sec-websocket-version"], "13");
     }
@@ -195,17 +201,17 @@ mod tests {
         let mut h = OK;
         h[3] = ("sec-websocket-key", "c2hvcnQ=");
         assert_eq!(
-            check(&req(&h)).unwrap_err().response().status(),
+            refused(check(&req(&h)).unwrap_err()).status(),
             StatusCode::BAD_REQUEST
         );
         let mut h = OK;
         h[0] = ("connection", "keep-alive");
         assert_eq!(
-            check(&req(&h)).unwrap_err().response().status(),
+            refused(check(&req(&h)).unwrap_err()).status(),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            check(&req(&[])).unwrap_err().response().status(),
+            refused(check(&req(&[])).unwrap_err()).status(),
             StatusCode::BAD_REQUEST
         );
     }

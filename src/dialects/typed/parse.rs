@@ -1,77 +1,13 @@
-//! The "typed" dialect (seed 002, API.md §4): one WebSocket at `/ws`,
-//! authenticated on upgrade, speaking `{"type","data"}` frames —
-//! `getChats`, `createEmptyChat`, `joinChat`, `getChatDetails`,
-//! `newMessage`, `getChatMessages` — with numeric ids and RFC 3339 UTC
-//! times.
-//!
-//! Translation only: a frame is parsed into a [`Request`], run as one core
-//! operation, and its result (or a hub event) rendered back. Every rule —
-//! who may see, join or post, open versus closed chats, read markers,
-//! time-bounded history — lives in the core. Never touches the store or
-//! another dialect.
+//! The typed dialect's request frames, parsed: `{"type","data"}` into a
+//! [`Request`], or the error and the `type` it named. Pure: no I/O. Also
+//! the history window a `getChatMessages` asks for (whole UTC days).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use hyper::body::Incoming;
-use hyper::Request as HttpRequest;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::Ctx;
-use crate::core::hub::{Event, EventKind};
-use crate::core::messages::{PostAs, Window};
-use crate::core::rooms::RoomInfo;
-use crate::core::{blocking, Caller, Core};
-use crate::error::{Error, Kind, Result};
-use crate::model::time::{parse_day, rfc3339, DAY_MS};
-use crate::model::{Message, MsgId, Participant, RoomId, UserId};
-use crate::net::http::{self, Resp};
-use crate::net::ws::{self, Dialect, Out};
-
-/// `GET /ws` — WebSocket; authenticated on upgrade by `Authorization:
-/// Bearer <token>` or `?token=<token>`, else `401 UNAUTHENTICATED` and no
-/// upgrade. (The token and the query string are never logged.)
-pub fn connect(ctx: Ctx, req: HttpRequest<Incoming>) -> Result<Resp> {
-    let token = match http::bearer(&req) {
-        Some(t) => t.to_owned(),
-        None => query_token(req.uri().query()).ok_or_else(Error::unauthenticated)?,
-    };
-    let (caller, sub) = ctx.core.open_session(&token)?;
-    Ok(crate::net::upgrade::upgrade(
-        ctx.conn.guard.clone(),
-        req,
-        move |socket| {
-            let session = Session {
-                core: ctx.core.clone(),
-                caller,
-                own_joins: HashMap::new(),
-                span_has_user: false,
-            };
-            ws::run(
-                "typed",
-                ctx.core,
-                socket,
-                session,
-                Some(sub),
-                ctx.conn.shutdown,
-            )
-        },
-    ))
-}
-
-/// The `token` parameter of a query string, percent-decoded.
-fn query_token(query: Option<&str>) -> Option<String> {
-    let value = query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))?;
-    let decoded = http::percent_decode(value, false)?;
-    (!decoded.is_empty()).then_some(decoded)
-}
-
-// ---------------------------------------------------------------------------
-// Requests: parsing, no I/O
-// ---------------------------------------------------------------------------
+use crate::core::messages::Window;
+use crate::error::{Error, Result};
+use crate::model::time::{parse_day, DAY_MS};
+use crate::model::{MsgId, RoomId};
 
 /// One parsed request frame.
 #[derive(Debug, PartialEq)]
@@ -237,7 +173,12 @@ fn parse_date_from(s: &str) -> Option<DayFrom> {
 /// The history window of a `getChatMessages`, `today` being the current
 /// UTC day. Days are whole UTC days; `to` is inclusive. A `to` before the
 /// start gives an empty window (not an error).
-fn window(from: Option<DayFrom>, to: Option<i64>, last: Option<usize>, today: i64) -> Window {
+pub(super) fn window(
+    from: Option<DayFrom>,
+    to: Option<i64>,
+    last: Option<usize>,
+    today: i64,
+) -> Window {
     let (start, end) = match from {
         None => (None, None),
         Some(DayFrom::Day(d)) => (Some(d), None),
@@ -257,337 +198,13 @@ fn window(from: Option<DayFrom>, to: Option<i64>, last: Option<usize>, today: i6
     }
 }
 
-// ---------------------------------------------------------------------------
-// Times: RFC 3339 out, YYYY-MM-DD in (the calendar is `dialects::time`)
-// ---------------------------------------------------------------------------
-
-fn today_utc() -> i64 {
+/// The current UTC day (days since 1970-01-01): `window`'s `today`.
+pub(super) fn today_utc() -> i64 {
     (crate::core::commit::unix_ms() / DAY_MS as u64) as i64
 }
 
-// ---------------------------------------------------------------------------
-// Rendering
-// ---------------------------------------------------------------------------
-
-#[derive(Serialize)]
-struct Person {
-    id: u64,
-    username: String,
-}
-
-#[derive(Serialize)]
-struct Chat {
-    id: u64,
-    participants: Vec<Person>,
-    created_at: String,
-    updated_at: String,
-}
-
-#[derive(Serialize)]
-struct Msg<'a> {
-    id: u64,
-    chat: u64,
-    sender: Person,
-    text: &'a str,
-    timestamp: String,
-    is_read: bool,
-}
-
-impl<'m> Msg<'m> {
-    fn new(m: &'m Message, sender: Person, participants: &[(UserId, Participant)]) -> Msg<'m> {
-        Msg {
-            id: m.id.0,
-            chat: m.room.0,
-            sender,
-            text: &m.text,
-            timestamp: rfc3339(m.at_ms),
-            is_read: m.read_by_other(participants),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Joined {
-    chat: u64,
-    user: Person,
-    /// Present only when the join gave one (the seed: "if specified").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_read_message: Option<u64>,
-}
-
-/// `{"type","data"}`, in the seed's key order.
-fn frame<T: Serialize + ?Sized>(kind: &str, data: &T) -> String {
-    #[derive(Serialize)]
-    struct Frame<'a, T: ?Sized> {
-        r#type: &'a str,
-        data: &'a T,
-    }
-    serde_json::to_string(&Frame { r#type: kind, data }).expect("serializing a reply")
-}
-
-/// This dialect's error codes: API.md §1's, chosen here so that the wire
-/// contract does not move if the core's kinds do.
-fn code(kind: Kind) -> &'static str {
-    match kind {
-        Kind::BadRequest => "BAD_REQUEST",
-        Kind::InvalidCredentials | Kind::Unauthenticated => "UNAUTHENTICATED",
-        Kind::Forbidden => "FORBIDDEN",
-        Kind::NotFound => "NOT_FOUND",
-        Kind::Conflict => "CONFLICT",
-        Kind::TooLarge => "TOO_LARGE",
-        Kind::RateLimited => "RATE_LIMITED",
-        Kind::Unavailable => "UNAVAILABLE",
-        Kind::Internal => "INTERNAL",
-    }
-}
-
-/// `{"type":"error","data":{"code","message","request_type"}}`;
-/// `request_type` is null when the frame named no type.
-fn error_frame(request_type: Option<&str>, e: &Error) -> String {
-    #[derive(Serialize)]
-    struct ErrorData<'a> {
-        code: &'static str,
-        message: &'a str,
-        request_type: Option<&'a str>,
-    }
-    let data = ErrorData {
-        code: code(e.kind),
-        message: &e.message,
-        request_type,
-    };
-    frame("error", &data)
-}
-
-/// Usernames by id, looked up once per request.
-struct Names<'a> {
-    core: &'a Core,
-    known: HashMap<UserId, String>,
-}
-
-impl<'a> Names<'a> {
-    fn new(core: &'a Core) -> Self {
-        Names {
-            core,
-            known: HashMap::new(),
-        }
-    }
-
-    fn person(&mut self, id: UserId) -> Person {
-        let core = self.core;
-        let username = self
-            .known
-            .entry(id)
-            .or_insert_with(|| match core.user(id) {
-                Ok(Some(u)) => u.username,
-                Ok(None) => String::new(),
-                Err(e) => {
-                    tracing::warn!(error = %e, user = id.0, "username lookup failed");
-                    String::new()
-                }
-            })
-            .clone();
-        Person { id: id.0, username }
-    }
-
-    fn chat(&mut self, info: &RoomInfo) -> Chat {
-        Chat {
-            id: info.room.id.0,
-            participants: info
-                .participants
-                .iter()
-                .map(|(u, _)| self.person(*u))
-                .collect(),
-            created_at: rfc3339(info.room.created_ms),
-            updated_at: rfc3339(info.updated_ms),
-        }
-    }
-
-    fn message<'m>(&mut self, m: &'m Message, participants: &[(UserId, Participant)]) -> Msg<'m> {
-        Msg::new(m, self.person(m.sender), participants)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The session
-// ---------------------------------------------------------------------------
-
-struct Session {
-    core: Arc<Core>,
-    caller: Caller,
-    /// Joins this connection made whose hub event has not come back yet:
-    /// the joiner already got `chatJoined` as the reply, so the echo of its
-    /// own join is skipped here (its other connections still show it).
-    own_joins: HashMap<RoomId, u32>,
-    span_has_user: bool,
-}
-
-impl Session {
-    fn note_user(&mut self) {
-        if !self.span_has_user {
-            tracing::Span::current().record("user", self.caller.user.id.0);
-            self.span_has_user = true;
-        }
-    }
-
-    /// Runs one request; `None` when the answer comes as a hub event
-    /// (`newMessage`: every participant's connections, this one included,
-    /// get `messageCreated`).
-    async fn handle(&mut self, req: Request) -> Result<Option<String>> {
-        let user = &self.caller.user;
-        match req {
-            Request::GetChats => {
-                let (core, user) = (self.core.clone(), user.clone());
-                let chats = blocking(move || {
-                    let mut names = Names::new(&core);
-                    let mut chats = Vec::new();
-                    for room in core.rooms_of(&user)? {
-                        chats.push(names.chat(&core.room_info(&user, room)?));
-                    }
-                    Ok::<_, Error>(chats)
-                })
-                .await?;
-                Ok(Some(frame("chatsList", &chats)))
-            }
-            Request::CreateEmptyChat => {
-                let info = self.core.create_open_room(user).await?;
-                let chat = Names::new(&self.core).chat(&info);
-                Ok(Some(frame("emptyChatCreated", &chat)))
-            }
-            Request::JoinChat { chat, last_read } => {
-                self.core.join(user, chat, last_read).await?;
-                *self.own_joins.entry(chat).or_default() += 1;
-                let joined = Joined {
-                    chat: chat.0,
-                    user: Names::new(&self.core).person(user.id),
-                    last_read_message: last_read.map(|m| m.0),
-                };
-                Ok(Some(frame("chatJoined", &joined)))
-            }
-            Request::GetChatDetails { chat } => {
-                let info = self.core.visible_room_info(user, chat)?;
-                let chat = Names::new(&self.core).chat(&info);
-                Ok(Some(frame("chatDetails", &chat)))
-            }
-            Request::NewMessage {
-                chat,
-                text,
-                is_read,
-            } => {
-                let how = PostAs {
-                    is_read,
-                    on_behalf_of: None,
-                };
-                self.core.post(user, chat, text, how).await?;
-                Ok(None)
-            }
-            Request::GetChatMessages {
-                chat,
-                from,
-                to,
-                last,
-            } => {
-                let w = window(from, to, last, today_utc());
-                let (core, user) = (self.core.clone(), user.clone());
-                let read = blocking(move || {
-                    let history = core.room_history(&user, chat, w)?;
-                    let participants = core.room_info(&user, chat)?.participants;
-                    let mut names = Names::new(&core);
-                    Ok::<_, Error>(history.map(|history| {
-                        let list: Vec<Msg> = history
-                            .iter()
-                            .map(|m| names.message(m, &participants))
-                            .collect();
-                        Some(frame("chatMessages", &list))
-                    }))
-                })
-                .await?;
-                self.core.show(read).await
-            }
-        }
-    }
-}
-
-impl Dialect for Session {
-    const SLOT: usize = super::slot::TYPED;
-
-    async fn on_text(&mut self, text: &str) -> Vec<Out> {
-        self.note_user();
-        let (request_type, req) = match parse(text) {
-            Ok(req) => (request_name(&req), req),
-            Err(r) => {
-                tracing::debug!(error = %r.error, "refused a frame");
-                return vec![Out::Text(error_frame(r.request_type.as_deref(), &r.error))];
-            }
-        };
-        match self.handle(req).await {
-            Ok(Some(reply)) => vec![Out::Text(reply)],
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                tracing::debug!(error = %e, request_type, "request refused");
-                vec![Out::Text(error_frame(Some(request_type), &e))]
-            }
-        }
-    }
-
-    fn on_binary(&mut self, _data: &[u8]) -> Vec<Out> {
-        let e = Error::bad_request("binary frames are not understood; send JSON text");
-        vec![Out::Text(error_frame(None, &e))]
-    }
-
-    /// The echo of a join this connection made is skipped: it got
-    /// `chatJoined` as the reply (its other connections still show it).
-    fn shows(&mut self, ev: &Event) -> bool {
-        self.note_user();
-        let EventKind::Joined { user, .. } = &ev.kind else {
-            return true;
-        };
-        if *user != self.caller.user.id {
-            return true;
-        }
-        let Some(n) = self.own_joins.get_mut(&ev.room) else {
-            return true;
-        };
-        *n -= 1;
-        if *n == 0 {
-            self.own_joins.remove(&ev.room);
-        }
-        false
-    }
-
-    fn render(ev: &Event) -> Option<String> {
-        match &ev.kind {
-            // A new message has no reader past it yet: its flag is as sent.
-            EventKind::Message {
-                msg, sender_name, ..
-            } => {
-                let sender = Person {
-                    id: msg.sender.0,
-                    username: sender_name.clone(),
-                };
-                Some(frame("messageCreated", &Msg::new(msg, sender, &[])))
-            }
-            EventKind::Joined {
-                user,
-                username,
-                last_read,
-            } => {
-                let joined = Joined {
-                    chat: ev.room.0,
-                    user: Person {
-                        id: user.0,
-                        username: username.clone(),
-                    },
-                    last_read_message: last_read.map(|m| m.0),
-                };
-                Some(frame("chatJoined", &joined))
-            }
-            // The seed has no read notification.
-            EventKind::Read { .. } => None,
-        }
-    }
-}
-
-fn request_name(req: &Request) -> &'static str {
+/// The `type` that asked for `req`.
+pub(super) fn request_name(req: &Request) -> &'static str {
     match req {
         Request::GetChats => "getChats",
         Request::CreateEmptyChat => "createEmptyChat",
@@ -710,16 +327,6 @@ mod tests {
             Some("getChats")
         );
     }
-
-    #[test]
-    fn query_token_is_found_and_percent_decoded() {
-        assert_eq!(query_token(Some("token=abc")), Some("abc".into()));
-        assert_eq!(query_token(Some("x=1&token=a%2Db")), Some("a-b".into()));
-        assert_eq!(query_token(Some("token=")), None);
-        assert_eq!(query_token(Some("tokens=abc")), None);
-        assert_eq!(query_token(Some("token=%zz")), None);
-        assert_eq!(query_token(None), None);
-    }
 }
 
 #[cfg(test)]
@@ -831,28 +438,6 @@ mod props {
             prop_assert!(w.from_ms.is_some() && w.until_ms.is_some());
         }
 
-        #[test]
-        fn query_tokens_percent_decode_what_was_encoded(token in "\\PC{1,40}") {
-            let encoded: String = token.bytes().map(|b| format!("%{b:02X}")).collect();
-            prop_assert_eq!(query_token(Some(&format!("a=1&token={encoded}"))), Some(token));
-        }
-
-        #[test]
-        fn a_percent_without_two_hex_digits_is_refused(
-            bad in "%([^0-9A-Fa-f].|.[^0-9A-Fa-f]|.?)",
-            tail in "[g-z]{0,3}",
-        ) {
-            prop_assert_eq!(http::percent_decode(&format!("{bad}{tail}"), false), None);
-        }
-    }
-
-    /// Found by `a_percent_without_two_hex_digits_is_refused`:
-    /// `u8::from_str_radix` takes a leading `+`, so `?token=%+a` was read
-    /// as a newline instead of being refused.
-    #[test]
-    fn percent_sign_escape_bug_plus_is_not_a_hex_digit() {
-        assert_eq!(query_token(Some("token=%+a")), None);
-        assert_eq!(query_token(Some("token=a%0a")), Some("a\n".into()));
     }
 
     #[test]
