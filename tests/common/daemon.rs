@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::http::{get, login, post_json, post_raw, Resp};
+use super::http::{get, get_as, login, post_json, post_raw, Resp};
 use super::ws::Ws;
 
 /// Path of the binary under test.
@@ -345,6 +345,11 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> Resp {
         get(&self.addr(), path).await
+    }
+
+    /// GET with `Authorization: Bearer TOKEN`.
+    pub async fn get_as(&self, path: &str, token: &str) -> Resp {
+        get_as(&self.addr(), path, token).await
     }
 
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {

@@ -147,6 +147,12 @@ pub async fn get(addr: &str, path: &str) -> Resp {
     http(addr, "GET", path, &[], Bytes::new()).await
 }
 
+/// GET with `Authorization: Bearer TOKEN`.
+pub async fn get_as(addr: &str, path: &str, token: &str) -> Resp {
+    let auth = format!("Bearer {token}");
+    http(addr, "GET", path, &[("authorization", &auth)], Bytes::new()).await
+}
+
 /// POST with a raw body, `Content-Type: application/json` and, if given,
 /// `Authorization: Bearer TOKEN`.
 pub async fn post_raw(addr: &str, path: &str, token: Option<&str>, body: impl Into<Bytes>) -> Resp {

@@ -9,17 +9,20 @@
 //! * `rooms`: the rooms dialect's HTTP calls and message checks;
 //!   `metrics`: reading `/metrics`.
 //! * `load`: [`Pacer`] and bulk sending; `crash`: the crash harnesses' load.
-//! * `world`: [`World`], a small populated daemon.
+//! * `world`: [`World`], a small populated daemon; `clinic`: [`Clinic`], the
+//!   patient-care one, and `patient`: the patient dialect from a client's side.
 //!
 //! Every wait in here is bounded by a timeout, so a hung daemon fails a test
 //! instead of hanging CI. The tests only ever talk to 127.0.0.1.
 #![allow(dead_code)]
 
+mod clinic;
 mod crash;
 mod daemon;
 mod http;
 mod load;
 mod metrics;
+mod patient;
 mod raw;
 mod rooms;
 mod world;
@@ -28,5 +31,6 @@ mod ws;
 // Each test file uses only some of these.
 #[allow(unused_imports)]
 pub use self::{
-    crash::*, daemon::*, http::*, load::*, metrics::*, raw::*, rooms::*, world::*, ws::*,
+    clinic::*, crash::*, daemon::*, http::*, load::*, metrics::*, patient::*, raw::*, rooms::*,
+    world::*, ws::*,
 };
