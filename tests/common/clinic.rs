@@ -17,8 +17,8 @@ pub const INSTANCE: &str = "sb-demo";
 /// of messages as one user.
 const RAISED_RATES: [&str; 4] = ["--msg-burst", "100000", "--msg-rate", "100000"];
 
-/// A clinic ([`TENANT`]/[`INSTANCE`]: patients `pat` and `pat2`, staff
-/// `nurse` "Nurse Joy" and `doc` "Dr Doe") and another workspace
+/// A clinic ([`TENANT`]/[`INSTANCE`]: patients `pat` "Pat Kim" and `pat2`,
+/// staff `nurse` "Nurse Joy" and `doc` "Dr. Dana Ortiz") and another workspace
 /// (`acme/north`: staff `mallory` "Mallory", patient `epat`), plus the
 /// default workspace's `admin`. Passwords are `pw-NAME-secret`.
 pub struct Clinic {
@@ -57,10 +57,10 @@ impl Clinic {
         let acme = ("acme", "north");
         let add = |name, role, ws, display| add_user(&addr, &admin.token, name, role, ws, display);
         Clinic {
-            pat: add("pat", "patient", clinic, Some("Pat Patient")).await,
+            pat: add("pat", "patient", clinic, Some("Pat Kim")).await,
             pat2: add("pat2", "patient", clinic, Some("Second Patient")).await,
             nurse: add("nurse", "staff", clinic, Some("Nurse Joy")).await,
-            doc: add("doc", "staff", clinic, Some("Dr Doe")).await,
+            doc: add("doc", "staff", clinic, Some("Dr. Dana Ortiz")).await,
             mallory: add("mallory", "staff", acme, Some("Mallory")).await,
             epat: add("epat", "patient", acme, Some("Acme Patient")).await,
             admin,
