@@ -167,26 +167,6 @@ async fn badge(b: &Browser, room: &str) -> Value {
     .await
 }
 
-/// What `GET /chat/rooms` says about `room` for the owner of `token`.
-async fn overview_room(addr: &str, token: &str, room: &str) -> Value {
-    let r = common::http(
-        addr,
-        "GET",
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-        bytes::Bytes::new(),
-    )
-    .await;
-    let v = r.expect(200);
-    v["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == json!(room))
-        .cloned()
-        .unwrap_or_else(|| panic!("room {room} not in {v}"))
-}
-
 async fn visible(b: &Browser, css: &str) -> bool {
     b.js(
         "const e = document.querySelector(arguments[0]); \
@@ -266,7 +246,8 @@ async fn two_users_exchange_messages_live_and_the_read_marker_moves() {
     let addr = c.srv.addr();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let r = overview_room(&addr, &c.doc.token, &dm).await;
+        let o = common::overview(&addr, &c.doc.token).await;
+        let r = common::overview_room(&o, &dm);
         if r["last_read"] == json!(seen[0].0) && r["unread"] == json!(0) {
             break;
         }
@@ -633,15 +614,9 @@ async fn sign_out_clears_the_session_and_a_revoked_token_returns_to_sign_in() {
         .as_str()
         .expect("a token in sessionStorage")
         .to_string();
-    common::http(
-        &addr,
-        "GET",
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-        bytes::Bytes::new(),
-    )
-    .await
-    .expect(200);
+    common::get_as(&addr, "/chat/rooms", &token)
+        .await
+        .expect(200);
 
     nurse.click("#signout").await;
     nurse
@@ -670,15 +645,9 @@ async fn sign_out_clears_the_session_and_a_revoked_token_returns_to_sign_in() {
         "nothing of the session stays on screen"
     );
     // The token was revoked on the server, not just forgotten.
-    common::http(
-        &addr,
-        "GET",
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-        bytes::Bytes::new(),
-    )
-    .await
-    .expect_error(401, "UNAUTHENTICATED");
+    common::get_as(&addr, "/chat/rooms", &token)
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
     // A reload does not sign in again.
     nurse.goto(&format!("{base}/")).await;
     nurse

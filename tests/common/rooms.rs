@@ -1,11 +1,11 @@
 //! The rooms dialect over HTTP (`/chat/create_dm`, `/admin/rooms`,
-//! `/chat/retrieve`) and the checks of its message objects.
+//! `/chat/rooms`, `/chat/retrieve`) and the checks of its message objects.
 
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use super::http::post_json;
+use super::http::{get_as, post_json};
 
 /// POST /chat/create_dm; asserts 200 and returns the room id.
 pub async fn create_dm(addr: &str, token: &str, other: &str) -> String {
@@ -45,6 +45,22 @@ pub async fn admin_room(
     room.parse::<u64>()
         .unwrap_or_else(|_| panic!("room_id not decimal: {v}"));
     room.to_string()
+}
+
+/// `GET /chat/rooms` as the owner of `token` (the web client's room
+/// overview); asserts 200.
+pub async fn overview(addr: &str, token: &str) -> Value {
+    get_as(addr, "/chat/rooms", token).await.expect(200)
+}
+
+/// `room`'s entry in an [`overview`].
+pub fn overview_room<'a>(o: &'a Value, room: &str) -> &'a Value {
+    o["rooms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rooms in {o}"))
+        .iter()
+        .find(|r| r["id"] == json!(room))
+        .unwrap_or_else(|| panic!("room {room} not in {o}"))
 }
 
 /// POST /chat/retrieve; asserts 200 and returns `messages` (each checked
