@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 // ---------------------------------------------------------------------------
 // Sending
@@ -257,13 +255,7 @@ async fn archive_hides_messages_from_history_and_search_until_include_archived()
     )
     .await;
     let t = p1.next.unwrap();
-    let p2 = page(
-        &addr,
-        &c.pat,
-        &format!("{base}?pageToken={}", enc(&t)),
-        false,
-    )
-    .await;
+    let p2 = page_at(&addr, &c.pat, &base, &t, false).await;
     assert_eq!(ids(&p2), [eid(&b)]);
     let p2b = page(
         &addr,
@@ -286,13 +278,7 @@ async fn archive_hides_messages_from_history_and_search_until_include_archived()
     .expect_error(400, "BAD_REQUEST");
     // And without: the page after the newest skips it.
     let q1 = page(&addr, &c.pat, &format!("{base}?pageSize=1"), false).await;
-    let q2 = page(
-        &addr,
-        &c.pat,
-        &format!("{base}?pageToken={}", enc(&q1.next.unwrap())),
-        false,
-    )
-    .await;
+    let q2 = page_at(&addr, &c.pat, &base, &q1.next.unwrap(), false).await;
     assert_eq!(ids(&q2), [eid(&a)]);
     assert!(q2.next.is_none());
     // Search leaves archived messages out.
@@ -344,25 +330,12 @@ async fn care_team_on_chat_connect_sees_inbound_live_and_answers_the_patient() {
     let c = Clinic::new().await;
     let addr = c.addr();
     let room = room_of_patient_chat(&c).await;
-    let info = post_json(
-        &addr,
-        "/chat/room_info",
-        Some(&c.nurse.token),
-        &json!({"room_id": room}),
-    )
-    .await
-    .expect(200);
-    let occupants: HashSet<&str> = info["occupants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let occupants = occupants(&room_info(&addr, &c.nurse.token, &room).await);
     assert!(
-        occupants.contains(c.pat.id.as_str()) && occupants.contains(c.nurse.id.as_str()),
-        "{info}"
+        occupants.contains(&c.pat.id) && occupants.contains(&c.nurse.id),
+        "{occupants:?}"
     );
-    assert!(!occupants.contains(c.pat2.id.as_str()));
+    assert!(!occupants.contains(&c.pat2.id));
     let mut ws = c.srv.ws(&c.nurse.token).await;
     let mut pat_ws = c.srv.ws(&c.pat.token).await;
     let m = send(&addr, &c.pat, &c.pat, "inbound", "I feel better").await;

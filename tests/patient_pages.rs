@@ -42,13 +42,7 @@ async fn history_default_page_is_20_and_an_empty_chat_has_no_tokens() {
     );
     assert!(first.prev.is_none(), "the first page has no prevPageToken");
     let t = first.next.clone().expect("a nextPageToken");
-    let second = page(
-        &addr,
-        &c.nurse,
-        &format!("{base}?pageToken={}", enc(&t)),
-        false,
-    )
-    .await;
+    let second = page_at(&addr, &c.nurse, &base, &t, false).await;
     assert_eq!(second.page_size, 20, "the token carries the page size");
     assert_eq!(
         ids(&second),
@@ -56,13 +50,7 @@ async fn history_default_page_is_20_and_an_empty_chat_has_no_tokens() {
     );
     assert!(second.next.is_none(), "the last page has no nextPageToken");
     // The token works for anyone allowed in the chat: the patient too.
-    let again = page(
-        &addr,
-        &c.pat,
-        &format!("{base}?pageToken={}", enc(&t)),
-        false,
-    )
-    .await;
+    let again = page_at(&addr, &c.pat, &base, &t, false).await;
     assert_eq!(ids(&again), ids(&second));
     // A token is opaque URL-safe base64.
     assert!(
@@ -251,13 +239,7 @@ async fn forged_altered_and_cross_patient_tokens_are_invalid_page_token() {
         .expect_error(400, "INVALID_PAGE_TOKEN");
     }
     // The right token still works, for the patient too.
-    page(
-        &addr,
-        &c.pat,
-        &format!("{mine}?pageToken={}", enc(&good)),
-        false,
-    )
-    .await;
+    page_at(&addr, &c.pat, &mine, &good, false).await;
     // A patient with the other chat's token on the other chat's URL: no
     // access, so 404 before any token is read.
     get_as(
@@ -279,22 +261,10 @@ async fn page_tokens_survive_a_restart() {
     let base = chat_path(&c.pat, "");
     let first = page(&addr, &c.pat, &format!("{base}?pageSize=1"), false).await;
     let t = first.next.unwrap();
-    let before = page(
-        &addr,
-        &c.pat,
-        &format!("{base}?pageToken={}", enc(&t)),
-        false,
-    )
-    .await;
+    let before = page_at(&addr, &c.pat, &base, &t, false).await;
     c.srv.kill9();
     c.srv.start();
     let addr = c.addr();
-    let after = page(
-        &addr,
-        &c.pat,
-        &format!("{base}?pageToken={}", enc(&t)),
-        false,
-    )
-    .await;
+    let after = page_at(&addr, &c.pat, &base, &t, false).await;
     assert_eq!(after.content, before.content);
 }

@@ -99,13 +99,7 @@ async fn search_pages_walk_both_ways_and_a_token_carries_its_query() {
     assert_eq!(first.page_size, 4);
     let t = first.next.clone().unwrap();
     // With the token the query may be left out, or repeated (any case).
-    let a = page(
-        &addr,
-        &c.nurse,
-        &format!("{endpoint}?pageToken={}", enc(&t)),
-        true,
-    )
-    .await;
+    let a = page_at(&addr, &c.nurse, &endpoint, &t, true).await;
     let b = page(
         &addr,
         &c.nurse,
@@ -154,29 +148,17 @@ async fn find_from_a_hit_opens_the_page_around_it_hit_included() {
     let find = chat_path(&c.pat, "/find");
     // Older: the hit, then the four before it.
     let t = hit["nextPageToken"].as_str().unwrap();
-    let older = page(&addr, &c.pat, &format!("{find}?pageToken={}", enc(t)), true).await;
+    let older = page_at(&addr, &c.pat, &find, t, true).await;
     assert_eq!(older.page_size, 5);
     assert_eq!(ids(&older), [all[15], all[14], all[13], all[12], all[11]]);
     // Newer: the four after it, then the hit (still newest first).
     let t = hit["prevPageToken"].as_str().unwrap();
-    let newer = page(&addr, &c.pat, &format!("{find}?pageToken={}", enc(t)), true).await;
+    let newer = page_at(&addr, &c.pat, &find, t, true).await;
     assert_eq!(ids(&newer), [all[19], all[18], all[17], all[16], all[15]]);
     // The find pages lead on, with find tokens, without repeating.
-    let on = page(
-        &addr,
-        &c.pat,
-        &format!("{find}?pageToken={}", enc(older.next.as_ref().unwrap())),
-        true,
-    )
-    .await;
+    let on = page_at(&addr, &c.pat, &find, older.next.as_ref().unwrap(), true).await;
     assert_eq!(ids(&on), [all[10], all[9], all[8], all[7], all[6]]);
-    let back = page(
-        &addr,
-        &c.pat,
-        &format!("{find}?pageToken={}", enc(older.prev.as_ref().unwrap())),
-        true,
-    )
-    .await;
+    let back = page_at(&addr, &c.pat, &find, older.prev.as_ref().unwrap(), true).await;
     assert_eq!(ids(&back), [all[20], all[19], all[18], all[17], all[16]]);
     let (down, _) = walk_down(&addr, &c.pat, &find, older, true).await;
     assert_eq!(down, all[..16].iter().rev().copied().collect::<Vec<_>>());
@@ -184,13 +166,7 @@ async fn find_from_a_hit_opens_the_page_around_it_hit_included() {
     assert_eq!(up, all[15..]);
     // Each item of a find page opens its own surroundings too.
     let item = &on.content[2]["meta"]["nextPageToken"];
-    let around = page(
-        &addr,
-        &c.pat,
-        &format!("{find}?pageToken={}", enc(item.as_str().unwrap())),
-        true,
-    )
-    .await;
+    let around = page_at(&addr, &c.pat, &find, item.as_str().unwrap(), true).await;
     assert_eq!(ids(&around)[0], all[8]);
     // Find tokens are for find (and history, API.md §5a: tests/welkin.rs),
     // not for search; search tokens are not for find.
@@ -336,13 +312,7 @@ async fn find_by_date_includes_a_message_at_that_exact_millisecond_both_ways() {
     .await;
     assert!(p.content.is_empty() && p.prev.is_none());
     // A find page's tokens lead on like history's.
-    let more = page(
-        &addr,
-        &c.pat,
-        &format!("{find}?pageToken={}", enc(before.next.as_ref().unwrap())),
-        true,
-    )
-    .await;
+    let more = page_at(&addr, &c.pat, &find, before.next.as_ref().unwrap(), true).await;
     assert_eq!(ids(&more), [id(1), id(0)]);
     assert!(more.next.is_none());
 }

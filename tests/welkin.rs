@@ -593,24 +593,12 @@ async fn an_api_client_token_is_staff_of_its_workspace_only_and_not_a_participan
     .expect(200);
     let pushed = ws.recv_message(WS_TIMEOUT).await;
     let room = pushed["room"].as_str().unwrap().to_owned();
-    let info = post_json(
-        &addr,
-        "/chat/room_info",
-        Some(&c.nurse.token),
-        &json!({"room_id": room}),
-    )
-    .await
-    .expect(200);
-    let mut occupants: Vec<String> = info["occupants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
-    occupants.sort();
     let mut want = vec![c.pat.id.clone(), c.nurse.id.clone(), c.doc.id.clone()];
     want.sort();
-    assert_eq!(occupants, want);
+    assert_eq!(
+        occupants(&room_info(&addr, &c.nurse.token, &room).await),
+        want
+    );
     post_json(
         &addr,
         "/chat/create_dm",

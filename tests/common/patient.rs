@@ -183,6 +183,13 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+/// The page at `token` of `endpoint` (a history, search or find URL), as
+/// [`page`] checks it.
+pub async fn page_at(addr: &str, who: &User, endpoint: &str, token: &str, hits: bool) -> Envelope {
+    let path = format!("{endpoint}?pageToken={}", enc(token));
+    page(addr, who, &path, hits).await
+}
+
 /// Follows `nextPageToken` (older) from `first` to the end; returns every
 /// page's ids, pages in visiting order, each newest first.
 pub async fn walk_down(
@@ -195,13 +202,7 @@ pub async fn walk_down(
     let mut seen = ids(&first);
     let mut cur = first;
     while let Some(t) = cur.next.clone() {
-        let next = page(
-            addr,
-            who,
-            &format!("{endpoint}?pageToken={}", enc(&t)),
-            hits,
-        )
-        .await;
+        let next = page_at(addr, who, &endpoint, &t, hits).await;
         assert!(
             next.prev.is_some(),
             "a page after the first has a prevPageToken"
@@ -225,13 +226,7 @@ pub async fn walk_up(
     let mut seen: Vec<u64> = ids(&from).into_iter().rev().collect();
     let mut cur = from;
     while let Some(t) = cur.prev.clone() {
-        let next = page(
-            addr,
-            who,
-            &format!("{endpoint}?pageToken={}", enc(&t)),
-            hits,
-        )
-        .await;
+        let next = page_at(addr, who, &endpoint, &t, hits).await;
         assert!(next.content.len() as u64 <= next.page_size);
         seen.extend(ids(&next).into_iter().rev());
         cur = next;

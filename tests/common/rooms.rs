@@ -1,5 +1,5 @@
 //! The rooms dialect over HTTP (`/chat/create_dm`, `/admin/rooms`,
-//! `/chat/rooms`, `/chat/retrieve`) and the checks of its message objects.
+//! `/chat/room_info`, `/chat/rooms`, `/chat/retrieve`) and the checks of its message objects.
 
 use std::collections::HashSet;
 
@@ -17,12 +17,7 @@ pub async fn create_dm(addr: &str, token: &str, other: &str) -> String {
     )
     .await
     .expect(200);
-    let room = v["room_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("room_id must be a string: {v}"));
-    room.parse::<u64>()
-        .unwrap_or_else(|_| panic!("room_id not decimal: {v}"));
-    room.to_string()
+    room_id_of(&v)
 }
 
 /// POST /admin/rooms; asserts 201 and returns the room id.
@@ -39,12 +34,45 @@ pub async fn admin_room(
     let v = post_json(addr, "/admin/rooms", Some(admin_token), &body)
         .await
         .expect(201);
+    room_id_of(&v)
+}
+
+/// The `room_id` of an answer: a decimal string.
+fn room_id_of(v: &Value) -> String {
     let room = v["room_id"]
         .as_str()
         .unwrap_or_else(|| panic!("room_id must be a string: {v}"));
     room.parse::<u64>()
         .unwrap_or_else(|_| panic!("room_id not decimal: {v}"));
     room.to_string()
+}
+
+/// POST /chat/room_info as the owner of `token`; asserts 200.
+pub async fn room_info(addr: &str, token: &str, room: &str) -> Value {
+    post_json(
+        addr,
+        "/chat/room_info",
+        Some(token),
+        &json!({"room_id": room}),
+    )
+    .await
+    .expect(200)
+}
+
+/// A room_info answer's occupants, sorted (each must be a string).
+pub fn occupants(v: &Value) -> Vec<String> {
+    let mut o: Vec<String> = v["occupants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("occupants must be an array: {v}"))
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .unwrap_or_else(|| panic!("occupant ids must be strings: {v}"))
+                .to_string()
+        })
+        .collect();
+    o.sort();
+    o
 }
 
 /// `GET /chat/rooms` as the owner of `token` (the web client's room
