@@ -38,12 +38,7 @@ pub struct Ws {
 impl Ws {
     /// Opens the WebSocket (no auth frame yet).
     pub async fn open(addr: &str) -> Ws {
-        let url = format!("ws://{addr}/chat/connect");
-        let (stream, _resp) = timeout(WS_TIMEOUT, tokio_tungstenite::connect_async(url.as_str()))
-            .await
-            .unwrap_or_else(|_| panic!("WebSocket handshake to {url} timed out"))
-            .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
-        Ws { stream }
+        Ws::open_path(addr, "/chat/connect").await
     }
 
     /// `/ws` (the typed dialect), authenticated on upgrade with
@@ -61,7 +56,7 @@ impl Ws {
     }
 
     /// `ws://ADDR{path}` with no authentication yet (the actions dialect's
-    /// paths: `/actions`, `/dev`, …).
+    /// paths: `/actions`, `/dev`, …; the conformance echo).
     pub async fn open_path(addr: &str, path: &str) -> Ws {
         let url = format!("ws://{addr}{path}");
         let (stream, _) = timeout(WS_TIMEOUT, tokio_tungstenite::connect_async(url.as_str()))
