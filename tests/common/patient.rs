@@ -202,7 +202,7 @@ pub async fn walk_down(
     let mut seen = ids(&first);
     let mut cur = first;
     while let Some(t) = cur.next.clone() {
-        let next = page_at(addr, who, &endpoint, &t, hits).await;
+        let next = page_at(addr, who, endpoint, &t, hits).await;
         assert!(
             next.prev.is_some(),
             "a page after the first has a prevPageToken"
@@ -226,7 +226,7 @@ pub async fn walk_up(
     let mut seen: Vec<u64> = ids(&from).into_iter().rev().collect();
     let mut cur = from;
     while let Some(t) = cur.prev.clone() {
-        let next = page_at(addr, who, &endpoint, &t, hits).await;
+        let next = page_at(addr, who, endpoint, &t, hits).await;
         assert!(next.content.len() as u64 <= next.page_size);
         seen.extend(ids(&next).into_iter().rev());
         cur = next;
