@@ -7,32 +7,15 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const T: std::time::Duration = WS_TIMEOUT;
 
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-async fn get_as(addr: &str, token: &str, path: &str) -> Resp {
-    let auth = bearer(token);
-    http(
-        addr,
-        "GET",
-        path,
-        &[("authorization", auth.as_str())],
-        Bytes::new(),
-    )
-    .await
-}
-
 /// One page of `GET /admin/audit?QUERY` as the admin.
 async fn page(w: &World, query: &str) -> Value {
-    get_as(&w.addr(), &w.admin.token, &format!("/admin/audit?{query}"))
+    get_as(&w.addr(), &format!("/admin/audit?{query}"), &w.admin.token)
         .await
         .expect(200)
 }
@@ -148,7 +131,7 @@ async fn every_dialects_read_of_a_patient_chat_leaves_a_chat_read_with_its_count
 
     // Patient history: a page of two, by staff and by the patient.
     let path = format!("{}?pageSize=2", patient_path(&w, &w.alice));
-    let v = get_as(&addr, &w.bob.token, &path).await.expect(200);
+    let v = get_as(&addr, &path, &w.bob.token).await.expect(200);
     assert_eq!(v["content"].as_array().unwrap().len(), 2);
     assert_read(
         &last_of(&w, "chat.read").await,
@@ -157,7 +140,7 @@ async fn every_dialects_read_of_a_patient_chat_leaves_a_chat_read_with_its_count
         &room,
         2,
     );
-    get_as(&addr, &w.alice.token, &patient_path(&w, &w.alice))
+    get_as(&addr, &patient_path(&w, &w.alice), &w.alice.token)
         .await
         .expect(200);
     assert_read(
@@ -170,7 +153,7 @@ async fn every_dialects_read_of_a_patient_chat_leaves_a_chat_read_with_its_count
 
     // Search (two hits) and find (by date, everything before now).
     let path = format!("{}/search?query=knee", patient_path(&w, &w.alice));
-    let v = get_as(&addr, &w.bob.token, &path).await.expect(200);
+    let v = get_as(&addr, &path, &w.bob.token).await.expect(200);
     assert_eq!(v["content"].as_array().unwrap().len(), 2);
     assert_read(
         &last_of(&w, "chat.read").await,
@@ -183,7 +166,7 @@ async fn every_dialects_read_of_a_patient_chat_leaves_a_chat_read_with_its_count
         "{}/find?date=2100-01-01T00:00:00Z&pageSize=1",
         patient_path(&w, &w.alice)
     );
-    get_as(&addr, &w.bob.token, &path).await.expect(200);
+    get_as(&addr, &path, &w.bob.token).await.expect(200);
     assert_read(
         &last_of(&w, "chat.read").await,
         &w.bob.id,
@@ -302,7 +285,7 @@ async fn sign_ins_sign_outs_posts_and_changes_leave_their_records() {
     assert_eq!(post["actor"], w.bob.id.as_str());
     assert_eq!(post["patient"], w.alice.id.as_str());
     assert_eq!(post["detail"]["sender"], w.alice.id.as_str());
-    let v = get_as(&addr, &w.bob.token, &patient_path(&w, &w.alice))
+    let v = get_as(&addr, &patient_path(&w, &w.alice), &w.bob.token)
         .await
         .expect(200);
     let ext = v["content"][0]["externalId"].as_str().unwrap().to_owned();
@@ -358,7 +341,7 @@ async fn sign_ins_sign_outs_posts_and_changes_leave_their_records() {
     assert_eq!(last_of(&w, "auth.fail").await["actor"], "client:ehr");
     // (The chat's one message is archived: shown only when asked for.)
     let path = format!("{}?includeArchived=true", patient_path(&w, &w.alice));
-    get_as(&addr, &client_token, &path).await.expect(200);
+    get_as(&addr, &path, &client_token).await.expect(200);
     assert_eq!(last_of(&w, "chat.read").await["actor"], "client:ehr");
     let body = json!({"tenant": "default", "instance": "default", "name": "ehr", "rotate": true});
     post_json(&addr, "/admin/api_clients", Some(&w.admin.token), &body)
@@ -422,10 +405,10 @@ async fn admin_audit_pages_filter_and_refuse_everyone_else() {
     assert!(records(&w, "since=2100-01-01T00:00:00Z").await.is_empty());
 
     // Not the operator: 403; no token: 401; bad parameters: 400.
-    get_as(&addr, &w.bob.token, "/admin/audit")
+    get_as(&addr, "/admin/audit", &w.bob.token)
         .await
         .expect_error(403, "FORBIDDEN");
-    get_as(&addr, &w.eve.token, "/admin/audit")
+    get_as(&addr, "/admin/audit", &w.eve.token)
         .await
         .expect_error(403, "FORBIDDEN");
     get(&addr, "/admin/audit")
@@ -441,7 +424,7 @@ async fn admin_audit_pages_filter_and_refuse_everyone_else() {
         "tenant=a&tenant=b",
         "tennant=default",
     ] {
-        get_as(&addr, &w.admin.token, &format!("/admin/audit?{bad}"))
+        get_as(&addr, &format!("/admin/audit?{bad}"), &w.admin.token)
             .await
             .expect_error(400, "BAD_REQUEST");
     }
@@ -501,7 +484,7 @@ fn verify(srv: &Server) -> (bool, String) {
 async fn export_matches_the_api_and_verify_names_a_flipped_byte_by_seq() {
     let mut w = World::new().await;
     alices_chat(&w).await;
-    get_as(&w.addr(), &w.bob.token, &patient_path(&w, &w.alice))
+    get_as(&w.addr(), &patient_path(&w, &w.alice), &w.bob.token)
         .await
         .expect(200);
     let api = records(&w, "").await;
@@ -568,7 +551,7 @@ async fn the_trail_goes_on_without_gaps_after_kill_9_and_through_backup_and_rest
     w.srv.start();
     let (token, _) = w.srv.login("bob", &w.bob.password).await;
     w.admin.token = w.srv.login("admin", &w.admin.password).await.0;
-    get_as(&w.addr(), &token, &patient_path(&w, &w.alice))
+    get_as(&w.addr(), &patient_path(&w, &w.alice), &token)
         .await
         .expect(200);
     let after = records(&w, "").await;

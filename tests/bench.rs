@@ -15,6 +15,9 @@ use serde_json::Value;
 /// A whole bench run may take this long (it bounds itself far below).
 const RUN_TIMEOUT: Duration = Duration::from_secs(45);
 const ADMIN_PW: &str = "bench-admin-secret";
+/// The fleet of the fanout-driven runs: ten users in rooms of five, 100
+/// messages a second in all.
+const SMALL_FLEET: [&str; 6] = ["--clients", "10", "--room-size", "5", "--rate", "100"];
 
 fn server() -> Server {
     let mut s = Server::new();
@@ -76,18 +79,10 @@ fn fanout_and_the_baseline_deliver_everything_once() {
         &srv,
         "fanout",
         &[
-            "--clients",
-            "10",
-            "--room-size",
-            "5",
-            "--rate",
-            "100",
-            "--duration",
-            "1.5",
-            "--warmup",
-            "0.5",
-            "--compare-baseline",
-        ],
+            &SMALL_FLEET[..],
+            &["--duration", "1.5", "--warmup", "0.5", "--compare-baseline"],
+        ]
+        .concat(),
     );
     assert_eq!(v["mode"], "fanout");
     let runs = v["runs"].as_array().expect("runs");
@@ -158,23 +153,16 @@ fn login_bursts_during_fanout_lose_nothing_and_report_rss() {
         &srv,
         "login",
         &[
-            "--clients",
-            "10",
-            "--room-size",
-            "5",
-            "--rate",
-            "100",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-            "--logins",
-            "3",
-            "--login-bursts",
-            "2",
-            "--server-pid",
-            &srv.pid().to_string(),
-        ],
+            &SMALL_FLEET[..],
+            &["--duration", "2", "--warmup", "0.5", "--logins", "3"],
+            &[
+                "--login-bursts",
+                "2",
+                "--server-pid",
+                &srv.pid().to_string(),
+            ],
+        ]
+        .concat(),
     );
     assert_eq!(v["mode"], "login");
     assert_eq!(v["logins_ok"], 6, "{v}");

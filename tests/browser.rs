@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use common::{Pacer, Server, Ws};
+use common::{Clinic, Pacer, User, Ws};
 use webdriver::{Browser, Driver, ENTER, NULL_KEY, SHIFT};
 
 /// How long anything the user would wait for may take.
@@ -50,54 +50,14 @@ async fn start_driver(test: &str) -> Option<Driver> {
 }
 
 // ---------------------------------------------------------------------------
-// A small clinic
+// The clinic
 // ---------------------------------------------------------------------------
 
-struct Person {
-    name: String,
-    password: String,
-    id: String,
-    token: String,
-}
-
-struct Clinic {
-    srv: Server,
-    ann: Person,
-    bob: Person,
-    /// The DM of ann and bob.
-    dm: String,
-}
-
-fn add_user(srv: &Server, name: &str, role: &str, display: &str) -> (String, String) {
-    let password = format!("pw-{name}-secret");
-    let out = srv.try_user_add(name, role, &password, &["--display-name", display]);
-    assert!(
-        out.status.success(),
-        "user add {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (id, password)
-}
-
-async fn person(srv: &Server, name: &str, role: &str, display: &str) -> Person {
-    let (id, password) = add_user(srv, name, role, display);
-    let (token, _) = srv.login(name, &password).await;
-    Person {
-        name: name.into(),
-        password,
-        id,
-        token,
-    }
-}
-
-async fn clinic() -> Clinic {
-    let mut srv = Server::new();
-    srv.start();
-    let ann = person(&srv, "ann", "staff", "Ann Lee").await;
-    let bob = person(&srv, "bob", "staff", "Bob Stone").await;
-    let dm = common::create_dm(&srv.addr(), &ann.token, &bob.id).await;
-    Clinic { srv, ann, bob, dm }
+/// The clinic, and the DM of its two staff: `nurse` and `doc`.
+async fn clinic() -> (Clinic, String) {
+    let c = Clinic::new().await;
+    let dm = common::create_dm(&c.addr(), &c.nurse.token, &c.doc.id).await;
+    (c, dm)
 }
 
 /// Sends `texts` into `room` as the owner of `ws`, each acknowledged.
@@ -114,7 +74,7 @@ fn texts(prefix: &str, n: usize) -> Vec<String> {
 // Driving the client
 // ---------------------------------------------------------------------------
 
-async fn sign_in(b: &Browser, base: &str, p: &Person) {
+async fn sign_in(b: &Browser, base: &str, p: &User) {
     b.goto(&format!("{base}/")).await;
     b.wait_for(
         "the sign-in form",
@@ -207,26 +167,6 @@ async fn badge(b: &Browser, room: &str) -> Value {
     .await
 }
 
-/// What `GET /chat/rooms` says about `room` for the owner of `token`.
-async fn overview_room(addr: &str, token: &str, room: &str) -> Value {
-    let r = common::http(
-        addr,
-        "GET",
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-        bytes::Bytes::new(),
-    )
-    .await;
-    let v = r.expect(200);
-    v["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == json!(room))
-        .cloned()
-        .unwrap_or_else(|| panic!("room {room} not in {v}"))
-}
-
 async fn visible(b: &Browser, css: &str) -> bool {
     b.js(
         "const e = document.querySelector(arguments[0]); \
@@ -247,96 +187,99 @@ async fn two_users_exchange_messages_live_and_the_read_marker_moves() {
     let Some(driver) = start_driver("two_users_exchange_messages_live").await else {
         return;
     };
-    let c = clinic().await;
+    let (c, dm) = clinic().await;
     let base = format!("http://{}", c.srv.addr());
-    let ann = driver.browser(1280, 800).await;
-    // bob is on a phone.
-    let bob = driver.browser(390, 844).await;
-    sign_in(&ann, &base, &c.ann).await;
-    sign_in(&bob, &base, &c.bob).await;
+    let nurse = driver.browser(1280, 800).await;
+    // doc is on a phone.
+    let doc = driver.browser(390, 844).await;
+    sign_in(&nurse, &base, &c.nurse).await;
+    sign_in(&doc, &base, &c.doc).await;
 
-    // ann starts the DM the way the README says: by bob's user number.
-    ann.click("#start summary").await;
-    ann.type_into("#dm-user", &c.bob.id).await;
-    ann.click("#dm-form button").await;
-    ann.wait_for(
+    // nurse starts the DM the way the README says: by doc's user number.
+    nurse.click("#start summary").await;
+    nurse.type_into("#dm-user", &c.doc.id).await;
+    nurse.click("#dm-form button").await;
+    nurse.wait_for(
         "the DM to open",
         WAIT,
-        "return document.getElementById('room-title').textContent === 'Bob Stone' && \
+        "return document.getElementById('room-title').textContent === 'Dr. Dana Ortiz' && \
                 document.querySelector('#rooms button[aria-current=\"true\"]').dataset.room === arguments[0]",
-        json!([c.dm]),
+        json!([dm]),
     )
     .await;
-    let hello = "Hello Bob, are you on shift today?".to_string();
-    ann.type_into("#text", &format!("{hello}{ENTER}")).await;
-    let mine = wait_shown(&ann, 1).await;
+    let hello = "Hello Doc, are you on shift today?".to_string();
+    nurse.type_into("#text", &format!("{hello}{ENTER}")).await;
+    let mine = wait_shown(&nurse, 1).await;
     assert_exactly(&mine, std::slice::from_ref(&hello));
     assert_eq!(
-        ann.js("return document.getElementById('text').value", json!([]))
+        nurse
+            .js("return document.getElementById('text').value", json!([]))
             .await,
         json!(""),
         "Enter sends and clears the box"
     );
 
-    // bob's list shows it as unread, live; on a phone only the list shows.
-    bob.wait_for(
+    // doc's list shows it as unread, live; on a phone only the list shows.
+    doc.wait_for(
         "an unread badge",
         WAIT,
         "const e = document.querySelector(`#rooms button[data-room=\"${arguments[0]}\"] .badge`); \
          return e && e.textContent === '1'",
-        json!([c.dm]),
+        json!([dm]),
     )
     .await;
-    assert!(visible(&bob, ".sidebar").await && !visible(&bob, "#room").await);
-    open_room(&bob, &c.dm).await;
-    assert!(visible(&bob, "#room").await && !visible(&bob, ".sidebar").await);
-    let seen = wait_shown(&bob, 1).await;
+    assert!(visible(&doc, ".sidebar").await && !visible(&doc, "#room").await);
+    open_room(&doc, &dm).await;
+    assert!(visible(&doc, "#room").await && !visible(&doc, ".sidebar").await);
+    let seen = wait_shown(&doc, 1).await;
     assert_exactly(&seen, std::slice::from_ref(&hello));
     assert_eq!(
-        bob.js(
+        doc.js(
             "return document.querySelector('#messages li .who').textContent",
             json!([])
         )
         .await,
-        json!("Ann Lee")
+        json!("Nurse Joy")
     );
 
-    // Reading it moved bob's marker in the core (every dialect sees it).
+    // Reading it moved doc's marker in the core (every dialect sees it).
     let addr = c.srv.addr();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let r = overview_room(&addr, &c.bob.token, &c.dm).await;
+        let o = common::overview(&addr, &c.doc.token).await;
+        let r = common::overview_room(&o, &dm);
         if r["last_read"] == json!(seen[0].0) && r["unread"] == json!(0) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "bob's read marker did not move: {r}"
+            "doc's read marker did not move: {r}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(badge(&bob, &c.dm).await, Value::Null);
+    assert_eq!(badge(&doc, &dm).await, Value::Null);
 
     // Shift+Enter starts a new line; Enter sends.
-    bob.type_into(
+    doc.type_into(
         "#text",
         &format!("Yes, until six.{SHIFT}{ENTER}{NULL_KEY}See you at the handover.{ENTER}"),
     )
     .await;
     let reply = "Yes, until six.\nSee you at the handover.".to_string();
-    let both = wait_shown(&ann, 2).await;
+    let both = wait_shown(&nurse, 2).await;
     assert_exactly(&both, &[hello.clone(), reply.clone()]);
-    assert_exactly(&wait_shown(&bob, 2).await, &[hello, reply]);
+    assert_exactly(&wait_shown(&doc, 2).await, &[hello, reply]);
     assert_eq!(
-        ann.js(
-            "return document.querySelector('#messages li:last-child .who').textContent",
-            json!([])
-        )
-        .await,
-        json!("Bob Stone")
+        nurse
+            .js(
+                "return document.querySelector('#messages li:last-child .who').textContent",
+                json!([])
+            )
+            .await,
+        json!("Dr. Dana Ortiz")
     );
     // Times carry the machine-readable instant and a locale rendering.
-    let time = ann
+    let time = nurse
         .js(
             "const t = document.querySelector('#messages li time'); return [t.dateTime, t.textContent]",
             json!([]),
@@ -346,13 +289,13 @@ async fn two_users_exchange_messages_live_and_the_read_marker_moves() {
     assert!(!time[1].as_str().unwrap().is_empty());
 
     // Back to the list on the phone.
-    bob.click("#back").await;
-    assert!(visible(&bob, ".sidebar").await && !visible(&bob, "#room").await);
+    doc.click("#back").await;
+    assert!(visible(&doc, ".sidebar").await && !visible(&doc, "#room").await);
 
-    // bob makes a new open chat; ann joins it by its number.
-    bob.click("#start summary").await;
-    bob.click("#open-form button").await;
-    let detail = bob
+    // doc makes a new open chat; nurse joins it by its number.
+    doc.click("#start summary").await;
+    doc.click("#open-form button").await;
+    let detail = doc
         .wait_for(
             "the new open chat",
             WAIT,
@@ -366,25 +309,27 @@ async fn two_users_exchange_messages_live_and_the_read_marker_moves() {
         .next()
         .unwrap()
         .to_string();
-    ann.click("#start summary").await;
-    ann.type_into("#open-chat", &open).await;
-    ann.click("#open-form button").await;
-    ann.wait_for(
-        "the joined open chat",
-        WAIT,
-        "return document.getElementById('room-detail').textContent === \
+    nurse.click("#start summary").await;
+    nurse.type_into("#open-chat", &open).await;
+    nurse.click("#open-form button").await;
+    nurse
+        .wait_for(
+            "the joined open chat",
+            WAIT,
+            "return document.getElementById('room-detail').textContent === \
                 `Open chat #${arguments[0]} · 2 members`",
-        json!([open]),
-    )
-    .await;
-    ann.type_into("#text", &format!("Anyone for coffee?{ENTER}"))
+            json!([open]),
+        )
+        .await;
+    nurse
+        .type_into("#text", &format!("Anyone for coffee?{ENTER}"))
         .await;
     assert_exactly(
-        &wait_shown(&bob, 1).await,
+        &wait_shown(&doc, 1).await,
         &["Anyone for coffee?".to_string()],
     );
-    ann.quit().await;
-    bob.quit().await;
+    nurse.quit().await;
+    doc.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,33 +338,33 @@ async fn scrolling_up_loads_all_200_messages_of_history_in_order() {
     let Some(driver) = start_driver("scrolling_up_loads_history").await else {
         return;
     };
-    let c = clinic().await;
+    let (c, dm) = clinic().await;
     let base = format!("http://{}", c.srv.addr());
     let history = texts("history", 200);
-    let mut ws = Ws::auth(&c.srv.addr(), &c.bob.token).await;
-    say(&mut ws, &c.bob.id, &c.dm, &history).await;
+    let mut ws = Ws::auth(&c.srv.addr(), &c.doc.token).await;
+    say(&mut ws, &c.doc.id, &dm, &history).await;
 
-    let ann = driver.browser(1280, 800).await;
-    sign_in(&ann, &base, &c.ann).await;
+    let nurse = driver.browser(1280, 800).await;
+    sign_in(&nurse, &base, &c.nurse).await;
     // More unread than the overview counts: shown as 99+.
-    ann.wait_for(
+    nurse.wait_for(
         "the unread badge",
         WAIT,
         "const e = document.querySelector(`#rooms button[data-room=\"${arguments[0]}\"] .badge`); \
          return e && e.textContent",
-        json!([c.dm]),
+        json!([dm]),
     )
     .await;
-    assert_eq!(badge(&ann, &c.dm).await, json!("99+"));
-    open_room(&ann, &c.dm).await;
-    let first = shown(&ann).await;
+    assert_eq!(badge(&nurse, &dm).await, json!("99+"));
+    open_room(&nurse, &dm).await;
+    let first = shown(&nurse).await;
     assert_exactly(&first, &history[150..]);
-    assert!(!visible(&ann, "#history-start").await);
+    assert!(!visible(&nurse, "#history-start").await);
 
     let mut pages = 0;
     loop {
-        let done = visible(&ann, "#history-start").await;
-        let n = shown(&ann).await.len();
+        let done = visible(&nurse, "#history-start").await;
+        let n = shown(&nurse).await.len();
         if done {
             break;
         }
@@ -427,31 +372,33 @@ async fn scrolling_up_loads_all_200_messages_of_history_in_order() {
             pages < 10,
             "history did not end after {pages} pages ({n} shown)"
         );
-        ann.js(
-            "document.getElementById('scroller').scrollTop = 0",
-            json!([]),
-        )
-        .await;
-        ann.wait_for(
-            "an older page",
-            WAIT,
-            "return document.querySelectorAll('#messages li').length > arguments[0] || \
+        nurse
+            .js(
+                "document.getElementById('scroller').scrollTop = 0",
+                json!([]),
+            )
+            .await;
+        nurse
+            .wait_for(
+                "an older page",
+                WAIT,
+                "return document.querySelectorAll('#messages li').length > arguments[0] || \
                     !document.getElementById('history-start').hidden",
-            json!([n]),
-        )
-        .await;
+                json!([n]),
+            )
+            .await;
         pages += 1;
     }
-    assert_exactly(&shown(&ann).await, &history);
+    assert_exactly(&shown(&nurse).await, &history);
     // The page kept its place: the top of the list is on screen, not the end.
-    let top = ann
+    let top = nurse
         .js(
             "return document.getElementById('scroller').scrollTop",
             json!([]),
         )
         .await;
     assert!(top.as_f64().unwrap() < 2000.0, "scrollTop {top}");
-    ann.quit().await;
+    nurse.quit().await;
 }
 
 /// A TCP relay between the browser and the daemon that the test can cut
@@ -543,56 +490,58 @@ async fn a_dropped_socket_reconnects_and_catches_up_without_loss_or_duplicates()
     let Some(driver) = start_driver("a_dropped_socket_reconnects").await else {
         return;
     };
-    let mut c = clinic().await;
+    let (mut c, dm) = clinic().await;
     let relay = Relay::start(c.srv.addr()).await;
     let base = format!("http://{}", relay.addr);
-    let ann = driver.browser(1280, 800).await;
-    sign_in(&ann, &base, &c.ann).await;
-    open_room(&ann, &c.dm).await;
+    let nurse = driver.browser(1280, 800).await;
+    sign_in(&nurse, &base, &c.nurse).await;
+    open_room(&nurse, &dm).await;
 
     let mut want = texts("before", 3);
-    let mut ws = Ws::auth(&c.srv.addr(), &c.bob.token).await;
-    say(&mut ws, &c.bob.id, &c.dm, &want).await;
-    assert_exactly(&wait_shown(&ann, want.len()).await, &want);
+    let mut ws = Ws::auth(&c.srv.addr(), &c.doc.token).await;
+    say(&mut ws, &c.doc.id, &dm, &want).await;
+    assert_exactly(&wait_shown(&nurse, want.len()).await, &want);
 
-    // 1. The network goes away; bob writes meanwhile.
+    // 1. The network goes away; doc writes meanwhile.
     relay.cut();
-    wait_not_live(&ann).await;
+    wait_not_live(&nurse).await;
     let gap = texts("while cut off", 5);
-    say(&mut ws, &c.bob.id, &c.dm, &gap).await;
+    say(&mut ws, &c.doc.id, &dm, &gap).await;
     want.extend(gap);
     relay.restore(c.srv.addr());
-    wait_live(&ann).await;
-    assert_exactly(&wait_shown(&ann, want.len()).await, &want);
+    wait_live(&nurse).await;
+    assert_exactly(&wait_shown(&nurse, want.len()).await, &want);
 
     // 2. The daemon is killed and restarted (on another port, behind the
-    //    same relay); bob writes before the browser can reconnect.
+    //    same relay); doc writes before the browser can reconnect.
     drop(ws);
     c.srv.kill9();
-    wait_not_live(&ann).await;
+    wait_not_live(&nurse).await;
     c.srv.start();
-    let mut ws = Ws::auth(&c.srv.addr(), &c.bob.token).await;
+    let mut ws = Ws::auth(&c.srv.addr(), &c.doc.token).await;
     let gap = texts("while the daemon restarted", 5);
-    say(&mut ws, &c.bob.id, &c.dm, &gap).await;
+    say(&mut ws, &c.doc.id, &dm, &gap).await;
     want.extend(gap);
     relay.restore(c.srv.addr());
-    wait_live(&ann).await;
-    assert_exactly(&wait_shown(&ann, want.len()).await, &want);
+    wait_live(&nurse).await;
+    assert_exactly(&wait_shown(&nurse, want.len()).await, &want);
 
     // 3. Live again, both ways.
     let live = texts("live again", 3);
-    say(&mut ws, &c.bob.id, &c.dm, &live).await;
+    say(&mut ws, &c.doc.id, &dm, &live).await;
     want.extend(live);
-    assert_exactly(&wait_shown(&ann, want.len()).await, &want);
-    ann.type_into("#text", &format!("back online{ENTER}")).await;
+    assert_exactly(&wait_shown(&nurse, want.len()).await, &want);
+    nurse
+        .type_into("#text", &format!("back online{ENTER}"))
+        .await;
     let pushed = ws.recv_message(WAIT).await;
     assert_eq!(pushed["message"], json!("back online"));
     want.push("back online".into());
-    assert_exactly(&wait_shown(&ann, want.len()).await, &want);
+    assert_exactly(&wait_shown(&nurse, want.len()).await, &want);
     // Nothing arrives twice later either (e.g. a late catch-up page).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_exactly(&shown(&ann).await, &want);
-    ann.quit().await;
+    assert_exactly(&shown(&nurse).await, &want);
+    nurse.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,40 +550,40 @@ async fn markup_in_messages_and_room_names_is_shown_as_text() {
     let Some(driver) = start_driver("markup_is_shown_as_text").await else {
         return;
     };
-    let c = clinic().await;
+    let (c, _dm) = clinic().await;
     let addr = c.srv.addr();
     let base = format!("http://{addr}");
-    let admin = person(&c.srv, "root", "admin", "Operator").await;
     let name = "<img src=x onerror=\"window.__pwned = 3\"> Ward";
     let r = common::post_json(
         &addr,
         "/admin/rooms",
-        Some(&admin.token),
-        &json!({"name": name, "members": [c.ann.id, c.bob.id]}),
+        Some(&c.admin.token),
+        &json!({"name": name, "members": [c.nurse.id, c.doc.id]}),
     )
     .await
     .expect(201);
     let group = r["room_id"].as_str().unwrap().to_string();
 
     let evil = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"><b>bold</b> & done".to_string();
-    let mut ws = Ws::auth(&addr, &c.bob.token).await;
-    say(&mut ws, &c.bob.id, &group, std::slice::from_ref(&evil)).await;
+    let mut ws = Ws::auth(&addr, &c.doc.token).await;
+    say(&mut ws, &c.doc.id, &group, std::slice::from_ref(&evil)).await;
 
-    let ann = driver.browser(1280, 800).await;
-    sign_in(&ann, &base, &c.ann).await;
-    open_room(&ann, &group).await;
-    ann.type_into("#text", &format!("{evil}{ENTER}")).await;
-    let got = wait_shown(&ann, 2).await;
+    let nurse = driver.browser(1280, 800).await;
+    sign_in(&nurse, &base, &c.nurse).await;
+    open_room(&nurse, &group).await;
+    nurse.type_into("#text", &format!("{evil}{ENTER}")).await;
+    let got = wait_shown(&nurse, 2).await;
     assert_exactly(&got, &[evil.clone(), evil]);
     assert_eq!(
-        ann.js(
-            "return document.getElementById('room-title').textContent",
-            json!([])
-        )
-        .await,
+        nurse
+            .js(
+                "return document.getElementById('room-title').textContent",
+                json!([])
+            )
+            .await,
         json!(name)
     );
-    let injected = ann
+    let injected = nurse
         .js(
             "return [window.__pwned === undefined, \
                      document.querySelectorAll('#messages script, #messages img, #messages b, \
@@ -643,7 +592,7 @@ async fn markup_in_messages_and_room_names_is_shown_as_text() {
         )
         .await;
     assert_eq!(injected, json!([true, 0]));
-    ann.quit().await;
+    nurse.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,80 +601,71 @@ async fn sign_out_clears_the_session_and_a_revoked_token_returns_to_sign_in() {
     let Some(driver) = start_driver("sign_out_clears_the_session").await else {
         return;
     };
-    let c = clinic().await;
+    let (c, _dm) = clinic().await;
     let addr = c.srv.addr();
     let base = format!("http://{addr}");
-    let ann = driver.browser(1280, 800).await;
+    let nurse = driver.browser(1280, 800).await;
     let token_js = "const s = sessionStorage.getItem('parlor.session'); \
                     return s ? JSON.parse(s).token : null";
 
-    sign_in(&ann, &base, &c.ann).await;
-    let token = ann.js(token_js, json!([])).await;
+    sign_in(&nurse, &base, &c.nurse).await;
+    let token = nurse.js(token_js, json!([])).await;
     let token = token
         .as_str()
         .expect("a token in sessionStorage")
         .to_string();
-    common::http(
-        &addr,
-        "GET",
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-        bytes::Bytes::new(),
-    )
-    .await
-    .expect(200);
+    common::get_as(&addr, "/chat/rooms", &token)
+        .await
+        .expect(200);
 
-    ann.click("#signout").await;
-    ann.wait_for(
-        "the sign-in form",
-        WAIT,
-        "return !document.getElementById('signin').hidden && \
+    nurse.click("#signout").await;
+    nurse
+        .wait_for(
+            "the sign-in form",
+            WAIT,
+            "return !document.getElementById('signin').hidden && \
                 document.getElementById('app').hidden",
-        json!([]),
-    )
-    .await;
-    assert_eq!(ann.js(token_js, json!([])).await, Value::Null);
+            json!([]),
+        )
+        .await;
+    assert_eq!(nurse.js(token_js, json!([])).await, Value::Null);
     assert_eq!(
-        ann.js("return sessionStorage.length", json!([])).await,
+        nurse.js("return sessionStorage.length", json!([])).await,
         json!(0)
     );
     assert_eq!(
-        ann.js(
-            "return document.getElementById('rooms').children.length + \
+        nurse
+            .js(
+                "return document.getElementById('rooms').children.length + \
                     document.getElementById('messages').children.length",
-            json!([])
-        )
-        .await,
+                json!([])
+            )
+            .await,
         json!(0),
         "nothing of the session stays on screen"
     );
     // The token was revoked on the server, not just forgotten.
-    common::http(
-        &addr,
-        "GET",
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-        bytes::Bytes::new(),
-    )
-    .await
-    .expect_error(401, "UNAUTHENTICATED");
+    common::get_as(&addr, "/chat/rooms", &token)
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
     // A reload does not sign in again.
-    ann.goto(&format!("{base}/")).await;
-    ann.wait_for(
-        "the sign-in form after a reload",
-        WAIT,
-        "return !document.getElementById('signin').hidden",
-        json!([]),
-    )
-    .await;
+    nurse.goto(&format!("{base}/")).await;
+    nurse
+        .wait_for(
+            "the sign-in form after a reload",
+            WAIT,
+            "return !document.getElementById('signin').hidden",
+            json!([]),
+        )
+        .await;
 
     // A token revoked elsewhere (401) sends the user back to sign-in.
-    sign_in(&ann, &base, &c.ann).await;
-    let token = ann.js(token_js, json!([])).await;
+    sign_in(&nurse, &base, &c.nurse).await;
+    let token = nurse.js(token_js, json!([])).await;
     let token = token.as_str().unwrap().to_string();
     let out = common::post_json(&addr, "/auth/logout", Some(&token), &json!({})).await;
     assert_eq!(out.status, 204);
-    let msg = ann
+    let msg = nurse
         .wait_for(
             "the sign-in form after the token was revoked",
             WAIT,
@@ -735,8 +675,8 @@ async fn sign_out_clears_the_session_and_a_revoked_token_returns_to_sign_in() {
         )
         .await;
     assert!(msg.as_str().unwrap().contains("session has ended"), "{msg}");
-    assert_eq!(ann.js(token_js, json!([])).await, Value::Null);
-    ann.quit().await;
+    assert_eq!(nurse.js(token_js, json!([])).await, Value::Null);
+    nurse.quit().await;
 }
 
 /// A clinic's day, for the README's screenshot: a patient chat, a DM and a
@@ -749,24 +689,21 @@ async fn the_client_looks_like_a_chat_client() {
     let Some(driver) = start_driver("the_client_looks_like_a_chat_client").await else {
         return;
     };
-    let c = clinic().await;
+    let (c, dm) = clinic().await;
     let addr = c.srv.addr();
     let base = format!("http://{addr}");
-    let admin = person(&c.srv, "root", "admin", "Operator").await;
-    let pat = person(&c.srv, "pat", "patient", "Pat Kim").await;
-    let dana = person(&c.srv, "dana", "staff", "Dr. Dana Ortiz").await;
     let ward = common::post_json(
         &addr,
         "/admin/rooms",
-        Some(&admin.token),
-        &json!({"name": "Ward 3 team", "members": [c.ann.id, c.bob.id, dana.id]}),
+        Some(&c.admin.token),
+        &json!({"name": "Ward 3 team", "members": [c.nurse.id, c.doc.id]}),
     )
     .await
     .expect(201)["room_id"]
         .as_str()
         .unwrap()
         .to_string();
-    let chat = format!("/default/default/patient/{}/chat", pat.id);
+    let chat = common::chat_path(&c.pat, "");
     let post = |token: String, path: String, text: &'static str| {
         let addr = addr.clone();
         async move {
@@ -776,34 +713,34 @@ async fn the_client_looks_like_a_chat_client() {
         }
     };
     post(
-        pat.token.clone(),
+        c.pat.token.clone(),
         format!("{chat}/inbound"),
         "Good morning! My knee is still swollen after yesterday's session.",
     )
     .await;
     post(
-        dana.token.clone(),
+        c.doc.token.clone(),
         format!("{chat}/outbound"),
         "Thanks, Pat. Keep it raised and use the ice pack 20 minutes at a time.",
     )
     .await;
     post(
-        pat.token.clone(),
+        c.pat.token.clone(),
         format!("{chat}/inbound"),
         "Will do. Should I still come in on Thursday?",
     )
     .await;
-    let mut ws = Ws::auth(&addr, &c.bob.token).await;
+    let mut ws = Ws::auth(&addr, &c.doc.token).await;
     say(
         &mut ws,
-        &c.bob.id,
-        &c.dm,
+        &c.doc.id,
+        &dm,
         &["Can you cover my 3 pm round?".to_string()],
     )
     .await;
     say(
         &mut ws,
-        &c.bob.id,
+        &c.doc.id,
         &ward,
         &[
             "Bed 12 is free again.".to_string(),
@@ -812,9 +749,9 @@ async fn the_client_looks_like_a_chat_client() {
     )
     .await;
 
-    let ann = driver.browser(1280, 760).await;
-    sign_in(&ann, &base, &c.ann).await;
-    let patient_room = ann
+    let nurse = driver.browser(1280, 760).await;
+    sign_in(&nurse, &base, &c.nurse).await;
+    let patient_room = nurse
         .wait_for(
             "the patient chat",
             WAIT,
@@ -823,34 +760,36 @@ async fn the_client_looks_like_a_chat_client() {
             json!([]),
         )
         .await;
-    open_room(&ann, patient_room.as_str().unwrap()).await;
-    wait_shown(&ann, 3).await;
-    ann.type_into(
-        "#text",
-        &format!("Yes, Thursday at 10 as planned. Bring your exercise sheet.{ENTER}"),
-    )
-    .await;
-    wait_shown(&ann, 4).await;
-    assert_eq!(
-        ann.js(
-            "return getComputedStyle(document.getElementById('app')).display",
-            json!([])
+    open_room(&nurse, patient_room.as_str().unwrap()).await;
+    wait_shown(&nurse, 3).await;
+    nurse
+        .type_into(
+            "#text",
+            &format!("Yes, Thursday at 10 as planned. Bring your exercise sheet.{ENTER}"),
         )
-        .await,
+        .await;
+    wait_shown(&nurse, 4).await;
+    assert_eq!(
+        nurse
+            .js(
+                "return getComputedStyle(document.getElementById('app')).display",
+                json!([])
+            )
+            .await,
         json!("grid"),
         "app.css applies"
     );
-    assert_eq!(badge(&ann, &ward).await, json!("2"));
-    assert_eq!(badge(&ann, &c.dm).await, json!("1"));
+    assert_eq!(badge(&nurse, &ward).await, json!("2"));
+    assert_eq!(badge(&nurse, &dm).await, json!("1"));
     // Park the pointer off the list (no hover highlight), let the status
     // corner settle, then take the picture.
-    ann.click("#room-title").await;
+    nurse.click("#room-title").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let png = ann.screenshot().await;
+    let png = nurse.screenshot().await;
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     if let Some(path) = std::env::var_os("PARLOR_SCREENSHOT") {
         std::fs::write(&path, &png).expect("write the screenshot");
         eprintln!("screenshot saved to {}", path.to_string_lossy());
     }
-    ann.quit().await;
+    nurse.quit().await;
 }

@@ -24,16 +24,6 @@ fn echo_server() -> Server {
     s
 }
 
-/// Opens `ws://ADDR{path}` (bounded).
-async fn open(addr: &str, path: &str) -> Ws {
-    let url = format!("ws://{addr}{path}");
-    let (stream, _) = timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .unwrap_or_else(|_| panic!("WebSocket handshake to {url} timed out"))
-        .unwrap_or_else(|e| panic!("WebSocket handshake to {url} failed: {e}"));
-    Ws { stream }
-}
-
 /// One raw frame (`fin` false for all but a message's last fragment).
 fn raw(opcode: OpCode, payload: &[u8], fin: bool) -> Message {
     Message::Frame(RawFrame::message(payload.to_vec(), opcode, fin))
@@ -55,7 +45,7 @@ async fn expect_tcp_end(ws: &mut Ws) {
 #[tokio::test]
 async fn echo_returns_text_and_binary_as_sent() {
     let s = echo_server();
-    let mut ws = open(&s.addr(), ECHO).await;
+    let mut ws = Ws::open_path(&s.addr(), ECHO).await;
     for text in ["hello", "", "héllo wörld 🙂", &"x".repeat(64 * 1024)] {
         ws.send_text(text).await;
         match ws.next_frame(T).await {
@@ -112,7 +102,7 @@ async fn echo_is_off_by_default_and_hidden() {
 #[tokio::test]
 async fn echo_needs_no_authentication() {
     let s = echo_server();
-    let mut ws = open(&s.addr(), ECHO).await;
+    let mut ws = Ws::open_path(&s.addr(), ECHO).await;
     // Past the 10 s authentication deadline that closes the chat dialects'
     // unauthenticated sockets (1008).
     ws.expect_silence(Duration::from_millis(10_500)).await;
@@ -128,16 +118,16 @@ async fn messages_and_frames_over_128_kib_are_closed_with_1009() {
     let s = echo_server();
     let addr = s.addr();
     // One 200 KiB text message in one frame; then binary.
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send_text("x".repeat(200 * 1024)).await;
     assert_eq!(ws.expect_closed(T).await, Some(1009));
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send_binary(vec![7u8; 200 * 1024]).await;
     assert_eq!(ws.expect_closed(T).await, Some(1009));
     // 200 KiB in 4 KiB fragments: no frame is too big, the message is.
     // (The server closes, and stops reading, part-way: later sends may
     // fail, which is fine.)
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     let chunk = vec![b'y'; 4096];
     for i in 0..50 {
         let frame = raw(if i == 0 { TEXT } else { CONTINUE }, &chunk, i == 49);
@@ -148,7 +138,7 @@ async fn messages_and_frames_over_128_kib_are_closed_with_1009() {
     }
     assert_eq!(ws.expect_closed(T).await, Some(1009));
     // Exactly at the limit still echoes.
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     let max = "z".repeat(128 * 1024);
     ws.send_text(max.clone()).await;
     match ws.next_frame(T).await {
@@ -160,7 +150,7 @@ async fn messages_and_frames_over_128_kib_are_closed_with_1009() {
 #[tokio::test]
 async fn fragmented_messages_are_reassembled() {
     let s = echo_server();
-    let mut ws = open(&s.addr(), ECHO).await;
+    let mut ws = Ws::open_path(&s.addr(), ECHO).await;
     // Text in three fragments, a ping between two of them (RFC 6455 §5.4:
     // control frames may be interleaved), and "ö" split across fragments.
     let text = "fragmented wörld";
@@ -189,18 +179,18 @@ async fn invalid_utf8_and_protocol_errors_close_with_their_codes() {
     let s = echo_server();
     let addr = s.addr();
     // Invalid UTF-8 in one frame, and across fragments: 1007.
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(raw(TEXT, &[b'a', 0xff, b'b'], true)).await;
     assert_eq!(ws.expect_closed(T).await, Some(1007));
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(raw(TEXT, "ok ".as_bytes(), false)).await;
     ws.send(raw(CONTINUE, &[0xed, 0xa0, 0x80], true)).await; // a surrogate
     assert_eq!(ws.expect_closed(T).await, Some(1007));
     // A continuation with nothing to continue; a reserved opcode: 1002.
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(raw(CONTINUE, b"orphan", true)).await;
     assert_eq!(ws.expect_closed(T).await, Some(1002));
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(raw(OpCode::Data(Data::Reserved(3)), b"?", true))
         .await;
     assert_eq!(ws.expect_closed(T).await, Some(1002));
@@ -219,7 +209,7 @@ async fn a_peers_close_is_answered_with_a_close_frame() {
     let token = s.token_issue("ann");
     let typed = format!("/ws?token={token}");
     for path in [ECHO, "/chat/connect", "/actions", typed.as_str()] {
-        let mut ws = open(&addr, path).await;
+        let mut ws = Ws::open_path(&addr, path).await;
         ws.send(Message::Close(Some(CloseFrame {
             code: 1000.into(),
             reason: "bye".into(),
@@ -230,18 +220,18 @@ async fn a_peers_close_is_answered_with_a_close_frame() {
     }
     // A close with another valid code is echoed; one without a code gets
     // one without a code; an invalid code (999) gets 1002.
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(Message::Close(Some(CloseFrame {
         code: 3000.into(),
         reason: "".into(),
     })))
     .await;
     assert_eq!(ws.expect_closed(T).await, Some(3000));
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(Message::Close(None)).await;
     assert!(matches!(ws.next_frame(T).await, Frame::Close(None)));
     expect_tcp_end(&mut ws).await;
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send(raw(
         OpCode::Control(Control::Close),
         &999u16.to_be_bytes(),
@@ -250,7 +240,7 @@ async fn a_peers_close_is_answered_with_a_close_frame() {
     .await;
     assert_eq!(ws.expect_closed(T).await, Some(1002));
     // And data sent before the close is still echoed first.
-    let mut ws = open(&addr, ECHO).await;
+    let mut ws = Ws::open_path(&addr, ECHO).await;
     ws.send_text("last words").await;
     ws.send(Message::Close(None)).await;
     match ws.next_frame(T).await {

@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-const TENANT: &str = "clinic";
-const INSTANCE: &str = "main";
 /// The tmpfs: small enough to fill quickly, big enough for the reserve
 /// (8 MiB with 1 MiB segments), the ballast (as much), a spare segment and
 /// the store.
@@ -103,23 +101,17 @@ fn fill_up(path: &Path) {
     assert!(free(path) < 4096, "{} bytes still free", free(path));
 }
 
-async fn add_user(addr: &str, admin: &str, name: &str, role: &str) -> User {
-    let password = format!("pw-{name}-secret");
-    let body = json!({"username": name, "password": password, "role": role,
-        "tenant": TENANT, "instance": INSTANCE});
-    let id = post_json(addr, "/admin/users", Some(admin), &body)
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (token, _) = login(addr, name, &password).await;
-    User {
-        name: name.into(),
-        password,
-        id,
-        token,
-    }
+/// Through the running daemon (the CLI alone would make the store with
+/// its default 16 MiB segments): the admin, then a patient and a nurse of
+/// the clinic's workspace over HTTP.
+async fn patient_and_nurse(srv: &Server) -> (User, User) {
+    srv.user_add("admin", "admin", "pw-admin-secret");
+    let addr = srv.addr();
+    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
+    let ws = (TENANT, INSTANCE);
+    let pat = add_user(&addr, &admin, "pat", "patient", ws, None).await;
+    let nurse = add_user(&addr, &admin, "nurse", "staff", ws, None).await;
+    (pat, nurse)
 }
 
 /// A 16 KiB message whose first word names it.
@@ -197,13 +189,8 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
     // Room the test gives back later.
     filler(&rig.path("filler"), 4 << 20);
     rig.srv.start_with(FLAGS);
-    // Through the running daemon (the CLI alone would make the store
-    // with its default 16 MiB segments).
-    rig.srv.user_add("admin", "admin", "pw-admin-secret");
+    let (pat, nurse) = patient_and_nurse(&rig.srv).await;
     let addr = rig.srv.addr();
-    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
-    let pat = add_user(&addr, &admin, "pat", "patient").await;
-    let nurse = add_user(&addr, &admin, "nurse", "staff").await;
     let mut live = Ws::auth(&addr, &nurse.token).await;
 
     // The daemon's own writes fill the disk: every 16 KiB message is
@@ -317,18 +304,8 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_resumes_by_itself() {
 /// The newest message id of `room` as the nurse's room list shows it (a
 /// read that shows no message, so it goes on while the disk is full).
 async fn newest(addr: &str, nurse: &User, room: &str) -> u64 {
-    let auth = format!("Bearer {}", nurse.token);
-    let list = http(addr, "GET", "/chat/rooms", &[("authorization", &auth)], "")
-        .await
-        .expect(200);
-    let r = list["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == room)
-        .unwrap_or_else(|| panic!("room {room} not in {list}"))
-        .clone();
-    r["last_message_id"].as_u64().unwrap()
+    let o = overview(addr, &nurse.token).await;
+    overview_room(&o, room)["last_message_id"].as_u64().unwrap()
 }
 
 /// A daemon that checkpoints only when it stops (sled holds everything
@@ -339,11 +316,8 @@ async fn unflushed_clinic(n: usize) -> (Rig, Vec<&'static str>, User, User, Vec<
     let mut flags = FLAGS.to_vec();
     flags.extend(["--checkpoint-secs", "3600", "--checkpoint-mib", "65536"]);
     rig.srv.start_with(&flags);
-    rig.srv.user_add("admin", "admin", "pw-admin-secret");
+    let (pat, nurse) = patient_and_nurse(&rig.srv).await;
     let addr = rig.srv.addr();
-    let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
-    let pat = add_user(&addr, &admin, "pat", "patient").await;
-    let nurse = add_user(&addr, &admin, "nurse", "staff").await;
     for i in 0..n {
         inbound(&addr, &pat, &format!("m{i:05} small"))
             .await

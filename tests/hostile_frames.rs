@@ -140,25 +140,16 @@ fn frame(r: &mut Rng, valid: &str) -> Message {
     }
 }
 
-async fn open(addr: &str, path: &str) -> Ws {
-    let url = format!("ws://{addr}{path}");
-    let (stream, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake failed");
-    Ws { stream }
-}
-
 /// The three dialects' sockets, authenticated, and a valid frame for each.
 async fn sockets(w: &World, room: &str) -> Vec<(&'static str, Ws, String)> {
     let addr = w.addr();
     let rooms = Ws::auth(&addr, &w.alice.token).await;
-    let mut actions = open(&addr, "/actions").await;
+    let mut actions = Ws::open_path(&addr, "/actions").await;
     actions
         .send_json(&json!({"action": "ready", "authToken": w.alice.token}))
         .await;
     assert_eq!(actions.recv_json(T).await["message"], "Connection ready");
-    let typed = open(&addr, &format!("/ws?token={}", w.alice.token)).await;
+    let typed = Ws::open_path(&addr, &format!("/ws?token={}", w.alice.token)).await;
     vec![
         ("rooms", rooms, json!({"room": room, "messages": "ok"}).to_string()),
         (

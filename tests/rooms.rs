@@ -10,21 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn occupants(v: &Value) -> Vec<String> {
-    let mut o: Vec<String> = v["occupants"]
-        .as_array()
-        .unwrap_or_else(|| panic!("occupants must be an array: {v}"))
-        .iter()
-        .map(|x| {
-            x.as_str()
-                .unwrap_or_else(|| panic!("occupant ids must be strings: {v}"))
-                .to_string()
-        })
-        .collect();
-    o.sort();
-    o
-}
-
 fn sorted(ids: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     v.sort();
@@ -230,14 +215,7 @@ async fn room_info_of_dm_has_null_name_and_both_occupants() {
     let a = w.addr();
     let room = create_dm(&a, &w.alice.token, &w.bob.id).await;
     for u in [&w.alice, &w.bob] {
-        let v = post_json(
-            &a,
-            "/chat/room_info",
-            Some(&u.token),
-            &json!({"room_id": room}),
-        )
-        .await
-        .expect(200);
+        let v = room_info(&a, &u.token, &room).await;
         assert!(
             v.get("room_name").is_some_and(Value::is_null),
             "DM room_name must be null: {v}"
@@ -257,14 +235,7 @@ async fn room_info_of_admin_group_room_has_its_name() {
         &[&w.alice.id, &w.bob.id, &w.carol.id],
     )
     .await;
-    let v = post_json(
-        &a,
-        "/chat/room_info",
-        Some(&w.carol.token),
-        &json!({"room_id": room}),
-    )
-    .await
-    .expect(200);
+    let v = room_info(&a, &w.carol.token, &room).await;
     assert_eq!(v["room_name"], json!("Cardiology team"), "{v}");
     assert_eq!(
         occupants(&v),

@@ -25,10 +25,9 @@ struct Typed {
 impl Typed {
     /// Connects with `Authorization: Bearer <token>`.
     async fn open(addr: &str, token: &str) -> Typed {
-        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        Typed::connect(req).await
+        Typed {
+            ws: Ws::typed(addr, token).await,
+        }
     }
 
     /// Connects with `?token=<token>` (the browser form).

@@ -12,29 +12,10 @@ use serde_json::{json, Value};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{Pacer, World, Ws, WS_TIMEOUT};
+use common::{overview, overview_room, Pacer, World, Ws, WS_TIMEOUT};
 
 async fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> common::Resp {
     common::http(addr, "GET", path, headers, bytes::Bytes::new()).await
-}
-
-async fn overview(addr: &str, token: &str) -> Value {
-    get_with(
-        addr,
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .expect(200)
-}
-
-fn room<'a>(o: &'a Value, id: &str) -> &'a Value {
-    o["rooms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == json!(id))
-        .unwrap_or_else(|| panic!("room {id} not in {o}"))
 }
 
 fn assert_secure(r: &common::Resp, what: &str) {
@@ -129,13 +110,9 @@ async fn rooms_overview_needs_a_valid_token() {
     overview(&addr, &token).await;
     let out = common::post_json(&addr, "/auth/logout", Some(&token), &json!({})).await;
     assert_eq!(out.status, 204);
-    get_with(
-        &addr,
-        "/chat/rooms",
-        &[("authorization", &format!("Bearer {token}"))],
-    )
-    .await
-    .expect_error(401, "UNAUTHENTICATED");
+    common::get_as(&addr, "/chat/rooms", &token)
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
 }
 
 /// A `/ws` (typed dialect) socket.
@@ -164,7 +141,7 @@ async fn rooms_overview_counts_others_unread_messages_after_the_marker() {
         json!({"id": bob.id, "username": "bob", "display_name": "bob", "role": "staff",
                "tenant": "default", "instance": "default"})
     );
-    let r = room(&o, &dm);
+    let r = overview_room(&o, &dm);
     assert_eq!(r["kind"], "dm");
     assert_eq!(r["name"], Value::Null);
     assert_eq!(r["last_message_id"], Value::Null);
@@ -204,12 +181,15 @@ async fn rooms_overview_counts_others_unread_messages_after_the_marker() {
     )
     .await;
     let last = common::msg_id(own.last().unwrap());
-    let r = room(&overview(&addr, &bob.token).await, &dm).clone();
+    let r = overview_room(&overview(&addr, &bob.token).await, &dm).clone();
     assert_eq!(r["unread"], 3);
     assert_eq!(r["unread_more"], false);
     assert_eq!(r["last_message_id"], last);
     assert!(r["updated_at"].as_u64().unwrap() > 0);
-    assert_eq!(room(&overview(&addr, &alice.token).await, &dm)["unread"], 1);
+    assert_eq!(
+        overview_room(&overview(&addr, &alice.token).await, &dm)["unread"],
+        1
+    );
 
     // The marker moved through the typed dialect (joinChat with
     // last_read_message) is the one the overview counts from.
@@ -229,7 +209,7 @@ async fn rooms_overview_counts_others_unread_messages_after_the_marker() {
             break;
         }
     }
-    let r = room(&overview(&addr, &bob.token).await, &dm).clone();
+    let r = overview_room(&overview(&addr, &bob.token).await, &dm).clone();
     assert_eq!(
         (r["last_read"].clone(), r["unread"].clone()),
         (json!(ids[1]), json!(1))
@@ -252,7 +232,7 @@ async fn rooms_overview_caps_the_unread_count_and_says_so() {
         Duration::from_secs(60),
     )
     .await;
-    let r = room(&overview(&addr, &w.bob.token).await, &dm).clone();
+    let r = overview_room(&overview(&addr, &w.bob.token).await, &dm).clone();
     assert_eq!(
         (r["unread"].clone(), r["unread_more"].clone()),
         (json!(100), json!(true))

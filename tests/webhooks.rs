@@ -127,50 +127,48 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// A clinic: admin (default workspace), staff and patients in test-den/chat2
+// The clinic, and what its tests ask of it
 // ---------------------------------------------------------------------------
 
-const T: &str = "test-den";
-const I: &str = "chat2";
-
-struct Clinic {
-    srv: Server,
-    admin: String,
-    nurse: (String, String),
-    pat: (String, String),
-}
-
-/// Users made with the daemon stopped; then started with `extra` flags.
+/// The clinic, its daemon retrying webhooks within a second, started with
+/// `extra` flags too.
 async fn clinic(extra: &[&str]) -> Clinic {
-    let mut srv = Server::new();
-    srv.user_add("admin", "admin", "pw-admin");
-    let nurse = srv.user_add_in("nurse@den", "staff", "pw-nurse", T, I);
-    let pat = srv.user_add_in("pat@den", "patient", "pw-pat", T, I);
-    let mut args = vec!["--webhook-max-backoff-secs", "1"];
-    args.extend_from_slice(extra);
-    srv.start_with(&args);
-    Clinic {
-        admin: srv.login("admin", "pw-admin").await.0,
-        nurse: (nurse, srv.login("nurse@den", "pw-nurse").await.0),
-        pat: (pat, srv.login("pat@den", "pw-pat").await.0),
-        srv,
-    }
+    let mut flags = vec!["--webhook-max-backoff-secs", "1"];
+    flags.extend_from_slice(extra);
+    Clinic::with_flags(&flags).await
 }
 
 impl Clinic {
+    /// `parlor webhook set` for the clinic's workspace, `secret` on stdin
+    /// (through the running daemon's control socket, or the store itself).
+    fn set_hook_cli(&self, url: &str, key: &str, secret: &str) -> std::process::Output {
+        let args = [
+            "webhook",
+            "set",
+            "--tenant",
+            TENANT,
+            "--instance",
+            INSTANCE,
+            "--url",
+            url,
+            "--api-key",
+            key,
+        ];
+        self.srv.cli(&args, Some(secret))
+    }
+
     async fn set_hook(&self, url: &str, key: &str, secret: &str) {
-        let body =
-            json!({"tenant": T, "instance": I, "url": url, "api_key": key, "api_secret": secret});
+        let body = json!({"tenant": TENANT, "instance": INSTANCE, "url": url, "api_key": key, "api_secret": secret});
         let r = self
             .srv
-            .post_json("/admin/webhooks", Some(&self.admin), &body)
+            .post_json("/admin/webhooks", Some(&self.admin.token), &body)
             .await;
         assert_eq!(r.status, 204, "set webhook: {}", r.text());
         assert!(r.body.is_empty());
     }
 
     fn chat_path(&self, sub: &str) -> String {
-        format!("/{T}/{I}/patient/{}/chat/{sub}", self.pat.0)
+        format!("/{TENANT}/{INSTANCE}/patient/{}/chat/{sub}", self.pat.id)
     }
 
     /// Posts through the patient dialect; returns the message's externalId.
@@ -185,27 +183,9 @@ impl Clinic {
 
     async fn pending(&self) -> Value {
         self.srv
-            .http_get_auth("/admin/webhooks/pending", &self.admin)
+            .get_as("/admin/webhooks/pending", &self.admin.token)
             .await
             .expect(200)
-    }
-}
-
-trait GetAuth {
-    async fn http_get_auth(&self, path: &str, token: &str) -> Resp;
-}
-
-impl GetAuth for Server {
-    async fn http_get_auth(&self, path: &str, token: &str) -> Resp {
-        let auth = format!("Bearer {token}");
-        http(
-            &self.addr(),
-            "GET",
-            path,
-            &[("authorization", auth.as_str())],
-            Bytes::new(),
-        )
-        .await
     }
 }
 
@@ -220,7 +200,7 @@ async fn staff_message_is_accepted_once_after_two_failures_with_one_id_and_a_val
     c.set_hook(&rx.url, "key-123", "s3cret-ABC").await;
 
     let sent = Instant::now();
-    let ext = c.send(&c.nurse.1, "outbound", "Webhook test...").await;
+    let ext = c.send(&c.nurse.token, "outbound", "Webhook test...").await;
     let calls = [rx.next().await, rx.next().await, rx.next().await];
     // First attempt at once; two retries, each within the 1 s cap.
     assert!(
@@ -233,8 +213,8 @@ async fn staff_message_is_accepted_once_after_two_failures_with_one_id_and_a_val
         [500, 500, 200]
     );
     let want_body = format!(
-        r#"{{"patientId":"{p}","patientUrl":"https://chat.example/base/{T}/{I}/patients/{p}","tenantName":"{T}","instanceName":"{I}","message":"Webhook test..."}}"#,
-        p = c.pat.0
+        r#"{{"patientId":"{p}","patientUrl":"https://chat.example/base/{TENANT}/{INSTANCE}/patients/{p}","tenantName":"{TENANT}","instanceName":"{INSTANCE}","message":"Webhook test..."}}"#,
+        p = c.pat.id
     );
     for call in &calls {
         assert_eq!(call.method, "POST");
@@ -258,7 +238,7 @@ async fn staff_message_is_accepted_once_after_two_failures_with_one_id_and_a_val
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_webhook_endpoints_check_role_fields_and_url() {
     let c = clinic(&[]).await;
-    let ok = json!({"tenant": T, "instance": I, "url": "http://127.0.0.1:9/x", "api_key": "k", "api_secret": "s"});
+    let ok = json!({"tenant": TENANT, "instance": INSTANCE, "url": "http://127.0.0.1:9/x", "api_key": "k", "api_secret": "s"});
     let post = |token: Option<String>, body: Value| {
         let srv = &c.srv;
         async move {
@@ -269,13 +249,13 @@ async fn admin_webhook_endpoints_check_role_fields_and_url() {
     post(None, ok.clone())
         .await
         .expect_error(401, "UNAUTHENTICATED");
-    post(Some(c.nurse.1.clone()), ok.clone())
+    post(Some(c.nurse.token.clone()), ok.clone())
         .await
         .expect_error(403, "FORBIDDEN");
     for field in ["tenant", "instance", "url", "api_key", "api_secret"] {
         let mut b = ok.clone();
         b.as_object_mut().unwrap().remove(field);
-        post(Some(c.admin.clone()), b)
+        post(Some(c.admin.token.clone()), b)
             .await
             .expect_error(400, "BAD_REQUEST");
     }
@@ -289,21 +269,21 @@ async fn admin_webhook_endpoints_check_role_fields_and_url() {
     ] {
         let mut b = ok.clone();
         b[field] = bad;
-        post(Some(c.admin.clone()), b)
+        post(Some(c.admin.token.clone()), b)
             .await
             .expect_error(400, "BAD_REQUEST");
     }
     c.srv
-        .post_raw("/admin/webhooks", Some(&c.admin), "{")
+        .post_raw("/admin/webhooks", Some(&c.admin.token), "{")
         .await
         .expect_error(400, "BAD_REQUEST");
     // A workspace without users may have a webhook.
     let mut b = ok.clone();
     b["tenant"] = json!("nobody-yet");
-    assert_eq!(post(Some(c.admin.clone()), b).await.status, 204);
+    assert_eq!(post(Some(c.admin.token.clone()), b).await.status, 204);
 
     c.srv
-        .http_get_auth("/admin/webhooks/pending", &c.nurse.1)
+        .get_as("/admin/webhooks/pending", &c.nurse.token)
         .await
         .expect_error(403, "FORBIDDEN");
     c.srv
@@ -311,7 +291,7 @@ async fn admin_webhook_endpoints_check_role_fields_and_url() {
         .await
         .expect_error(401, "UNAUTHENTICATED");
     c.srv
-        .http_get_auth("/admin/webhooks/pending?limit=0", &c.admin)
+        .get_as("/admin/webhooks/pending?limit=0", &c.admin.token)
         .await
         .expect_error(400, "BAD_REQUEST");
 }
@@ -319,27 +299,12 @@ async fn admin_webhook_endpoints_check_role_fields_and_url() {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_set_cli_refuses_an_empty_secret_running_and_stopped() {
     let mut c = clinic(&[]).await;
-    let set = |srv: &Server, key: &str, secret: &str| {
-        let args = [
-            "webhook",
-            "set",
-            "--tenant",
-            T,
-            "--instance",
-            I,
-            "--url",
-            "http://127.0.0.1:9/x",
-            "--api-key",
-            key,
-        ];
-        srv.cli(&args, Some(secret))
-    };
     for running in [true, false] {
         if !running {
             c.srv.kill9();
         }
         for (key, secret) in [("k", ""), ("k", "\n"), ("", "s\n")] {
-            let out = set(&c.srv, key, secret);
+            let out = c.set_hook_cli("http://127.0.0.1:9/x", key, secret);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
                 !out.status.success(),
@@ -348,7 +313,7 @@ async fn webhook_set_cli_refuses_an_empty_secret_running_and_stopped() {
             assert!(stderr.contains("must not be empty"), "{stderr}");
         }
         // The same with a secret is fine.
-        let out = set(&c.srv, "k", "s\n");
+        let out = c.set_hook_cli("http://127.0.0.1:9/x", "k", "s\n");
         assert!(out.status.success(), "running={running}: {out:?}");
     }
 }
@@ -358,22 +323,15 @@ async fn patient_and_on_behalf_messages_do_not_fire_but_staff_answers_over_other
     let c = clinic(&[]).await;
     let mut rx = Receiver::start(0).await;
     c.set_hook(&rx.url, "k", "s").await;
-    // Another workspace with its own patient chat and no webhook.
-    c.srv
-        .user_add_in("doc@elsewhere", "staff", "pw-doc", "elsewhere", "main");
-    let other_pat = c
-        .srv
-        .user_add_in("pat@elsewhere", "patient", "pw-p2", "elsewhere", "main");
-    let doc = c.srv.login("doc@elsewhere", "pw-doc").await.0;
-
-    c.send(&c.pat.1, "inbound", "from the patient").await;
-    c.send(&c.nurse.1, "inbound", "for the patient, by staff")
+    c.send(&c.pat.token, "inbound", "from the patient").await;
+    c.send(&c.nurse.token, "inbound", "for the patient, by staff")
         .await;
+    // Another workspace (no webhook) answering its own patient.
     let r = c
         .srv
         .post_json(
-            &format!("/elsewhere/main/patient/{other_pat}/chat/outbound"),
-            Some(&doc),
+            &format!("/acme/north/patient/{}/chat/outbound", c.epat.id),
+            Some(&c.mallory.token),
             &json!({"message": "other workspace"}),
         )
         .await;
@@ -381,36 +339,24 @@ async fn patient_and_on_behalf_messages_do_not_fire_but_staff_answers_over_other
 
     // The patient chat is an ordinary room for the rooms dialect: staff
     // answering there fires the webhook too.
-    let msgs = retrieve(&c.srv.addr(), &c.nurse.1, 0, None).await;
+    let msgs = retrieve(&c.srv.addr(), &c.nurse.token, 0, None).await;
     let room = msgs[0]["room"].as_str().unwrap().to_owned();
-    let mut ws = c.srv.ws(&c.nurse.1).await;
+    let mut ws = c.srv.ws(&c.nurse.token).await;
     ws.send_msg(&room, "answered over /chat/connect").await;
     let pushed = ws.recv_message(WS_TIMEOUT).await;
     assert_eq!(msg_text(&pushed), "answered over /chat/connect");
 
     let call = rx.next().await;
     assert_eq!(call.json()["message"], "answered over /chat/connect");
-    assert_eq!(call.json()["patientId"], c.pat.0.as_str());
+    assert_eq!(call.json()["patientId"], c.pat.id.as_str());
     assert_eq!(
         call.header("x-webhook-id"),
         format!("IM{:032x}", msg_id(&pushed))
     );
 
     // …and so does an answer over the actions dialect.
-    let url = format!("ws://{}/actions", c.srv.addr());
-    let (stream, _) = tokio::time::timeout(WS_TIMEOUT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("handshake timed out")
-        .expect("handshake failed");
-    let mut actions = Ws { stream };
-    let tok = c.nurse.1.as_str();
-    actions
-        .send_json(&json!({"action": "ready", "authToken": tok}))
-        .await;
-    assert_eq!(
-        actions.recv_json(WS_TIMEOUT).await,
-        json!({"message": "Connection ready"})
-    );
+    let tok = c.nurse.token.as_str();
+    let mut actions = Ws::actions_ready(&c.srv.addr(), tok).await;
     actions
         .send_json(&json!({"action": "send_message", "authToken": tok, "chat_id": room, "message": "answered over /actions"}))
         .await;
@@ -424,24 +370,10 @@ async fn one_patients_deliveries_arrive_in_message_order_even_when_the_first_is_
     let c = clinic(&[]).await;
     let mut rx = Receiver::start(1).await;
     // Set through the CLI and the running daemon's control socket.
-    let out = c.srv.cli(
-        &[
-            "webhook",
-            "set",
-            "--tenant",
-            T,
-            "--instance",
-            I,
-            "--url",
-            &rx.url,
-            "--api-key",
-            "k",
-        ],
-        Some("s\n"),
-    );
+    let out = c.set_hook_cli(&rx.url, "k", "s\n");
     assert!(out.status.success(), "{out:?}");
-    let first = c.send(&c.nurse.1, "outbound", "first").await;
-    let second = c.send(&c.nurse.1, "outbound", "second").await;
+    let first = c.send(&c.nurse.token, "outbound", "first").await;
+    let second = c.send(&c.nurse.token, "outbound", "second").await;
     let seq: Vec<(String, u16)> = [rx.next().await, rx.next().await, rx.next().await]
         .iter()
         .map(|c| (c.header("x-webhook-id").to_owned(), c.status))
@@ -463,7 +395,9 @@ async fn a_pending_webhook_survives_kill_9_and_is_delivered_after_restart() {
         format!("http://{}/hook", l.local_addr().unwrap())
     };
     c.set_hook(&down, "k", "old-secret").await;
-    let ext = c.send(&c.nurse.1, "outbound", "kept across a crash").await;
+    let ext = c
+        .send(&c.nurse.token, "outbound", "kept across a crash")
+        .await;
 
     // The operator sees it failing, over HTTP and through the CLI.
     let deadline = Instant::now() + HOOK_TIMEOUT;
@@ -477,10 +411,10 @@ async fn a_pending_webhook_survives_kill_9_and_is_delivered_after_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(entry["external_id"], ext.as_str());
-    assert_eq!(entry["patient_id"], c.pat.0.as_str());
+    assert_eq!(entry["patient_id"], c.pat.id.as_str());
     assert_eq!(
         (entry["tenant"].clone(), entry["instance"].clone()),
-        (json!(T), json!(I))
+        (json!(TENANT), json!(INSTANCE))
     );
     assert!(
         entry["last_error"].as_str().unwrap().contains("connecting"),
@@ -508,21 +442,7 @@ async fn a_pending_webhook_survives_kill_9_and_is_delivered_after_restart() {
     // The receiver comes up elsewhere; the operator points the workspace
     // there (read at send time), and the daemon restarts.
     let mut rx = Receiver::start(0).await;
-    let out = c.srv.cli(
-        &[
-            "webhook",
-            "set",
-            "--tenant",
-            T,
-            "--instance",
-            I,
-            "--url",
-            &rx.url,
-            "--api-key",
-            "k2",
-        ],
-        Some("new-secret\n"),
-    );
+    let out = c.set_hook_cli(&rx.url, "k2", "new-secret\n");
     assert!(out.status.success(), "{out:?}");
     c.srv.start_with(&["--webhook-max-backoff-secs", "1"]);
     let call = rx.next().await;
@@ -534,8 +454,7 @@ async fn a_pending_webhook_survives_kill_9_and_is_delivered_after_restart() {
         format!("sha256={}", hmac_hex("new-secret", &call.body))
     );
     rx.expect_silence(Duration::from_millis(1500)).await;
-    let admin = c.srv.login("admin", "pw-admin").await.0;
-    c.admin = admin;
+    c.admin.token = c.srv.login("admin", &c.admin.password).await.0;
     assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
 }
 
@@ -596,48 +515,55 @@ fn down_url() -> String {
 async fn delete_webhook_endpoint_answers_204_then_404_and_checks_role_and_body() {
     let c = clinic(&[]).await;
     c.set_hook("http://127.0.0.1:9/x", "k", "s").await;
-    let ws = json!({"tenant": T, "instance": I}).to_string();
+    let ws = json!({"tenant": TENANT, "instance": INSTANCE}).to_string();
     c.delete_hook(None, &ws)
         .await
         .expect_error(401, "UNAUTHENTICATED");
-    c.delete_hook(Some(&c.nurse.1), &ws)
+    c.delete_hook(Some(&c.nurse.token), &ws)
         .await
         .expect_error(403, "FORBIDDEN");
-    c.delete_hook(Some(&c.pat.1), &ws)
+    c.delete_hook(Some(&c.pat.token), &ws)
         .await
         .expect_error(403, "FORBIDDEN");
     for bad in [
         "{".to_owned(),
         "[]".to_owned(),
-        json!({"tenant": T}).to_string(),
-        json!({"instance": I}).to_string(),
-        json!({"tenant": "", "instance": I}).to_string(),
-        json!({"tenant": T, "instance": 7}).to_string(),
+        json!({"tenant": TENANT}).to_string(),
+        json!({"instance": INSTANCE}).to_string(),
+        json!({"tenant": "", "instance": INSTANCE}).to_string(),
+        json!({"tenant": TENANT, "instance": 7}).to_string(),
     ] {
-        c.delete_hook(Some(&c.admin), &bad)
+        c.delete_hook(Some(&c.admin.token), &bad)
             .await
             .expect_error(400, "BAD_REQUEST");
     }
     // A workspace without a webhook, and one that does not exist at all.
     for other in [
-        json!({"tenant": T, "instance": "other"}),
+        json!({"tenant": TENANT, "instance": "other"}),
         json!({"tenant": "nobody", "instance": "none"}),
     ] {
-        c.delete_hook(Some(&c.admin), &other.to_string())
+        c.delete_hook(Some(&c.admin.token), &other.to_string())
             .await
             .expect_error(404, "NOT_FOUND");
     }
-    let r = c.delete_hook(Some(&c.admin), &ws).await;
+    let r = c.delete_hook(Some(&c.admin.token), &ws).await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert!(r.body.is_empty());
-    c.delete_hook(Some(&c.admin), &ws)
+    c.delete_hook(Some(&c.admin.token), &ws)
         .await
         .expect_error(404, "NOT_FOUND");
     // Set again after a delete: a webhook like any other.
     c.set_hook("http://127.0.0.1:9/x", "k", "s").await;
-    assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+    assert_eq!(c.delete_hook(Some(&c.admin.token), &ws).await.status, 204);
     // Two deletes, two audit records; the refused ones left none.
-    let trail = c.cli_ok(&["audit", "export", "--tenant", T, "--instance", I]);
+    let trail = c.cli_ok(&[
+        "audit",
+        "export",
+        "--tenant",
+        TENANT,
+        "--instance",
+        INSTANCE,
+    ]);
     let deletes: Vec<Value> = trail
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -650,14 +576,14 @@ async fn delete_webhook_endpoint_answers_204_then_404_and_checks_role_and_body()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_webhook_drops_its_pending_deliveries_and_gets_no_new_ones() {
     let c = clinic(&[]).await;
-    let ws = json!({"tenant": T, "instance": I}).to_string();
+    let ws = json!({"tenant": TENANT, "instance": INSTANCE}).to_string();
     let mut rx = Receiver::start(0).await;
     c.set_hook(&rx.url, "k", "s").await;
-    c.send(&c.nurse.1, "outbound", "before").await;
+    c.send(&c.nurse.token, "outbound", "before").await;
     assert_eq!(rx.next().await.json()["message"], "before");
-    assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+    assert_eq!(c.delete_hook(Some(&c.admin.token), &ws).await.status, 204);
     // No webhook: a staff message queues nothing and reaches no one.
-    c.send(&c.nurse.1, "outbound", "after the delete").await;
+    c.send(&c.nurse.token, "outbound", "after the delete").await;
     rx.expect_silence(NO_RETRY).await;
     assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
 
@@ -666,17 +592,18 @@ async fn a_deleted_webhook_drops_its_pending_deliveries_and_gets_no_new_ones() {
     // not bring it back.
     c.set_hook(&down_url(), "k", "s").await;
     let failing = c
-        .send(&c.nurse.1, "outbound", "to a receiver that is down")
+        .send(&c.nurse.token, "outbound", "to a receiver that is down")
         .await;
     assert_eq!(
         c.pending().await["pending"][0]["external_id"],
         failing.as_str()
     );
-    assert_eq!(c.delete_hook(Some(&c.admin), &ws).await.status, 204);
+    assert_eq!(c.delete_hook(Some(&c.admin.token), &ws).await.status, 204);
     assert_eq!(c.pending().await, json!({"pending": [], "more": false}));
     assert_eq!(c.dead(), json!({"dead": [], "more": false}));
     c.set_hook(&rx.url, "k", "s").await;
-    c.send(&c.nurse.1, "outbound", "with the new webhook").await;
+    c.send(&c.nurse.token, "outbound", "with the new webhook")
+        .await;
     assert_eq!(rx.next().await.json()["message"], "with the new webhook");
     rx.expect_silence(NO_RETRY).await;
 }
@@ -684,29 +611,22 @@ async fn a_deleted_webhook_drops_its_pending_deliveries_and_gets_no_new_ones() {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_delete_cli_works_running_and_stopped_and_says_when_there_is_none() {
     let mut c = clinic(&[]).await;
-    let delete = ["webhook", "delete", "--tenant", T, "--instance", I];
+    let delete = [
+        "webhook",
+        "delete",
+        "--tenant",
+        TENANT,
+        "--instance",
+        INSTANCE,
+    ];
     for running in [true, false] {
         if !running {
             c.srv.kill9();
         }
-        let out = c.srv.cli(
-            &[
-                "webhook",
-                "set",
-                "--tenant",
-                T,
-                "--instance",
-                I,
-                "--url",
-                &down_url(),
-                "--api-key",
-                "k",
-            ],
-            Some("s\n"),
-        );
+        let out = c.set_hook_cli(&down_url(), "k", "s\n");
         assert!(out.status.success(), "{out:?}");
         if running {
-            c.send(&c.nurse.1, "outbound", "pending at the delete")
+            c.send(&c.nurse.token, "outbound", "pending at the delete")
                 .await;
             assert_eq!(
                 c.cli_ok(&delete),
@@ -726,7 +646,7 @@ async fn webhook_delete_cli_works_running_and_stopped_and_says_when_there_is_non
             json!({"pending": [], "more": false})
         );
     }
-    let err = c.cli_err(&["webhook", "delete", "--tenant", "", "--instance", I]);
+    let err = c.cli_err(&["webhook", "delete", "--tenant", "", "--instance", INSTANCE]);
     assert!(err.contains("tenant"), "{err}");
 }
 
@@ -740,8 +660,8 @@ async fn a_delivery_failing_past_the_give_up_time_is_set_aside_and_retry_sends_i
     let mut c = clinic(&flags).await;
     let mut bad = Receiver::start(usize::MAX).await;
     c.set_hook(&bad.url, "k", "s").await;
-    let first = c.send(&c.nurse.1, "outbound", "first").await;
-    let second = c.send(&c.nurse.1, "outbound", "second").await;
+    let first = c.send(&c.nurse.token, "outbound", "first").await;
+    let second = c.send(&c.nurse.token, "outbound", "second").await;
     // first fails until it is older than the give-up time; then second,
     // no longer held back, gets its own attempt (and fails too: by then it
     // is as old).
@@ -766,10 +686,10 @@ async fn a_delivery_failing_past_the_give_up_time_is_set_aside_and_retry_sends_i
     assert_eq!(list[0]["external_id"], first.as_str());
     assert_eq!(list[1]["external_id"], second.as_str());
     for d in list {
-        assert_eq!(d["patient_id"], c.pat.0.as_str());
+        assert_eq!(d["patient_id"], c.pat.id.as_str());
         assert_eq!(
             (d["tenant"].clone(), d["instance"].clone()),
-            (json!(T), json!(I))
+            (json!(TENANT), json!(INSTANCE))
         );
         assert!(d["failed_attempts"].as_u64().unwrap() >= 1, "{d}");
         assert!(d["last_error"].as_str().unwrap().contains("500"), "{d}");
@@ -785,14 +705,14 @@ async fn a_delivery_failing_past_the_give_up_time_is_set_aside_and_retry_sends_i
     assert_eq!(c.metric("parlor_webhook_dead_deliveries").await, 2);
     let over_http = c
         .srv
-        .http_get_auth("/admin/webhooks/pending?dead=true", &c.admin)
+        .get_as("/admin/webhooks/pending?dead=true", &c.admin.token)
         .await
         .expect(200);
     assert_eq!(over_http, dead);
     let table = c.cli_ok(&["webhook", "pending", "--dead"]);
     assert!(table.contains(&first) && table.contains(&second), "{table}");
     c.srv
-        .http_get_auth("/admin/webhooks/pending?dead=maybe", &c.admin)
+        .get_as("/admin/webhooks/pending?dead=maybe", &c.admin.token)
         .await
         .expect_error(400, "BAD_REQUEST");
 

@@ -9,122 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use serde_json::{json, Value};
-
-const TENANT: &str = "gh";
-const INSTANCE: &str = "sb-demo";
-
-/// A clinic (`gh/sb-demo`: patient `pat`, staff `nurse`) and another
-/// workspace (`acme/north`: patient `epat`), with the default workspace's
-/// `admin`. Send rate limits are raised: some tests post many messages.
-struct Clinic {
-    srv: Server,
-    admin: String,
-    pat: User,
-    nurse: User,
-    epat: User,
-}
-
-impl Clinic {
-    async fn new() -> Clinic {
-        Clinic::with_flags(&[]).await
-    }
-
-    async fn with_flags(flags: &[&str]) -> Clinic {
-        let mut srv = Server::new();
-        srv.user_add("admin", "admin", "pw-admin-secret");
-        let mut all = vec!["--msg-burst", "100000", "--msg-rate", "100000"];
-        all.extend_from_slice(flags);
-        srv.start_with(&all);
-        let addr = srv.addr();
-        let (admin, _) = login(&addr, "admin", "pw-admin-secret").await;
-        let add = |name: &'static str, role: &'static str, ws: (&'static str, &'static str)| {
-            let (addr, admin) = (addr.clone(), admin.clone());
-            async move {
-                let password = format!("pw-{name}-secret");
-                let body = json!({"username": name, "password": password, "role": role,
-                    "tenant": ws.0, "instance": ws.1, "display_name": format!("{name} shown")});
-                let id = post_json(&addr, "/admin/users", Some(&admin), &body)
-                    .await
-                    .expect(201)["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                let (token, _) = login(&addr, name, &password).await;
-                User {
-                    name: name.into(),
-                    password,
-                    id,
-                    token,
-                }
-            }
-        };
-        Clinic {
-            pat: add("pat", "patient", (TENANT, INSTANCE)).await,
-            nurse: add("nurse", "staff", (TENANT, INSTANCE)).await,
-            epat: add("epat", "patient", ("acme", "north")).await,
-            admin,
-            srv,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.srv.addr()
-    }
-}
 
 /// `/{tenant}/{instance}/{patient|patients}/{id}/chat{rest}`.
 fn path(seg: &str, patient: &User, rest: &str) -> String {
     format!("/{TENANT}/{INSTANCE}/{seg}/{}/chat{rest}", patient.id)
-}
-
-async fn get(addr: &str, path: &str, token: &str) -> Resp {
-    let auth = format!("Bearer {token}");
-    http(
-        addr,
-        "GET",
-        path,
-        &[("authorization", auth.as_str())],
-        Bytes::new(),
-    )
-    .await
-}
-
-/// Percent-encodes a query value.
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// The message id in an `externalId`.
-fn eid(m: &Value) -> u64 {
-    u64::from_str_radix(&m["externalId"].as_str().expect("externalId")[2..], 16).unwrap()
-}
-
-/// The ids of a page's content: messages, or hits' messages.
-fn ids(v: &Value) -> Vec<u64> {
-    v["content"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no content: {v}"))
-        .iter()
-        .map(|i| {
-            eid(if i["message"].is_object() {
-                &i["message"]
-            } else {
-                i
-            })
-        })
-        .collect()
 }
 
 fn token_of(v: &Value, which: &str) -> Option<String> {
@@ -135,15 +25,7 @@ fn token_of(v: &Value, which: &str) -> Option<String> {
 async fn fill(addr: &str, pat: &User, n: usize, text: impl Fn(usize) -> String) -> Vec<u64> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let m = post_json(
-            addr,
-            &path("patient", pat, "/inbound"),
-            Some(&pat.token),
-            &json!({ "message": text(i) }),
-        )
-        .await
-        .expect(200);
-        out.push(eid(&m));
+        out.push(eid(&send(addr, pat, pat, "inbound", &text(i)).await));
     }
     out
 }
@@ -173,7 +55,7 @@ async fn patients_plural_is_the_same_resource_as_patient_for_every_endpoint() {
     )
     .await
     .expect(200);
-    assert_eq!(o["sender"]["titleName"], "nurse shown");
+    assert_eq!(o["sender"]["titleName"], "Nurse Joy");
     // History, search and find answer the same bytes under either spelling.
     for rest in [
         "",
@@ -181,31 +63,31 @@ async fn patients_plural_is_the_same_resource_as_patient_for_every_endpoint() {
         "/search?query=zebra",
         "/find?date=2030-01-01T00:00:00.000Z",
     ] {
-        let a = get(&addr, &path("patient", &c.pat, rest), &c.nurse.token).await;
-        let b = get(&addr, &path("patients", &c.pat, rest), &c.nurse.token).await;
+        let a = get_as(&addr, &path("patient", &c.pat, rest), &c.nurse.token).await;
+        let b = get_as(&addr, &path("patients", &c.pat, rest), &c.nurse.token).await;
         assert_eq!((a.status, b.status), (200, 200), "{rest}: {}", b.text());
         assert_eq!(a.json(), b.json(), "{rest}");
     }
-    let h = get(&addr, &path("patients", &c.pat, ""), &c.pat.token)
+    let h = get_as(&addr, &path("patients", &c.pat, ""), &c.pat.token)
         .await
         .expect(200);
-    assert_eq!(ids(&h), [eid(&o), eid(&m)]);
+    assert_eq!(page_ids(&h), [eid(&o), eid(&m)]);
     // A token from one spelling is good under the other.
     let t = token_of(
-        &get(&addr, &path("patient", &c.pat, "?pageSize=1"), &c.pat.token)
+        &get_as(&addr, &path("patient", &c.pat, "?pageSize=1"), &c.pat.token)
             .await
             .expect(200),
         "nextPageToken",
     )
     .unwrap();
-    let on = get(
+    let on = get_as(
         &addr,
         &path("patients", &c.pat, &format!("?pageToken={}", enc(&t))),
         &c.pat.token,
     )
     .await
     .expect(200);
-    assert_eq!(ids(&on), [eid(&m)]);
+    assert_eq!(page_ids(&on), [eid(&m)]);
     // Archive, and its refusal for the patient, under `/patients/` too.
     let body = json!({"externalIds": [m["externalId"]]});
     post_json(
@@ -224,19 +106,19 @@ async fn patients_plural_is_the_same_resource_as_patient_for_every_endpoint() {
     )
     .await;
     assert_eq!(r.status, 204, "{}", r.text());
-    let h = get(&addr, &path("patients", &c.pat, ""), &c.pat.token)
+    let h = get_as(&addr, &path("patients", &c.pat, ""), &c.pat.token)
         .await
         .expect(200);
-    assert_eq!(ids(&h), [eid(&o)]);
+    assert_eq!(page_ids(&h), [eid(&o)]);
     // The rules of §5 hold there too: another workspace's patient, an
     // unknown endpoint, no token.
-    get(&addr, &path("patients", &c.epat, ""), &c.nurse.token)
+    get_as(&addr, &path("patients", &c.epat, ""), &c.nurse.token)
         .await
         .expect_error(404, "NOT_FOUND");
-    get(&addr, &path("patients", &c.pat, "/nope"), &c.nurse.token)
+    get_as(&addr, &path("patients", &c.pat, "/nope"), &c.nurse.token)
         .await
         .expect_error(404, "NOT_FOUND");
-    get(&addr, &path("patients", &c.pat, ""), "not-a-token")
+    get_as(&addr, &path("patients", &c.pat, ""), "not-a-token")
         .await
         .expect_error(401, "UNAUTHENTICATED");
 }
@@ -246,20 +128,20 @@ async fn size_is_page_size_and_both_at_once_or_with_a_token_is_400() {
     let c = Clinic::new().await;
     let addr = c.addr();
     let all = fill(&addr, &c.pat, 7, |i| format!("word {i}")).await;
-    let p = get(&addr, &path("patients", &c.pat, "?size=3"), &c.pat.token)
+    let p = get_as(&addr, &path("patients", &c.pat, "?size=3"), &c.pat.token)
         .await
         .expect(200);
-    assert_eq!(ids(&p), [all[6], all[5], all[4]]);
+    assert_eq!(page_ids(&p), [all[6], all[5], all[4]]);
     assert_eq!(p["meta"]["pageSize"], 3);
-    let s = get(
+    let s = get_as(
         &addr,
         &path("patients", &c.pat, "/search?query=word&size=2"),
         &c.pat.token,
     )
     .await
     .expect(200);
-    assert_eq!(ids(&s), [all[6], all[5]]);
-    let f = get(
+    assert_eq!(page_ids(&s), [all[6], all[5]]);
+    let f = get_as(
         &addr,
         &path(
             "patients",
@@ -270,7 +152,7 @@ async fn size_is_page_size_and_both_at_once_or_with_a_token_is_400() {
     )
     .await
     .expect(200);
-    assert_eq!(ids(&f), [all[6], all[5], all[4], all[3]]);
+    assert_eq!(page_ids(&f), [all[6], all[5], all[4], all[3]]);
     let t = token_of(&p, "nextPageToken").unwrap();
     for bad in [
         "?size=3&pageSize=3".to_string(),
@@ -280,7 +162,7 @@ async fn size_is_page_size_and_both_at_once_or_with_a_token_is_400() {
         format!("?size=3&pageToken={}", enc(&t)),
         "/search?query=word&size=2&pageSize=2".into(),
     ] {
-        get(&addr, &path("patients", &c.pat, &bad), &c.pat.token)
+        get_as(&addr, &path("patients", &c.pat, &bad), &c.pat.token)
             .await
             .expect_error(400, "BAD_REQUEST");
     }
@@ -298,41 +180,41 @@ async fn a_search_hits_tokens_open_on_the_history_endpoint_the_page_find_shows()
         }
     })
     .await;
-    let s = get(
+    let s = get_as(
         &addr,
         &path("patients", &c.pat, "/search?query=zebra&contentPageSize=4"),
         &c.nurse.token,
     )
     .await
     .expect(200);
-    assert_eq!(ids(&s), [all[12]]);
+    assert_eq!(page_ids(&s), [all[12]]);
     let hit = &s["content"][0]["meta"];
     for (which, want) in [
         ("nextPageToken", vec![all[12], all[11], all[10], all[9]]),
         ("prevPageToken", vec![all[15], all[14], all[13], all[12]]),
     ] {
         let t = enc(hit[which].as_str().unwrap());
-        let h = get(
+        let h = get_as(
             &addr,
             &path("patients", &c.pat, &format!("?pageToken={t}")),
             &c.nurse.token,
         )
         .await
         .expect(200);
-        let f = get(
+        let f = get_as(
             &addr,
             &path("patients", &c.pat, &format!("/find?pageToken={t}")),
             &c.nurse.token,
         )
         .await
         .expect(200);
-        assert_eq!(ids(&h), want, "{which} on history");
-        assert_eq!(ids(&f), want, "{which} on find");
+        assert_eq!(page_ids(&h), want, "{which} on history");
+        assert_eq!(page_ids(&f), want, "{which} on find");
         // History renders its own envelope: messages, not hits.
         assert!(h["content"][0]["externalId"].is_string(), "{h}");
         assert_eq!(h["meta"]["pageSize"], 4);
         // includeArchived may repeat the token's value; another is refused.
-        get(
+        get_as(
             &addr,
             &path(
                 "patients",
@@ -343,7 +225,7 @@ async fn a_search_hits_tokens_open_on_the_history_endpoint_the_page_find_shows()
         )
         .await
         .expect(200);
-        get(
+        get_as(
             &addr,
             &path(
                 "patients",
@@ -358,47 +240,30 @@ async fn a_search_hits_tokens_open_on_the_history_endpoint_the_page_find_shows()
     // From the hit's page, history's own tokens walk on to the oldest,
     // every message once.
     let t = hit["nextPageToken"].as_str().unwrap().to_owned();
-    let mut page = get(
+    let mut page = get_as(
         &addr,
         &path("patients", &c.pat, &format!("?pageToken={}", enc(&t))),
         &c.nurse.token,
     )
     .await
     .expect(200);
-    let mut seen = ids(&page);
+    let mut seen = page_ids(&page);
     while let Some(t) = token_of(&page, "nextPageToken") {
-        page = get(
+        page = get_as(
             &addr,
             &path("patients", &c.pat, &format!("?pageToken={}", enc(&t))),
             &c.nurse.token,
         )
         .await
         .expect(200);
-        seen.extend(ids(&page));
+        seen.extend(page_ids(&page));
     }
     assert_eq!(seen, all[..13].iter().rev().copied().collect::<Vec<_>>());
     // A hit token of another patient's chat is refused on history too.
-    let pat2 = {
-        let body = json!({"username": "pat2", "password": "pw-pat2", "role": "patient",
-            "tenant": TENANT, "instance": INSTANCE});
-        let id = post_json(&addr, "/admin/users", Some(&c.admin), &body)
-            .await
-            .expect(201)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let (token, _) = login(&addr, "pat2", "pw-pat2").await;
-        User {
-            name: "pat2".into(),
-            password: "pw-pat2".into(),
-            id,
-            token,
-        }
-    };
-    fill(&addr, &pat2, 1, |_| "zebra too".into()).await;
-    let other = get(
+    fill(&addr, &c.pat2, 1, |_| "zebra too".into()).await;
+    let other = get_as(
         &addr,
-        &path("patients", &pat2, "/search?query=zebra"),
+        &path("patients", &c.pat2, "/search?query=zebra"),
         &c.nurse.token,
     )
     .await
@@ -406,7 +271,7 @@ async fn a_search_hits_tokens_open_on_the_history_endpoint_the_page_find_shows()
     let t = other["content"][0]["meta"]["nextPageToken"]
         .as_str()
         .unwrap();
-    get(
+    get_as(
         &addr,
         &path("patients", &c.pat, &format!("?pageToken={}", enc(t))),
         &c.nurse.token,
@@ -431,12 +296,12 @@ async fn content_page_size_sets_the_page_size_of_the_hits_tokens_on_every_search
             path("patients", &c.pat, ""),
         );
         async move {
-            get(&addr, &format!("{p}?pageToken={}", enc(&t)), &c_tok)
+            get_as(&addr, &format!("{p}?pageToken={}", enc(&t)), &c_tok)
                 .await
                 .expect(200)
         }
     };
-    let first = get(
+    let first = get_as(
         &addr,
         &path(
             "patients",
@@ -449,11 +314,11 @@ async fn content_page_size_sets_the_page_size_of_the_hits_tokens_on_every_search
     .expect(200);
     assert_eq!(first["meta"]["pageSize"], 2);
     let h = opened(&first, 0).await;
-    assert_eq!(ids(&h), [all[29], all[28], all[27]]);
+    assert_eq!(page_ids(&h), [all[29], all[28], all[27]]);
     assert_eq!(h["meta"]["pageSize"], 3);
     // The search token carries it: the next search page's hits too.
     let t = token_of(&first, "nextPageToken").unwrap();
-    let second = get(
+    let second = get_as(
         &addr,
         &path(
             "patients",
@@ -464,10 +329,13 @@ async fn content_page_size_sets_the_page_size_of_the_hits_tokens_on_every_search
     )
     .await
     .expect(200);
-    assert_eq!(ids(&second), [all[27], all[26]]);
-    assert_eq!(ids(&opened(&second, 1).await), [all[26], all[25], all[24]]);
+    assert_eq!(page_ids(&second), [all[27], all[26]]);
+    assert_eq!(
+        page_ids(&opened(&second, 1).await),
+        [all[26], all[25], all[24]]
+    );
     // Repeating it with the token is fine; another value is refused.
-    get(
+    get_as(
         &addr,
         &path(
             "patients",
@@ -478,7 +346,7 @@ async fn content_page_size_sets_the_page_size_of_the_hits_tokens_on_every_search
     )
     .await
     .expect(200);
-    get(
+    get_as(
         &addr,
         &path(
             "patients",
@@ -490,7 +358,7 @@ async fn content_page_size_sets_the_page_size_of_the_hits_tokens_on_every_search
     .await
     .expect_error(400, "BAD_REQUEST");
     // Without it: 20, whatever the search's own page size.
-    let d = get(
+    let d = get_as(
         &addr,
         &path("patients", &c.pat, "/search?query=apple&pageSize=2"),
         &c.pat.token,
@@ -499,9 +367,9 @@ async fn content_page_size_sets_the_page_size_of_the_hits_tokens_on_every_search
     .expect(200);
     let h = opened(&d, 0).await;
     assert_eq!(h["meta"]["pageSize"], 20);
-    assert_eq!(ids(&h).len(), 20);
+    assert_eq!(page_ids(&h).len(), 20);
     for bad in ["0", "101", "-1", "x", ""] {
-        get(
+        get_as(
             &addr,
             &path(
                 "patients",
@@ -532,24 +400,24 @@ async fn unknown_query_parameters_are_ignored_by_every_endpoint() {
             format!("/find?date=2030-01-01T00:00:00.000Z&{noise}&pageSize=2"),
         ),
     ] {
-        let a = get(&addr, &path("patients", &c.pat, &plain), &c.pat.token)
+        let a = get_as(&addr, &path("patients", &c.pat, &plain), &c.pat.token)
             .await
             .expect(200);
-        let b = get(&addr, &path("patients", &c.pat, &with), &c.pat.token)
+        let b = get_as(&addr, &path("patients", &c.pat, &with), &c.pat.token)
             .await
             .expect(200);
         assert_eq!(a, b, "{with}");
         // And beside a token.
         let t = token_of(&a, "nextPageToken").unwrap();
         let sub = plain.split('?').next().unwrap();
-        let x = get(
+        let x = get_as(
             &addr,
             &path("patients", &c.pat, &format!("{sub}?pageToken={}", enc(&t))),
             &c.pat.token,
         )
         .await
         .expect(200);
-        let y = get(
+        let y = get_as(
             &addr,
             &path(
                 "patients",
@@ -563,7 +431,7 @@ async fn unknown_query_parameters_are_ignored_by_every_endpoint() {
         assert_eq!(x, y, "{sub} with a token");
     }
     // The SDK's Python booleans (`True`/`False`) are read as flags.
-    get(
+    get_as(
         &addr,
         &path("patients", &c.pat, "?includeArchived=False&pageSize=20"),
         &c.pat.token,
@@ -643,7 +511,7 @@ async fn an_api_client_token_is_staff_of_its_workspace_only_and_not_a_participan
     let addr = c.addr();
     let secret = add_client(
         &addr,
-        &c.admin,
+        &c.admin.token,
         json!({"tenant": TENANT, "instance": INSTANCE, "name": "ehr.bridge_1",
             "display_name": "EHR Bridge"}),
     )
@@ -675,27 +543,27 @@ async fn an_api_client_token_is_staff_of_its_workspace_only_and_not_a_participan
     // History and search, as staff; the patient and the nurse see its
     // messages too.
     for who in [&bot.token, &c.pat.token, &c.nurse.token] {
-        let h = get(&addr, &path("patient", &c.pat, ""), who)
+        let h = get_as(&addr, &path("patient", &c.pat, ""), who)
             .await
             .expect(200);
-        assert_eq!(ids(&h), [eid(&out), eid(&inb)]);
+        assert_eq!(page_ids(&h), [eid(&out), eid(&inb)]);
     }
-    let s = get(
+    let s = get_as(
         &addr,
         &path("patients", &c.pat, "/search?query=clinic"),
         &token,
     )
     .await
     .expect(200);
-    assert_eq!(ids(&s), [eid(&out)]);
+    assert_eq!(page_ids(&s), [eid(&out)]);
     // Nothing of another workspace: the same 404 as a patient that does
     // not exist, under either spelling.
     for seg in ["patient", "patients"] {
         for rest in ["", "/search?query=x"] {
-            get(&addr, &path(seg, &c.epat, rest), &token)
+            get_as(&addr, &path(seg, &c.epat, rest), &token)
                 .await
                 .expect_error(404, "NOT_FOUND");
-            get(
+            get_as(
                 &addr,
                 &format!("/acme/north/{seg}/{}/chat{rest}", c.epat.id),
                 &token,
@@ -713,7 +581,7 @@ async fn an_api_client_token_is_staff_of_its_workspace_only_and_not_a_participan
         .expect_error(404, "NOT_FOUND");
     }
     // Not a participant: room_info of the care-team chat lists the patient
-    // and the nurse only; no one can reach it by id.
+    // and the clinic's staff only; no one can reach it by id.
     let mut ws = Ws::auth(&addr, &c.nurse.token).await;
     post_json(
         &addr,
@@ -725,24 +593,12 @@ async fn an_api_client_token_is_staff_of_its_workspace_only_and_not_a_participan
     .expect(200);
     let pushed = ws.recv_message(WS_TIMEOUT).await;
     let room = pushed["room"].as_str().unwrap().to_owned();
-    let info = post_json(
-        &addr,
-        "/chat/room_info",
-        Some(&c.nurse.token),
-        &json!({"room_id": room}),
-    )
-    .await
-    .expect(200);
-    let mut occupants: Vec<String> = info["occupants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
-    occupants.sort();
-    let mut want = vec![c.pat.id.clone(), c.nurse.id.clone()];
+    let mut want = vec![c.pat.id.clone(), c.nurse.id.clone(), c.doc.id.clone()];
     want.sort();
-    assert_eq!(occupants, want);
+    assert_eq!(
+        occupants(&room_info(&addr, &c.nurse.token, &room).await),
+        want
+    );
     post_json(
         &addr,
         "/chat/create_dm",
@@ -779,7 +635,7 @@ async fn api_client_bad_input_gets_clear_errors_and_unknown_equals_wrong_secret(
     let c = Clinic::new().await;
     let addr = c.addr();
     let ok = json!({"tenant": TENANT, "instance": INSTANCE, "name": "ehr"});
-    let secret = add_client(&addr, &c.admin, ok.clone()).await;
+    let secret = add_client(&addr, &c.admin.token, ok.clone()).await;
     // Creating: only an admin; the name's rules; a taken name.
     post_json(&addr, "/admin/api_clients", Some(&c.nurse.token), &ok)
         .await
@@ -787,7 +643,7 @@ async fn api_client_bad_input_gets_clear_errors_and_unknown_equals_wrong_secret(
     post_json(&addr, "/admin/api_clients", None, &ok)
         .await
         .expect_error(401, "UNAUTHENTICATED");
-    post_json(&addr, "/admin/api_clients", Some(&c.admin), &ok)
+    post_json(&addr, "/admin/api_clients", Some(&c.admin.token), &ok)
         .await
         .expect_error(409, "CONFLICT");
     for bad in [
@@ -800,13 +656,18 @@ async fn api_client_bad_input_gets_clear_errors_and_unknown_equals_wrong_secret(
         json!({"tenant": TENANT, "instance": INSTANCE, "name": "ehr2", "rotate": "yes"}),
         json!({"tenant": TENANT, "instance": INSTANCE, "name": "ehr2", "display_name": ""}),
     ] {
-        post_json(&addr, "/admin/api_clients", Some(&c.admin), &bad)
+        post_json(&addr, "/admin/api_clients", Some(&c.admin.token), &bad)
             .await
             .expect_error(400, "BAD_REQUEST");
     }
-    post_raw(&addr, "/admin/api_clients", Some(&c.admin), "{not json")
-        .await
-        .expect_error(400, "BAD_REQUEST");
+    post_raw(
+        &addr,
+        "/admin/api_clients",
+        Some(&c.admin.token),
+        "{not json",
+    )
+    .await
+    .expect_error(400, "BAD_REQUEST");
     // The exchange: an unknown client and a wrong secret are one answer.
     let wrong = exchange(&addr, TENANT, "ehr", "not-the-secret").await;
     let unknown = exchange(&addr, TENANT, "nobody", &secret).await;
@@ -833,7 +694,7 @@ async fn api_client_bad_input_gets_clear_errors_and_unknown_equals_wrong_secret(
         .expect_error(400, "BAD_REQUEST");
     }
     // Another method on the exchange's path is no endpoint.
-    get(&addr, &format!("/{TENANT}/admin/api_clients/ehr"), "x")
+    get_as(&addr, &format!("/{TENANT}/admin/api_clients/ehr"), "x")
         .await
         .expect_error(404, "NOT_FOUND");
     client_token(&addr, TENANT, "ehr", &secret).await;
@@ -844,11 +705,11 @@ async fn rotating_a_secret_refuses_its_old_token_at_once_and_closes_its_sockets(
     let c = Clinic::new().await;
     let addr = c.addr();
     let body = json!({"tenant": TENANT, "instance": INSTANCE, "name": "ehr"});
-    let secret = add_client(&addr, &c.admin, body.clone()).await;
+    let secret = add_client(&addr, &c.admin.token, body.clone()).await;
     let old = client_token(&addr, TENANT, "ehr", &secret).await;
     let old2 = client_token(&addr, TENANT, "ehr", &secret).await;
     let history = path("patients", &c.pat, "");
-    get(&addr, &history, &old).await.expect(200);
+    get_as(&addr, &history, &old).await.expect(200);
     // Its sockets: two dialects, both told of the patient chat's messages.
     let mut rooms_ws = Ws::auth(&addr, &old).await;
     let typed_url = format!("ws://{addr}/ws?token={}", enc(&old2));
@@ -872,10 +733,10 @@ async fn rotating_a_secret_refuses_its_old_token_at_once_and_closes_its_sockets(
     // Rotate: the next request with either old token is refused.
     let mut rotated = body.clone();
     rotated["rotate"] = json!(true);
-    let fresh = add_client(&addr, &c.admin, rotated.clone()).await;
+    let fresh = add_client(&addr, &c.admin.token, rotated.clone()).await;
     assert_ne!(fresh, secret);
     for t in [&old, &old2] {
-        get(&addr, &history, t)
+        get_as(&addr, &history, t)
             .await
             .expect_error(401, "UNAUTHENTICATED");
     }
@@ -897,7 +758,7 @@ async fn rotating_a_secret_refuses_its_old_token_at_once_and_closes_its_sockets(
         .await
         .expect_error(401, "INVALID_CREDENTIALS");
     let new = client_token(&addr, TENANT, "ehr", &fresh).await;
-    get(&addr, &history, &new).await.expect(200);
+    get_as(&addr, &history, &new).await.expect(200);
     // The CLI rotates too, while the daemon runs.
     let out = c.srv.cli(
         &[
@@ -919,7 +780,7 @@ async fn rotating_a_secret_refuses_its_old_token_at_once_and_closes_its_sockets(
     );
     let by_cli = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(by_cli.len() >= 22 && by_cli != fresh);
-    get(&addr, &history, &new)
+    get_as(&addr, &history, &new)
         .await
         .expect_error(401, "UNAUTHENTICATED");
     client_token(&addr, TENANT, "ehr", &by_cli).await;
@@ -931,7 +792,7 @@ async fn the_exchange_is_throttled_like_logins_after_failures_only() {
     let addr = c.addr();
     let secret = add_client(
         &addr,
-        &c.admin,
+        &c.admin.token,
         json!({"tenant": TENANT, "instance": INSTANCE, "name": "ehr"}),
     )
     .await;
@@ -956,7 +817,7 @@ async fn the_exchange_is_throttled_like_logins_after_failures_only() {
     // Per client: another client of the tenant is not slowed.
     let other = add_client(
         &addr,
-        &c.admin,
+        &c.admin.token,
         json!({"tenant": TENANT, "instance": INSTANCE, "name": "other"}),
     )
     .await;
@@ -1138,7 +999,7 @@ async fn the_real_welkin_sdk_works_unchanged_against_parlor() {
     let c = Clinic::new().await;
     let secret = add_client(
         &c.addr(),
-        &c.admin,
+        &c.admin.token,
         json!({"tenant": TENANT, "instance": INSTANCE, "name": "welkin-sdk"}),
     )
     .await;
@@ -1170,10 +1031,10 @@ async fn the_real_welkin_sdk_works_unchanged_against_parlor() {
         } else {
             format!("?pageToken={}", enc(&t))
         };
-        let p = get(&c.addr(), &path("patient", &c.pat, &q), &c.nurse.token)
+        let p = get_as(&c.addr(), &path("patient", &c.pat, &q), &c.nurse.token)
             .await
             .expect(200);
-        seen += ids(&p).len();
+        seen += page_ids(&p).len();
         next = token_of(&p, "nextPageToken");
     }
     assert_eq!(seen, 42);

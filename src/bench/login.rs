@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use super::client::{self, Http};
-use super::fanout::{measured_step_parts, Engine, Fleet, StepResult};
+use super::engine::{measured_step_parts, Engine, Fleet, StepResult};
 use super::report::{self, ms, opt, Table};
 use super::setup::Env;
 use super::stats::{Hist, ProcSample};

@@ -22,6 +22,7 @@
 
 mod baseline;
 mod client;
+mod engine;
 mod fanout;
 mod history;
 mod idle;

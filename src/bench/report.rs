@@ -8,7 +8,8 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::fanout::{StepResult, TargetReport};
+use super::engine::StepResult;
+use super::fanout::TargetReport;
 use super::stats::median;
 use super::BenchArgs;
 

@@ -4,6 +4,7 @@ use super::*;
 use crate::core::limits::Limits;
 use crate::core::Admin;
 use crate::model::{Role, User, Webhook};
+use crate::webhooks::{dead, pending};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
