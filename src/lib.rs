@@ -32,20 +32,24 @@
 //!   API like any other.
 //! - [`systemd`]: `Type=notify` readiness, watchdog keep-alives, stopping.
 
-pub mod app;
+pub(crate) mod app;
+// Public: what `main.rs` runs (bench, cli, config, daemon), what `fuzz/`
+// calls (fuzzing), and the store, which tests/version.rs and
+// tests/audit.rs open directly, as a tamperer or an old binary would.
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod control;
-pub mod core;
+pub(crate) mod control;
+pub(crate) mod core;
 pub mod daemon;
-pub mod dialects;
-pub mod error;
+pub(crate) mod dialects;
+pub(crate) mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod model;
-pub mod net;
+pub(crate) mod model;
+pub(crate) mod net;
+#[doc(hidden)]
 pub mod store;
-pub mod systemd;
-pub mod web;
-pub mod webhooks;
+pub(crate) mod systemd;
+pub(crate) mod web;
+pub(crate) mod webhooks;

@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(core.authenticate(&again).unwrap().user.id, caller.user.id);
         // A client is never an admin (its caller knows it is a client's),
         // and a rotation names the same instance.
-        assert!(matches!(caller.actor(), crate::core::Actor::Client(_)));
+        assert!(matches!(
+            caller.actor(),
+            crate::core::actor::Actor::Client(_)
+        ));
         let e = caller.actor().admin("manage API clients").unwrap_err();
         assert_eq!(e.kind, Kind::Forbidden);
         let elsewhere = NewApiClient {

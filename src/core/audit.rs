@@ -33,7 +33,7 @@
 mod chain;
 mod to_show;
 
-pub use chain::{chain_hash, hex, verify_chain, Bad, Head, Record, Verdict};
+pub use chain::{verify_chain, Head, Record, Verdict};
 pub use to_show::ToShow;
 
 use std::collections::BTreeMap;

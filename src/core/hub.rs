@@ -45,12 +45,9 @@ pub enum EventKind {
         sender_name: String,
         new_chat: Option<ChatView>,
     },
-    /// A participant's read marker moved; `chat` is the room as of that.
-    Read {
-        user: UserId,
-        marker: Participant,
-        chat: ChatView,
-    },
+    /// A participant's read marker moved; `chat` is the room as of that
+    /// (the markers included).
+    Read { chat: ChatView },
     /// A user joined the room (with the read marker they gave, if any).
     Joined {
         user: UserId,
@@ -243,7 +240,8 @@ impl Hub {
         }
     }
 
-    /// Open connections, for metrics and tests.
+    /// Open connections, for tests.
+    #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
     }

@@ -246,11 +246,7 @@ impl Core {
                     recent,
                     participants,
                 };
-                let kind = EventKind::Read {
-                    user,
-                    marker: marker.clone(),
-                    chat,
-                };
+                let kind = EventKind::Read { chat };
                 Ok((marker, vec![Event::new(room, audience, kind)]))
             })
             .await

@@ -61,7 +61,7 @@ use std::sync::Arc;
 use crate::model::User;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::{OpenError, Store};
-pub use actor::{Actor, Admin};
+pub use actor::Admin;
 use commit::Committer;
 use hub::Hub;
 use limits::{Limits, LoginThrottle, UserBuckets};
@@ -199,6 +199,7 @@ impl Core {
     }
 
     /// Items read by store range scans so far (for cost tests).
+    #[cfg(test)]
     pub fn items_scanned(&self) -> u64 {
         self.store.scanned()
     }

@@ -58,7 +58,7 @@ mod worker;
 use std::time::Duration;
 
 pub use listing::{dead, pending, MAX_LIST};
-pub use monitor::{Attempts, Monitor};
+pub use monitor::Monitor;
 pub use worker::Worker;
 
 /// `--webhook-give-up-hours`' default.
