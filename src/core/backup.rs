@@ -12,8 +12,10 @@
 //! A backup taken while the daemon serves is a consistent cut of the
 //! message log (every message up to the visible id at its start, nothing
 //! after); the other records are read as they are while it runs. Restore
-//! checks the footer before writing anything, writes into a fresh store,
-//! and `verify` exports the restored store again and compares checksums.
+//! checks the footer before writing anything, writes into a fresh store
+//! the records and what follows from them (`derived::Rebuild`: the same
+//! rules the writer's jobs follow), and `verify` exports the restored
+//! store again and compares checksums.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -23,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{self, Actor, Entry, Head};
 use super::commit::unix_ms;
+use super::derived::Rebuild;
 use super::Core;
 use crate::error::{Error, Result};
 use crate::store::{Record, Store, StoreError};
@@ -210,7 +213,8 @@ pub fn restore(path: &Path, dir: &Path, verify: bool) -> Result<Summary> {
         let reader =
             s.spawn(move || read_backup(&mut input, &mut |r| tx.send(r).map_err(Error::internal)));
         let mut records = rx.into_iter().map(Ok);
-        let n = store.import(&mut records)?;
+        let mut derived = Rebuild::default();
+        let n = store.import(&mut records, &mut |r, batch| derived.record(r, batch))?;
         reader
             .join()
             .map_err(|_| Error::internal("backup reader panicked"))??;
@@ -349,18 +353,7 @@ mod tests {
         let restored = restore(&path, &dir.path().join("b"), true).unwrap();
         assert_eq!(restored, s);
         // The restored store serves: indexes rebuilt, ids resume.
-        // sled lets go of its lock when its last thread ends, a moment
-        // after `restore` dropped the store: wait for it (a restarted
-        // daemon, a new process, never sees this).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let core = loop {
-            match Core::open(&dir.path().join("b"), Limits::default()) {
-                Err(crate::store::OpenError::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                r => break r.unwrap(),
-            }
-        };
+        let core = crate::core::testing::open_restored(&dir.path().join("b"));
         let nurse = core.user(nurse.id).unwrap().unwrap();
         assert_eq!(core.page_token_key().unwrap(), key);
         let chat = core

@@ -5,6 +5,7 @@
 use tokio::sync::oneshot;
 
 use super::audit::{self, Actor, Entry, ToShow};
+use super::derived;
 use super::hub::{ChatView, Event, EventKind};
 use super::Core;
 use crate::error::{Error, Result};
@@ -42,9 +43,10 @@ impl Core {
     }
 
     /// Queues a message; the receiver answers once it is durable and
-    /// published. Checked before queueing: text limits and the author's
-    /// rate; in the writer: that author (and the one posted for) are in
-    /// the room.
+    /// published. Checked before queueing: text limits, the author's rate,
+    /// and that the author is in the room (`room_for`, which reads the
+    /// room: the job is handed it, and reads it no more); in the writer:
+    /// that author (and the one posted for) are in the room.
     pub async fn post_queued(
         &self,
         author: &User,
@@ -54,6 +56,7 @@ impl Core {
     ) -> Result<oneshot::Receiver<Result<Message>>> {
         check_text(&text)?;
         self.take_send(author)?;
+        let r = self.room_for(author, room)?;
         let (author, author_name) = (author.id, author.username.clone());
         self.commit
             .submit(move |tx| {
@@ -76,9 +79,8 @@ impl Core {
                     archived: false,
                 };
                 tx.batch.put_message(&msg);
-                let kind = tx.store.room(room)?.filter(|r| r.kind == RoomKind::Patient);
-                if let Some(r) = kind {
-                    super::patients::on_patient_message(tx.store, &mut tx.batch, &r, &msg)?;
+                derived::new_message(tx.store, &mut tx.batch, &r, &msg)?;
+                if r.kind == RoomKind::Patient {
                     tx.audit(posted(author, &r, &msg))?;
                 }
                 let (_, p) = &mut participants[i];
@@ -386,6 +388,25 @@ pub(crate) mod tests {
         assert_eq!(again.last_read, m2.id);
         let joined = core.join(&bob, room, Some(m1.id)).await.unwrap();
         assert_eq!(joined.last_read, m2.id);
+        core.shutdown();
+    }
+
+    /// The post job is handed the room its caller's check read (so it
+    /// knows a patient chat without reading the room again): a post to a
+    /// room the author is not in, or to none, is refused before it is
+    /// queued.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_post_is_refused_before_queueing_unless_its_author_is_in_the_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, ann, bob) = setup(dir.path()).await;
+        let own = core.create_dm(&ann, ann.id).await.unwrap();
+        for (who, room) in [(&bob, own), (&ann, RoomId(999))] {
+            let queued = core.post_queued(who, room, "x".into(), PostAs::default());
+            let e = queued.await.unwrap_err();
+            assert_eq!(e.kind, crate::error::Kind::NotFound);
+        }
+        let done = core.post_queued(&ann, own, "x".into(), PostAs::default());
+        assert_eq!(done.await.unwrap().await.unwrap().unwrap().room, own);
         core.shutdown();
     }
 

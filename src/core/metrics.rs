@@ -90,7 +90,7 @@ pub struct Metrics {
     /// Jobs refused because the store had no room on its disk.
     pub writes_refused: AtomicU64,
     /// Webhook deliveries set aside as dead, in the store now (a gauge,
-    /// counted at open and kept by `core::webhooks`).
+    /// counted at open and kept by `core::outbox`).
     pub webhook_dead: AtomicU64,
     connections: Mutex<BTreeMap<&'static str, i64>>,
 }

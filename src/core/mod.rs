@@ -8,12 +8,17 @@
 //! - `passwords`: argon2 on a small pool of low-priority threads
 //! - `tokens`, `limits`: tokens, throttles
 //! - `accounts`, `rooms`, `messages`, `cursor`, `patients`: the operations
+//! - `pages`: a patient chat's history and search pages, id-bordered
+//! - `derived`: the records that follow from others by a rule (care
+//!   team, patient-chat index, search postings, outbox), written only
+//!   there — by the writer's jobs and by restore alike
 //! - `reach`: who a user may reach (a patient: only their care team)
 //! - `api_clients`: integrations' names and secrets, exchanged for tokens
 //! - `audit`: the hash-chained audit trail, and `ToShow`, which holds an
 //!   answer's patient-chat messages until their read is recorded
 //! - `overview`: a user's rooms with bounded unread counts (read-only)
-//! - `webhooks`: each workspace's webhook and its deliveries' life cycle
+//! - `webhooks`: each workspace's webhook; `outbox`: its deliveries, from
+//!   queued to sent, dead or dropped
 
 pub mod accounts;
 pub mod actor;
@@ -22,11 +27,14 @@ pub mod audit;
 pub mod backup;
 pub mod commit;
 pub mod cursor;
+pub mod derived;
 pub mod hub;
 pub mod limits;
 pub mod messages;
 pub mod metrics;
+pub mod outbox;
 pub mod overview;
+pub mod pages;
 pub mod passwords;
 pub mod patients;
 pub mod reach;
@@ -37,9 +45,14 @@ pub mod webhooks;
 /// What the core's unit tests (and the webhook worker's) share.
 #[cfg(test)]
 pub(crate) mod testing {
+    use std::sync::Arc;
+
     use super::accounts::NewUser;
+    use super::limits::Limits;
+    use super::patients::PatientChat;
     use super::{Admin, Core};
-    use crate::model::{Role, User, Workspace};
+    use crate::error::Result;
+    use crate::model::{Role, User, Webhook, Workspace};
 
     /// A user made by the operator, in workspace `tenant/main`.
     pub async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
@@ -52,6 +65,111 @@ pub(crate) mod testing {
         };
         let id = core.create_user(&Admin::operator(), new).await.unwrap();
         core.user(id).unwrap().unwrap()
+    }
+
+    /// A core with no send limits.
+    pub fn open(dir: &std::path::Path) -> Arc<Core> {
+        let limits = Limits {
+            msg_burst: 1_000_000,
+            msg_rate: 1_000_000,
+            ..Limits::default()
+        };
+        Core::open(dir, limits).unwrap()
+    }
+
+    /// The core of a store `backup::restore` just wrote. sled lets go of
+    /// its lock when its last thread ends, a moment after `restore`
+    /// dropped the store: wait for it (a restarted daemon, a new process,
+    /// never sees this).
+    pub fn open_restored(dir: &std::path::Path) -> Arc<Core> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Core::open(dir, Limits::default()) {
+                Err(crate::store::OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => break r.unwrap(),
+            }
+        }
+    }
+
+    /// A webhook no test sends to (the worker does not run in unit tests).
+    pub fn hook() -> Webhook {
+        Webhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            api_key: "k".into(),
+            api_secret: "s".into(),
+        }
+    }
+
+    /// Workspace `a/main` with a nurse and two patients, and a staff user
+    /// of workspace `b/main`.
+    pub struct Clinic {
+        pub core: Arc<Core>,
+        pub staff: User,
+        pub pat: User,
+        pub other_pat: User,
+        pub outsider: User,
+    }
+
+    pub async fn clinic(dir: &std::path::Path) -> Clinic {
+        let core = open(dir);
+        Clinic {
+            staff: user(&core, "nurse", Role::Staff, "a").await,
+            pat: user(&core, "pat", Role::Patient, "a").await,
+            other_pat: user(&core, "pat2", Role::Patient, "a").await,
+            outsider: user(&core, "doc-b", Role::Staff, "b").await,
+            core,
+        }
+    }
+
+    /// A clinic, and `pat`'s chat (opened by the patient).
+    pub async fn clinic_and_chat(dir: &std::path::Path) -> (Clinic, PatientChat) {
+        let c = clinic(dir).await;
+        let ch = c.chat(&c.pat).await.unwrap();
+        (c, ch)
+    }
+
+    impl Clinic {
+        /// `pat`'s chat, as `caller` asks for it.
+        pub async fn chat(&self, caller: &User) -> Result<PatientChat> {
+            self.core
+                .patient_chat(caller, "a", "main", &self.pat.id.to_string())
+                .await
+        }
+    }
+
+    pub struct Two {
+        pub core: Arc<Core>,
+        pub staff: User,
+        /// A patient of workspace `a/main`, and one of `b/main`.
+        pub pats: [User; 2],
+    }
+
+    /// Two workspaces with a webhook each, and `n` staff messages to each
+    /// one's patient (the staff of `b` posting there).
+    pub async fn two(dir: &std::path::Path, n: usize) -> Two {
+        let core = open(dir);
+        let staff = user(&core, "nurse", Role::Staff, "a").await;
+        let staff_b = user(&core, "nurse-b", Role::Staff, "b").await;
+        let pats = [
+            user(&core, "pat-a", Role::Patient, "a").await,
+            user(&core, "pat-b", Role::Patient, "b").await,
+        ];
+        for (p, s) in pats.iter().zip([&staff, &staff_b]) {
+            core.set_webhook(&Admin::operator(), p.workspace.clone(), hook())
+                .await
+                .unwrap();
+            let t = &p.workspace.tenant;
+            let ch = core
+                .patient_chat(s, t, "main", &p.id.to_string())
+                .await
+                .unwrap();
+            for i in 0..n {
+                core.outbound(s, &ch, format!("m{i}")).await.unwrap();
+            }
+        }
+        Two { core, staff, pats }
     }
 }
 

@@ -1,16 +1,17 @@
 //! The store as a sequence of sled-independent records: what `parlor
 //! backup` writes and `parlor restore` reads (and what a migration away
 //! from sled would read). Only primary records are exported; `import`
-//! rebuilds every index from them with the same `WriteBatch` methods the
-//! writer uses, so a restored store cannot disagree with itself.
+//! writes them with the same `WriteBatch` methods the writer uses, and
+//! what follows from them by the core's rules (care team, patient-chat
+//! index, search postings) its caller adds through a callback, in the same
+//! batch (`core::derived`: the writer's jobs call the same rules), so a
+//! restored store cannot disagree with itself.
 //!
 //! Order: page-token key, users, tokens, rooms, participants, DMs,
 //! messages (by id), webhooks, pending deliveries, dead deliveries, API
 //! clients (each with the hashes of its tokens), the audit trail (by seq,
 //! as stored: its hashes stay valid) — rooms before their messages, so
-//! `import` knows which rooms are patient chats.
-
-use std::collections::HashSet;
+//! what follows from a message may depend on its room.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +19,8 @@ use super::audit::Sealed;
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
 use crate::model::{
-    words, ApiClient, DeadDelivery, Delivery, Message, MsgId, Participant, Role, Room, RoomId,
-    RoomKind, User, UserId, Webhook, Workspace,
+    ApiClient, DeadDelivery, Delivery, Message, MsgId, Participant, Room, RoomId, User, UserId,
+    Webhook, Workspace,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -233,24 +234,26 @@ impl Store {
         Ok(self.db.range([META + 1]..).next().is_none())
     }
 
-    /// Writes records (in `export` order) into this store, rebuilding
-    /// every index, through the write-ahead log (it holds the whole
-    /// history, see `Store::open_with`), then checkpoints. Meant for a fresh store (`restore`).
-    pub fn import(&self, records: &mut dyn Iterator<Item = Result<Record>>) -> Result<u64> {
-        let mut patient_rooms = HashSet::new();
+    /// Writes records (in `export` order) into this store, each with what
+    /// `derive` adds to its batch for it (the records derived from it),
+    /// through the write-ahead log (it holds the whole history, see
+    /// `Store::open_with`), then checkpoints. Meant for a fresh store
+    /// (`restore`).
+    pub fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<Record>>,
+        derive: &mut dyn FnMut(&Record, &mut WriteBatch),
+    ) -> Result<u64> {
         let mut batch = WriteBatch::default();
         let (mut n, mut pending) = (0u64, 0usize);
         for rec in records {
-            match rec? {
+            let rec = rec?;
+            derive(&rec, &mut batch);
+            match rec {
                 Record::PageTokenKey { key } => {
                     batch.insert(PAGE_KEY_KEY, &unhex::<32>(&key)?);
                 }
-                Record::User { user } => {
-                    if matches!(user.role, Role::Staff | Role::Admin) {
-                        batch.put_care_team_member(&user.workspace, user.id);
-                    }
-                    batch.put_user(&user);
-                }
+                Record::User { user } => batch.put_user(&user),
                 Record::Token {
                     hash,
                     user,
@@ -258,23 +261,12 @@ impl Store {
                 } => {
                     batch.put_token(&unhex::<32>(&hash)?, &TokenRecord { user, created_ms });
                 }
-                Record::Room { room } => {
-                    if let (RoomKind::Patient, Some(p)) = (room.kind, room.patient) {
-                        batch.put_patient_chat(p, &room.workspace, room.id);
-                        patient_rooms.insert(room.id);
-                    }
-                    batch.put_room(&room);
-                }
+                Record::Room { room } => batch.put_room(&room),
                 Record::Participant { room, user, marker } => {
                     batch.put_participant(room, user, &marker)
                 }
                 Record::Dm { a, b, room } => batch.put_dm(a, b, room),
-                Record::Message { message } => {
-                    if patient_rooms.contains(&message.room) && !message.archived {
-                        batch.put_postings(message.room, &words(&message.text), message.id);
-                    }
-                    batch.put_message(&message);
-                }
+                Record::Message { message } => batch.put_message(&message),
                 Record::Webhook { workspace, webhook } => batch.put_webhook(&workspace, &webhook),
                 Record::Delivery { delivery } => batch.put_delivery(&delivery),
                 Record::DeadDelivery { dead } => batch.put_dead(&dead),
@@ -313,5 +305,22 @@ impl Store {
             .map(|_| ())
             .map_err(|e| StoreError(e.to_string()))?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Every key and value of the keyspaces the core derives (care teams,
+    /// the patient-chat index, search postings) and of the outbox, in key
+    /// order: what a restore must give back as the writer wrote it.
+    pub(crate) fn derived_keyspaces(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [PATIENT_CHAT, WS_STAFF, WS_PATIENT_CHAT, SEARCH, OUTBOX]
+            .into_iter()
+            .flat_map(|tag| self.db.scan_prefix([tag]))
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
     }
 }

@@ -1,6 +1,6 @@
 //! Durable, signed webhook delivery (API.md §5, "Webhook").
 //!
-//! The outbox belongs to the core (`core::webhooks`, the life of a
+//! The outbox belongs to the core (`core::outbox`, the life of a
 //! delivery): a pending delivery is written in the same commit as the
 //! staff message that causes it, and removed (`Core::delivered`) once the
 //! receiver answered 2xx, or set aside as dead (`Core::give_up`) once it

@@ -34,11 +34,11 @@ use hyper::{Request, StatusCode};
 use super::wire_error::{Rest, WireError};
 use super::{caller, Ctx};
 use crate::core::audit::ToShow;
-use crate::core::patients::{Border, Page, PatientChat};
+use crate::core::patients::{Border, PatientChat};
 use crate::core::{blocking, Core};
 use crate::error::Error;
 use crate::model::time::parse_rfc3339;
-use crate::model::{MsgId, User};
+use crate::model::User;
 use crate::net::http::{self, Resp};
 use render::{ok_json, Envelope, Paged, Render};
 use request::Endpoint;
@@ -96,21 +96,6 @@ impl WireError for Patient {
 
 fn bad_request(m: impl Into<String>) -> Fail {
     Fail::Core(Error::bad_request(m))
-}
-
-/// Where the pages beyond `page` start: older (`Below`) and newer
-/// (`Above`) than its messages — or, for an empty page, than the border
-/// it was read from.
-fn cuts(page: &Page, border: Border) -> (Border, Border) {
-    if let (Some(oldest), Some(newest)) = (page.messages.last(), page.messages.first()) {
-        return (Border::Below(oldest.id), Border::Above(newest.id));
-    }
-    let (below, above) = match border {
-        Border::Newest => (u64::MAX, u64::MAX),
-        Border::Below(x) | Border::AtOrAbove(x) => (x.0, x.0.saturating_sub(1)),
-        Border::AtOrBelow(x) | Border::Above(x) => (x.0.saturating_add(1), x.0),
-    };
-    (Border::Below(MsgId(below)), Border::Above(MsgId(above)))
 }
 
 // ---------------------------------------------------------------------------
@@ -317,51 +302,6 @@ fn find(core: &Core, chat: &PatientChat, q: &Query) -> Result<ToShow<Resp>> {
 mod tests {
     use super::*;
     use crate::dialects::wire_error::check::{every_kind_is_shown, response};
-    use crate::model::{Message, UserId};
-
-    fn msg(id: u64) -> Message {
-        Message {
-            id: MsgId(id),
-            room: crate::model::RoomId(1),
-            sender: UserId(1),
-            text: "x".into(),
-            at_ms: 0,
-            author: None,
-            is_read: false,
-            archived: false,
-        }
-    }
-
-    #[test]
-    fn cuts_follow_the_page_or_else_its_border() {
-        let page = |ids: &[u64]| Page {
-            messages: ids.iter().map(|&i| msg(i)).collect(),
-            older: true,
-            newer: true,
-        };
-        let b = |x| MsgId(x);
-        assert_eq!(
-            cuts(&page(&[9, 7, 4]), Border::Below(b(10))),
-            (Border::Below(b(4)), Border::Above(b(9)))
-        );
-        let empty = page(&[]);
-        assert_eq!(
-            cuts(&empty, Border::Below(b(5))),
-            (Border::Below(b(5)), Border::Above(b(4)))
-        );
-        assert_eq!(
-            cuts(&empty, Border::AtOrBelow(b(5))),
-            (Border::Below(b(6)), Border::Above(b(5)))
-        );
-        assert_eq!(
-            cuts(&empty, Border::Above(b(5))),
-            (Border::Below(b(6)), Border::Above(b(5)))
-        );
-        assert_eq!(
-            cuts(&empty, Border::AtOrAbove(b(5))),
-            (Border::Below(b(5)), Border::Above(b(4)))
-        );
-    }
 
     #[test]
     fn every_kind_is_a_rest_error_and_a_bad_token_its_own() {

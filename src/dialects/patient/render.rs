@@ -131,7 +131,7 @@ impl<'a> Render<'a> {
 
     /// The envelope's `meta`, tokens of `kind` leading on from `page`.
     pub(super) fn meta(&self, kind: Kind, at: &Paged, page: &Page, q: &[String]) -> Meta {
-        let (older, newer) = super::cuts(page, at.border);
+        let (older, newer) = page.cuts(at.border);
         let tok = |b| self.token(kind, b, at, q);
         Meta {
             next_page_token: page.older.then(|| tok(older)),
