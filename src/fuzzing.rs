@@ -13,7 +13,7 @@
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 
-use crate::core::patients::{Border, MAX_PAGE};
+use crate::core::pages::{Border, MAX_PAGE};
 use crate::dialects::patient::tokens::{self, Token};
 use crate::dialects::patient::{self, Fail, Patient};
 use crate::dialects::wire_error::WireError;

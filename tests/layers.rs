@@ -1,6 +1,6 @@
 //! The architecture, checked: which top-level module of `src/` may use
 //! which (no module uses one above it, so there is no import cycle), no
-//! role check outside the core.
+//! role check outside the core, and no source file too long to read.
 //!
 //! Read from the source text, not the compiler: every `crate::name` (and
 //! `crate::{a, b}`) in a module's files counts, except in `#[cfg(test)]`
@@ -31,6 +31,9 @@ const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["cli"],
 ];
+
+/// Longest source file, in lines (tests included).
+const MAX_LINES: usize = 600;
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -183,6 +186,20 @@ fn no_role_is_checked_outside_the_core() {
         found.is_empty(),
         "admin checks belong in core::actor: {found:?}"
     );
+}
+
+#[test]
+fn no_source_file_is_longer_than_the_limit() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > MAX_LINES).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "over {MAX_LINES} lines: {long:?}");
 }
 
 /// The checker itself: a use in a test item does not count, one in code

@@ -21,7 +21,6 @@ use crate::store::{Store, WriteBatch};
 
 // A chat's pages are `pages`'; the patient dialect and the fuzz targets
 // name them from here.
-pub use super::pages::{Border, Page, MAX_PAGE};
 
 /// A patient's chat, as resolved for a caller allowed to use it.
 #[derive(Clone, Debug)]

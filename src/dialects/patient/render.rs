@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::tokens::{self, Kind, Token};
 use super::Result;
-use crate::core::patients::{Border, Page, PatientChat};
+use crate::core::pages::{Border, Page};
+use crate::core::patients::PatientChat;
 use crate::core::Core;
 use crate::model::time::rfc3339;
 use crate::model::{external_id, Message, UserId};

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::tokens::Token;
 use super::{bad_request, Result, MAX_QUERY_WORDS};
-use crate::core::patients::MAX_PAGE;
+use crate::core::pages::MAX_PAGE;
 use crate::model::words;
 use crate::net::http::percent_decode;
 

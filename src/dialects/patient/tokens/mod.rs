@@ -28,7 +28,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::core::patients::{Border, MAX_PAGE};
+use crate::core::pages::{Border, MAX_PAGE};
 use crate::model::{MsgId, RoomId};
 
 /// Which endpoint reads the token.
