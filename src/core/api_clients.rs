@@ -288,7 +288,6 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::accounts::NewUser;
     use crate::core::limits::Limits;
     use std::net::Ipv4Addr;
 
@@ -373,20 +372,8 @@ mod tests {
             Kind::NotFound
         );
         // A patient's chat made later has it in its care team, unlisted.
-        let pat = core
-            .create_user(
-                &Admin::operator(),
-                NewUser {
-                    username: "pat".into(),
-                    password: "pw".into(),
-                    role: Role::Patient,
-                    workspace: ws.clone(),
-                    display_name: None,
-                },
-            )
-            .await
-            .unwrap();
-        let pat = core.user(pat).unwrap().unwrap();
+        let pat =
+            crate::core::testing::user_in(&core, "pat", Role::Patient, ws.clone(), None).await;
         let chat = core
             .patient_chat(&caller.user, "gh", "sb", &pat.id.to_string())
             .await

@@ -319,40 +319,12 @@ fn message_event(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::core::accounts::NewUser;
-    use crate::core::limits::Limits;
-    use crate::core::Admin;
     use crate::model::{Role, Workspace};
     use std::sync::Arc;
 
     /// A core with two staff users, ann and bob, and no send limits.
     pub(crate) async fn setup(dir: &std::path::Path) -> (Arc<Core>, User, User) {
-        let limits = Limits {
-            msg_burst: 1_000_000,
-            msg_rate: 1_000_000,
-            ..Limits::default()
-        };
-        let core = Core::open(dir, limits).unwrap();
-        let mut users = Vec::new();
-        for name in ["ann", "bob"] {
-            let id = core
-                .create_user(
-                    &Admin::operator(),
-                    NewUser {
-                        username: name.into(),
-                        password: "pw".into(),
-                        role: Role::Staff,
-                        workspace: Workspace::default(),
-                        display_name: None,
-                    },
-                )
-                .await
-                .unwrap();
-            users.push(core.user(id).unwrap().unwrap());
-        }
-        let bob = users.pop().unwrap();
-        let ann = users.pop().unwrap();
-        (core, ann, bob)
+        crate::core::testing::ann_and_bob(dir, |_| None).await
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -486,20 +458,8 @@ pub(crate) mod tests {
             core.join(&bob, dm, None).await.unwrap_err().kind,
             crate::error::Kind::NotFound
         );
-        let id = core
-            .create_user(
-                &Admin::operator(),
-                NewUser {
-                    username: "eve".into(),
-                    password: "pw".into(),
-                    role: Role::Staff,
-                    workspace: Workspace::new("acme", "north").unwrap(),
-                    display_name: None,
-                },
-            )
-            .await
-            .unwrap();
-        let eve = core.user(id).unwrap().unwrap();
+        let acme = Workspace::new("acme", "north").unwrap();
+        let eve = crate::core::testing::user_in(&core, "eve", Role::Staff, acme, None).await;
         assert!(core.join(&eve, open, None).await.is_err());
         assert!(core.visible_room_info(&eve, open).is_err());
         core.shutdown();

@@ -56,15 +56,53 @@ pub(crate) mod testing {
 
     /// A user made by the operator, in workspace `tenant/main`.
     pub async fn user(core: &Core, name: &str, role: Role, tenant: &str) -> User {
+        let ws = Workspace::new(tenant, "main").unwrap();
+        user_in(core, name, role, ws, None).await
+    }
+
+    /// A user made by the operator, in `workspace`, with its display name.
+    pub async fn user_in(
+        core: &Core,
+        name: &str,
+        role: Role,
+        workspace: Workspace,
+        display_name: Option<String>,
+    ) -> User {
         let new = NewUser {
             username: name.into(),
             password: "pw".into(),
             role,
-            workspace: Workspace::new(tenant, "main").unwrap(),
-            display_name: None,
+            workspace,
+            display_name,
         };
         let id = core.create_user(&Admin::operator(), new).await.unwrap();
         core.user(id).unwrap().unwrap()
+    }
+
+    /// A core with no send limits and two staff users of the default
+    /// workspace, ann and bob, each shown as `display(name)`.
+    pub async fn ann_and_bob(
+        dir: &std::path::Path,
+        display: impl Fn(&str) -> Option<String>,
+    ) -> (Arc<Core>, User, User) {
+        let core = open(dir);
+        let ann = user_in(
+            &core,
+            "ann",
+            Role::Staff,
+            Workspace::default(),
+            display("ann"),
+        )
+        .await;
+        let bob = user_in(
+            &core,
+            "bob",
+            Role::Staff,
+            Workspace::default(),
+            display("bob"),
+        )
+        .await;
+        (core, ann, bob)
     }
 
     /// A core with no send limits.

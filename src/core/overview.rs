@@ -131,40 +131,12 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::accounts::NewUser;
-    use crate::core::limits::Limits;
     use crate::core::messages::PostAs;
-    use crate::core::Admin;
-    use crate::model::{RoomKind, Workspace};
+    use crate::model::RoomKind;
     use std::sync::Arc;
 
     async fn setup(dir: &std::path::Path) -> (Arc<Core>, User, User) {
-        let limits = Limits {
-            msg_burst: 1_000_000,
-            msg_rate: 1_000_000,
-            ..Limits::default()
-        };
-        let core = Core::open(dir, limits).unwrap();
-        let mut users = Vec::new();
-        for name in ["ann", "bob"] {
-            let id = core
-                .create_user(
-                    &Admin::operator(),
-                    NewUser {
-                        username: name.into(),
-                        password: "pw".into(),
-                        role: Role::Staff,
-                        workspace: Workspace::default(),
-                        display_name: Some(format!("{name} display")),
-                    },
-                )
-                .await
-                .unwrap();
-            users.push(core.user(id).unwrap().unwrap());
-        }
-        let bob = users.pop().unwrap();
-        let ann = users.pop().unwrap();
-        (core, ann, bob)
+        crate::core::testing::ann_and_bob(dir, |name| Some(format!("{name} display"))).await
     }
 
     async fn say(core: &Core, who: &User, room: crate::model::RoomId, text: &str) -> MsgId {

@@ -200,6 +200,7 @@ pub(crate) fn on_new_user(
 mod tests {
     use super::*;
     use crate::core::pages::tests::{ids, page};
+    use crate::core::pages::Border;
     use crate::core::testing::{clinic, clinic_and_chat, hook, user, Clinic};
     use crate::core::Admin;
     use crate::error::Kind;
