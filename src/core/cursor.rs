@@ -15,9 +15,7 @@ use crate::model::{Message, MsgId, RoomId, RoomKind, User};
 impl Core {
     /// A cursor read (`retrieve`): the messages with id above `after`, at
     /// most `limit`, in the rooms of `user`, as they are now — to stream
-    /// with [`Core::messages_after`] once shown (`Core::show`). The rooms
-    /// are read here, in the task that answers (see `Core::answer`), so
-    /// no answer shows a membership that is not durable. If some are
+    /// with [`Core::messages_after`] once shown (`Core::show`). If some are
     /// patient chats, the messages to be shown are counted first (the same
     /// scan, so the cost still follows the answer). Blocking: run it off
     /// the async executor.
