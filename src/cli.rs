@@ -13,6 +13,7 @@ use crate::config::{ApiClientCommand, AuditCommand, TokenCommand, UserCommand, W
 use crate::control::{self, Reply, Request};
 use crate::core::limits::Limits;
 use crate::core::Core;
+use crate::dialects::accounts::AddUser;
 use crate::store::OpenError;
 use crate::webhooks;
 
@@ -27,14 +28,14 @@ pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
     let password = stdin_line("the password")?;
     let id = run(
         data_dir,
-        Request::UserAdd {
+        Request::UserAdd(AddUser {
             username,
             password,
             role,
             tenant,
             instance,
             display_name,
-        },
+        }),
     )?;
     println!("{id}");
     Ok(())

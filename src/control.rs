@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::core::audit;
 use crate::core::{Admin, Core};
-use crate::dialects::accounts::{new_user, new_webhook};
+use crate::dialects::accounts::{new_user, new_webhook, AddUser};
 use crate::dialects::api_clients::new_api_client;
 use crate::error::{Error, Result};
 use crate::model::{parse_external_id, MsgId, Workspace};
@@ -21,14 +21,7 @@ use crate::webhooks::{self, Monitor};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    UserAdd {
-        username: String,
-        password: String,
-        role: String,
-        tenant: Option<String>,
-        instance: Option<String>,
-        display_name: Option<String>,
-    },
+    UserAdd(AddUser),
     TokenIssue {
         username: String,
     },
@@ -108,22 +101,8 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// worker's `monitor`) or the CLI's own (`None`).
 pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) -> Result<String> {
     match req {
-        Request::UserAdd {
-            username,
-            password,
-            role,
-            tenant,
-            instance,
-            display_name,
-        } => {
-            let new = new_user(
-                username,
-                password,
-                &role,
-                tenant.as_deref(),
-                instance.as_deref(),
-                display_name,
-            )?;
+        Request::UserAdd(add) => {
+            let new = new_user(add)?;
             Ok(core.create_user(&Admin::operator(), new).await?.to_string())
         }
         Request::TokenIssue { username } => core.issue_token(&username).await,

@@ -386,6 +386,11 @@ pub(crate) mod strategies {
             .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>()))
     }
 
+    /// Frames of `frames`, each with one edit (`mutated`).
+    pub fn almost_valid(frames: impl Strategy<Value = Value>) -> impl Strategy<Value = String> {
+        frames.prop_flat_map(|v| mutated(v.to_string()))
+    }
+
     /// `text` with one edit: a character deleted, inserted or replaced, or
     /// the text cut short — a frame that is almost valid.
     pub fn mutated(text: String) -> impl Strategy<Value = String> {

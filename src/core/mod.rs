@@ -86,22 +86,12 @@ pub(crate) mod testing {
         display: impl Fn(&str) -> Option<String>,
     ) -> (Arc<Core>, User, User) {
         let core = open(dir);
-        let ann = user_in(
-            &core,
-            "ann",
-            Role::Staff,
-            Workspace::default(),
-            display("ann"),
-        )
-        .await;
-        let bob = user_in(
-            &core,
-            "bob",
-            Role::Staff,
-            Workspace::default(),
-            display("bob"),
-        )
-        .await;
+        let mut made = Vec::new();
+        for name in ["ann", "bob"] {
+            let staff = Role::Staff;
+            made.push(user_in(&core, name, staff, Workspace::default(), display(name)).await);
+        }
+        let (bob, ann) = (made.pop().unwrap(), made.pop().unwrap());
         (core, ann, bob)
     }
 

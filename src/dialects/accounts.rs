@@ -3,7 +3,7 @@
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{caller, Ctx};
@@ -40,34 +40,30 @@ pub async fn logout(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
 
-#[derive(Deserialize)]
-struct AddUser {
-    username: String,
-    password: String,
-    role: String,
-    tenant: Option<String>,
-    instance: Option<String>,
-    display_name: Option<String>,
+/// A new user as the wire gives it: `POST /admin/users`'s body, and the
+/// control socket's `user_add`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddUser {
+    pub username: String,
+    pub password: String,
+    pub role: String,
+    pub tenant: Option<String>,
+    pub instance: Option<String>,
+    pub display_name: Option<String>,
 }
 
 /// Builds a `NewUser` from wire strings (HTTP and the control socket).
-pub fn new_user(
-    username: String,
-    password: String,
-    role: &str,
-    tenant: Option<&str>,
-    instance: Option<&str>,
-    display_name: Option<String>,
-) -> Result<NewUser> {
-    let role = Role::parse(role)
+pub fn new_user(add: AddUser) -> Result<NewUser> {
+    let role = Role::parse(&add.role)
         .ok_or_else(|| Error::bad_request("role must be one of patient, staff, admin"))?;
-    let workspace = Workspace::new(tenant.unwrap_or("default"), instance.unwrap_or("default"))?;
+    let tenant = add.tenant.as_deref().unwrap_or("default");
+    let workspace = Workspace::new(tenant, add.instance.as_deref().unwrap_or("default"))?;
     Ok(NewUser {
-        username,
-        password,
+        username: add.username,
+        password: add.password,
         role,
         workspace,
-        display_name,
+        display_name: add.display_name,
     })
 }
 
@@ -76,15 +72,7 @@ pub fn new_user(
 pub async fn add_user(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let caller = caller(&ctx.core, &req)?;
     let admin = caller.actor().admin("create users")?;
-    let b: AddUser = http::read_json(req).await?;
-    let new = new_user(
-        b.username,
-        b.password,
-        &b.role,
-        b.tenant.as_deref(),
-        b.instance.as_deref(),
-        b.display_name,
-    )?;
+    let new = new_user(http::read_json(req).await?)?;
     let id = ctx.core.create_user(&admin, new).await?;
     Ok(http::json(
         StatusCode::CREATED,
