@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 use super::audit::{self, Actor, Entry, ToShow};
 use super::derived;
 use super::hub::{ChatView, Event, EventKind};
+use super::rooms::no_such_room;
 use super::Core;
 use crate::error::{Error, Result};
 use crate::model::{check_text, Message, MsgId, Participant, Room, RoomId, RoomKind, User, UserId};
@@ -56,17 +57,21 @@ impl Core {
     ) -> Result<oneshot::Receiver<Result<Message>>> {
         check_text(&text)?;
         self.take_send(author)?;
-        let r = self.room_for(author, room)?;
+        // Its kind and workspace never change: read here, off the writer.
+        // Membership is the writer's to check (it reads the participants
+        // anyway), so a post costs the writer no room read and the caller
+        // one.
+        let r = self.store.room(room)?.ok_or_else(no_such_room)?;
         let (author, author_name) = (author.id, author.username.clone());
         self.commit
             .submit(move |tx| {
                 let mut participants = tx.store.participants(room)?;
                 let sender = how.on_behalf_of.unwrap_or(author);
                 let Some(i) = participants.iter().position(|(u, _)| *u == author) else {
-                    return Err(Error::not_found("no such room"));
+                    return Err(no_such_room());
                 };
                 if !participants.iter().any(|(u, _)| *u == sender) {
-                    return Err(Error::not_found("no such room"));
+                    return Err(no_such_room());
                 }
                 let msg = Message {
                     id: tx.next_msg_id(),
@@ -231,7 +236,7 @@ impl Core {
             .run(move |tx| {
                 let mut participants = tx.store.participants(room)?;
                 let Some((_, current)) = participants.iter_mut().find(|(u, _)| *u == user) else {
-                    return Err(Error::not_found("no such room"));
+                    return Err(no_such_room());
                 };
                 // Markers only move forward: a message once read stays read.
                 let marker = Participant {
@@ -365,18 +370,24 @@ pub(crate) mod tests {
 
     /// The post job is handed the room its caller's check read (so it
     /// knows a patient chat without reading the room again): a post to a
-    /// room the author is not in, or to none, is refused before it is
-    /// queued.
+    /// room the author is not in is refused by the writer, one to no room
+    /// before it is queued; both alike, and nothing is written.
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_post_is_refused_before_queueing_unless_its_author_is_in_the_room() {
+    async fn a_post_is_refused_unless_its_author_is_in_the_room() {
         let dir = tempfile::tempdir().unwrap();
         let (core, ann, bob) = setup(dir.path()).await;
         let own = core.create_dm(&ann, ann.id).await.unwrap();
         for (who, room) in [(&bob, own), (&ann, RoomId(999))] {
-            let queued = core.post_queued(who, room, "x".into(), PostAs::default());
-            let e = queued.await.unwrap_err();
-            assert_eq!(e.kind, crate::error::Kind::NotFound);
+            let e = core
+                .post(who, room, "x".into(), PostAs::default())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (e.kind, e.message.as_str()),
+                (crate::error::Kind::NotFound, "no such room")
+            );
         }
+        assert_eq!(core.commit.visible(), MsgId(0));
         let done = core.post_queued(&ann, own, "x".into(), PostAs::default());
         assert_eq!(done.await.unwrap().await.unwrap().unwrap().room, own);
         core.shutdown();

@@ -264,6 +264,6 @@ impl Core {
     }
 }
 
-fn no_such_room() -> Error {
+pub(crate) fn no_such_room() -> Error {
     Error::not_found("no such room")
 }
