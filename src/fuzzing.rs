@@ -22,7 +22,7 @@ use crate::error::{Error, Kind};
 use crate::model::RoomId;
 use crate::net::http::json_object;
 use crate::net::upgrade::{self, Refusal};
-use crate::store::keys::MAX_WORD;
+use crate::model::MAX_WORD;
 
 /// An error a client may be shown: of one of `kinds`, with a message.
 fn clear(e: &Error, kinds: &[Kind]) {

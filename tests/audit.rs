@@ -111,6 +111,14 @@ fn assert_read(r: &Value, actor: &str, patient: &User, room: &str, count: u64) {
     assert_eq!(r["detail"]["count"], count, "{r}");
 }
 
+/// The newest `chat.read` record: `actor`'s read of `count` messages of
+/// alice's chat `room`.
+async fn last_read(w: &World, actor: &str, room: &str, count: u64) -> Value {
+    let r = last_of(w, "chat.read").await;
+    assert_read(&r, actor, &w.alice, room, count);
+    r
+}
+
 /// alice's care-team chat with three messages (two from bob, one from
 /// alice); its room id, from the posts' records.
 async fn alices_chat(w: &World) -> String {
@@ -133,81 +141,38 @@ async fn every_dialects_read_of_a_patient_chat_leaves_a_chat_read_with_its_count
     let path = format!("{}?pageSize=2", patient_path(&w, &w.alice));
     let v = get_as(&addr, &path, &w.bob.token).await.expect(200);
     assert_eq!(v["content"].as_array().unwrap().len(), 2);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.bob.id,
-        &w.alice,
-        &room,
-        2,
-    );
+    last_read(&w, &w.bob.id, &room, 2).await;
     get_as(&addr, &patient_path(&w, &w.alice), &w.alice.token)
         .await
         .expect(200);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.alice.id,
-        &w.alice,
-        &room,
-        3,
-    );
+    last_read(&w, &w.alice.id, &room, 3).await;
 
     // Search (two hits) and find (by date, everything before now).
     let path = format!("{}/search?query=knee", patient_path(&w, &w.alice));
     let v = get_as(&addr, &path, &w.bob.token).await.expect(200);
     assert_eq!(v["content"].as_array().unwrap().len(), 2);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.bob.id,
-        &w.alice,
-        &room,
-        2,
-    );
+    last_read(&w, &w.bob.id, &room, 2).await;
     let path = format!(
         "{}/find?date=2100-01-01T00:00:00Z&pageSize=1",
         patient_path(&w, &w.alice)
     );
     get_as(&addr, &path, &w.bob.token).await.expect(200);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.bob.id,
-        &w.alice,
-        &room,
-        1,
-    );
+    last_read(&w, &w.bob.id, &room, 1).await;
 
     // rooms `retrieve`, with and without a limit.
     assert_eq!(retrieve(&addr, &w.bob.token, 0, None).await.len(), 3);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.bob.id,
-        &w.alice,
-        &room,
-        3,
-    );
+    last_read(&w, &w.bob.id, &room, 3).await;
     assert_eq!(retrieve(&addr, &w.bob.token, 0, Some(1)).await.len(), 1);
-    let r = last_of(&w, "chat.read").await;
-    assert_read(&r, &w.bob.id, &w.alice, &room, 1);
+    let r = last_read(&w, &w.bob.id, &room, 1).await;
     assert_eq!(r["detail"]["first"], r["detail"]["last"]);
 
     // typed `getChatMessages` and actions `get_messages`.
     let room_id: u64 = room.parse().unwrap();
     assert_eq!(typed_history(&addr, &w.bob.token, room_id).await, 3);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.bob.id,
-        &w.alice,
-        &room,
-        3,
-    );
+    last_read(&w, &w.bob.id, &room, 3).await;
     let chats = actions_history(&addr, &w.alice.token).await;
     assert_eq!(chats, [(room.clone(), 3)]);
-    assert_read(
-        &last_of(&w, "chat.read").await,
-        &w.alice.id,
-        &w.alice,
-        &room,
-        3,
-    );
+    last_read(&w, &w.alice.id, &room, 3).await;
 
     // One record per answer, none for an answer that shows nothing.
     assert_eq!(reads().await, 8);

@@ -171,6 +171,37 @@ fn no_module_uses_one_of_its_own_layer_or_above() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// The layers allow more than the architecture does in one place: the
+/// wire side (routes, dialects, transport, the web client) reaches the
+/// store only through the core (STYLE.md: "a dialect never touches the
+/// store").
+#[test]
+fn nothing_on_the_wire_side_uses_the_store() {
+    let g = graph();
+    let wrong: Vec<String> = ["app", "dialects", "net", "web"]
+        .iter()
+        .filter_map(|m| {
+            let files = g.get(*m)?.get("store")?;
+            Some(format!("{m} uses store (in {files:?})"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Only what the binary, `fuzz/` and the store-opening tests need is
+/// public; every other module is `pub(crate)`.
+#[test]
+fn only_what_main_and_fuzz_need_is_public() {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let public: BTreeSet<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';'))
+        .collect();
+    let want: BTreeSet<&str> = ["bench", "cli", "config", "daemon", "fuzzing", "store"].into();
+    assert_eq!(public, want);
+}
+
 #[test]
 fn no_role_is_checked_outside_the_core() {
     let mut files = Vec::new();

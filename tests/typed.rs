@@ -416,13 +416,7 @@ async fn chat_details_and_chats_list_show_updated_at_of_the_last_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_patient_may_not_create_join_or_look_into_open_chats() {
     let w = World::new().await;
-    let a = w.addr();
-    let dm: u64 = create_dm(&a, &w.alice.token, &w.bob.id)
-        .await
-        .parse()
-        .unwrap();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
-    let mut bob = Typed::open(&a, &w.bob.token).await;
+    let (dm, mut alice, mut bob) = alice_and_bob_in_a_dm(&w).await;
     alice.send("createEmptyChat", json!({})).await;
     let m = alice
         .expect_error(Some("createEmptyChat"), "FORBIDDEN")
@@ -601,12 +595,7 @@ async fn new_message_reaches_every_participant_connection_once_sender_included()
 async fn is_read_becomes_true_once_another_participants_marker_reaches_it() {
     let w = World::new().await;
     let a = w.addr();
-    let dm: u64 = create_dm(&a, &w.alice.token, &w.bob.id)
-        .await
-        .parse()
-        .unwrap();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
-    let mut bob = Typed::open(&a, &w.bob.token).await;
+    let (dm, mut alice, mut bob) = alice_and_bob_in_a_dm(&w).await;
     let m1 = alice.post(dm, "one").await;
     bob.expect("messageCreated").await;
     alice
@@ -688,16 +677,22 @@ async fn is_read_becomes_true_once_another_participants_marker_reaches_it() {
 // getChatMessages: order, last, date filters
 // ---------------------------------------------------------------------------
 
-/// alice and bob in their DM with five messages `m0`…`m4` sent today.
-async fn history_fixture() -> (World, Typed, u64, Vec<Value>) {
-    let w = World::new().await;
+/// alice and bob's DM, and a typed socket of each.
+async fn alice_and_bob_in_a_dm(w: &World) -> (u64, Typed, Typed) {
     let a = w.addr();
-    let chat: u64 = create_dm(&a, &w.alice.token, &w.bob.id)
+    let dm = create_dm(&a, &w.alice.token, &w.bob.id)
         .await
         .parse()
         .unwrap();
-    let mut alice = Typed::open(&a, &w.alice.token).await;
-    let mut bob = Typed::open(&a, &w.bob.token).await;
+    let alice = Typed::open(&a, &w.alice.token).await;
+    let bob = Typed::open(&a, &w.bob.token).await;
+    (dm, alice, bob)
+}
+
+/// alice and bob in their DM with five messages `m0`…`m4` sent today.
+async fn history_fixture() -> (World, Typed, u64, Vec<Value>) {
+    let w = World::new().await;
+    let (chat, mut alice, mut bob) = alice_and_bob_in_a_dm(&w).await;
     let mut sent = Vec::new();
     for i in 0..5 {
         let (who, other) = if i % 2 == 0 {

@@ -7,16 +7,22 @@ use super::outbox::Dropped;
 use super::{Admin, Core};
 use crate::error::{Error, Result};
 use crate::model::{Webhook, Workspace};
+use hyper::Uri;
 
 impl Core {
     /// `POST /admin/webhooks` and `parlor webhook set`: replaces a
     /// workspace's webhook (the workspace need not have users yet).
     pub async fn set_webhook(&self, admin: &Admin<'_>, ws: Workspace, hook: Webhook) -> Result<()> {
-        let url_ok = (hook.url.starts_with("http://") || hook.url.starts_with("https://"))
-            && hook.url.len() <= 2048
-            && !hook.url.chars().any(char::is_whitespace);
-        if !url_ok {
-            return Err(Error::bad_request("url must be an http:// or https:// URL"));
+        if hook.url.len() > 2048 || hook.url.chars().any(char::is_whitespace) {
+            return Err(Error::bad_request(
+                "url must be an http:// or https:// URL of at most 2048 bytes",
+            ));
+        }
+        target(&hook.url).map_err(Error::bad_request)?;
+        if !header_safe(&hook.api_key) || !header_safe(&hook.api_secret) {
+            return Err(Error::bad_request(
+                "api_key and api_secret must be printable ASCII without leading or trailing spaces (they are sent as HTTP header values)",
+            ));
         }
         // Refused like an empty password: an empty secret would key the
         // signature with nothing.
@@ -71,6 +77,59 @@ impl Core {
     }
 }
 
+/// Where a webhook URL points.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    pub https: bool,
+    /// Host name or IP address as connected to (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header: the URL's host and explicit port.
+    pub host_header: String,
+    /// Path and query, `/` if the URL has none.
+    pub path: String,
+}
+
+/// Parses an `http://` or `https://` URL into what a call needs.
+pub fn target(url: &str) -> Result<Target, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("the webhook URL is not a valid URL: {e}"))?;
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("the webhook URL must start with http:// or https://".into()),
+    };
+    let authority = uri
+        .authority()
+        .ok_or("the webhook URL has no host")?
+        .as_str();
+    if authority.contains('@') {
+        return Err("the webhook URL must not carry user information".into());
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or("the webhook URL has no host")?;
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok(Target {
+        https,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+        host_header: authority.to_owned(),
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+    })
+}
+
+/// Whether a key or secret can travel as an HTTP header value unchanged:
+/// printable ASCII (spaces inside allowed, not at either end).
+pub fn header_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.trim() == s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +138,50 @@ mod tests {
     use crate::error::Kind;
     use crate::model::{Delivery, MsgId};
     use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn target_takes_scheme_host_port_and_path() {
+        let t = target("http://127.0.0.1:8081/hooks/in?x=1").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                https: false,
+                host: "127.0.0.1".into(),
+                port: 8081,
+                host_header: "127.0.0.1:8081".into(),
+                path: "/hooks/in?x=1".into(),
+            }
+        );
+        let t = target("https://hooks.example.org").unwrap();
+        assert_eq!((t.https, t.port, t.path.as_str()), (true, 443, "/"));
+        let t = target("http://[::1]:9/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.host_header.as_str()),
+            ("::1", "[::1]:9")
+        );
+    }
+
+    #[test]
+    fn target_refuses_other_schemes_credentials_and_garbage() {
+        for bad in [
+            "ftp://h/",
+            "h:80/x",
+            "http://user:pw@h/",
+            "http:///x",
+            "not a url",
+        ] {
+            assert!(target(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn header_safe_refuses_control_characters_and_outer_spaces() {
+        assert!(header_safe("abc-123 XYZ"));
+        assert!(header_safe(""));
+        assert!(!header_safe("a\nb"));
+        assert!(!header_safe(" a"));
+        assert!(!header_safe("ü"));
+    }
 
     fn of(ds: &[Delivery], ws: &Workspace) -> usize {
         ds.iter().filter(|d| d.workspace == *ws).count()

@@ -257,8 +257,8 @@ pub fn parse_external_id(s: &str) -> Option<MsgId> {
 }
 
 /// The words of a text, for search: maximal runs of Unicode letters and
-/// digits, lower-cased, each once. (Words over `store::keys::MAX_WORD`
-/// bytes are not indexed; a query naming one matches nothing.)
+/// digits, lower-cased, each once. (Words over [`MAX_WORD`] bytes are not
+/// indexed; a query naming one matches nothing.)
 pub fn words(text: &str) -> Vec<String> {
     let mut out: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric())
@@ -269,6 +269,9 @@ pub fn words(text: &str) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// Longest indexed word, in bytes; longer words are not searchable.
+pub const MAX_WORD: usize = 64;
 
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 16_384;

@@ -57,8 +57,7 @@ pub const AUDIT: u8 = b'e';
 
 pub const PAGE_KEY_KEY: &[u8] = b"0page_token_key";
 
-/// Longest indexed word, in bytes; longer words are not searchable.
-pub const MAX_WORD: usize = 64;
+pub use crate::model::MAX_WORD;
 
 /// `tag tenant 0 instance 0`: the prefix of a workspace's keys.
 pub fn workspace(tag: u8, tenant: &str, instance: &str) -> Vec<u8> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -17,52 +17,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-/// Where a webhook URL points.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Target {
-    pub https: bool,
-    /// Host name or IP address as connected to (IPv6 without brackets).
-    pub host: String,
-    pub port: u16,
-    /// The `Host` header: the URL's host and explicit port.
-    pub host_header: String,
-    /// Path and query, `/` if the URL has none.
-    pub path: String,
-}
-
-/// Parses an `http://` or `https://` URL into what a call needs.
-pub fn target(url: &str) -> Result<Target, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("the webhook URL is not a valid URL: {e}"))?;
-    let https = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err("the webhook URL must start with http:// or https://".into()),
-    };
-    let authority = uri
-        .authority()
-        .ok_or("the webhook URL has no host")?
-        .as_str();
-    if authority.contains('@') {
-        return Err("the webhook URL must not carry user information".into());
-    }
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or("the webhook URL has no host")?;
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    Ok(Target {
-        https,
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-        host_header: authority.to_owned(),
-        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-    })
-}
+use crate::core::webhooks::target;
 
 /// Answers up to this size are read (and dropped) before the connection is
 /// closed, so a receiver does not see its answer cut off.
@@ -176,41 +131,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn target_takes_scheme_host_port_and_path() {
-        let t = target("http://127.0.0.1:8081/hooks/in?x=1").unwrap();
-        assert_eq!(
-            t,
-            Target {
-                https: false,
-                host: "127.0.0.1".into(),
-                port: 8081,
-                host_header: "127.0.0.1:8081".into(),
-                path: "/hooks/in?x=1".into(),
-            }
-        );
-        let t = target("https://hooks.example.org").unwrap();
-        assert_eq!((t.https, t.port, t.path.as_str()), (true, 443, "/"));
-        let t = target("http://[::1]:9/").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.host_header.as_str()),
-            ("::1", "[::1]:9")
-        );
-    }
-
-    #[test]
-    fn target_refuses_other_schemes_credentials_and_garbage() {
-        for bad in [
-            "ftp://h/",
-            "h:80/x",
-            "http://user:pw@h/",
-            "http:///x",
-            "not a url",
-        ] {
-            assert!(target(bad).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn the_tls_connector_builds_with_the_compiled_in_roots() {

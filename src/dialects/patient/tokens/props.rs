@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::dialects::patient::MAX_QUERY_WORDS;
-use crate::store::keys::MAX_WORD;
+use crate::model::MAX_WORD;
 use proptest::prelude::*;
 
 const KEY: [u8; 32] = [9; 32];
