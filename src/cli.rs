@@ -1,5 +1,6 @@
 //! The operator's subcommands (`user add`, `token issue`, `api-client add`, `webhook set`,
 //! `webhook delete`, `webhook pending [--dead]`, `webhook retry`, `audit export|verify`,
+//! `retention set`, `hold set|clear`, `user erase`,
 //! `backup`, `restore`, `check`): through the
 //! running daemon's control socket when there is one, else on the store
 //! directly. Both run the same core operation (`control::execute`).
@@ -9,22 +10,33 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::config::{ApiClientCommand, AuditCommand, TokenCommand, UserCommand, WebhookCommand};
+use crate::config::{
+    ApiClientCommand, AuditCommand, HoldCommand, RetentionCommand, TokenCommand, UserCommand,
+    WebhookCommand,
+};
 use crate::control::{self, Reply, Request};
 use crate::core::limits::Limits;
 use crate::core::Core;
 use crate::dialects::accounts::AddUser;
+use crate::dialects::retention::{SetHold, SetRetention};
 use crate::store::OpenError;
 use crate::webhooks;
 
 pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
-    let UserCommand::Add {
-        username,
-        role,
-        tenant,
-        instance,
-        display_name,
-    } = cmd;
+    let (username, role, tenant, instance, display_name) = match cmd {
+        UserCommand::Add {
+            username,
+            role,
+            tenant,
+            instance,
+            display_name,
+        } => (username, role, tenant, instance, display_name),
+        UserCommand::Erase { id } => {
+            let deleted = run(data_dir, Request::UserErase { id })?;
+            println!("erased; {deleted} messages deleted");
+            return Ok(());
+        }
+    };
     let password = stdin_line("the password")?;
     let id = run(
         data_dir,
@@ -38,6 +50,54 @@ pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
         }),
     )?;
     println!("{id}");
+    Ok(())
+}
+
+/// `parlor retention set --tenant T --instance I --days N|--forever`.
+pub fn retention(data_dir: &Path, cmd: RetentionCommand) -> anyhow::Result<()> {
+    let RetentionCommand::Set {
+        tenant,
+        instance,
+        days,
+        forever: _,
+    } = cmd;
+    let set = SetRetention {
+        tenant,
+        instance,
+        days: days.map_or(serde_json::Value::Null, serde_json::Value::from),
+    };
+    run(data_dir, Request::RetentionSet(set))?;
+    Ok(())
+}
+
+/// `parlor hold set|clear --tenant T --instance I [--patient ID]`.
+pub fn hold(data_dir: &Path, cmd: HoldCommand) -> anyhow::Result<()> {
+    let set = match cmd {
+        HoldCommand::Set {
+            tenant,
+            instance,
+            patient,
+            reason,
+        } => SetHold {
+            tenant,
+            instance,
+            patient: patient.map(serde_json::Value::from),
+            hold: true,
+            reason: Some(reason),
+        },
+        HoldCommand::Clear {
+            tenant,
+            instance,
+            patient,
+        } => SetHold {
+            tenant,
+            instance,
+            patient: patient.map(serde_json::Value::from),
+            hold: false,
+            reason: None,
+        },
+    };
+    run(data_dir, Request::HoldSet(set))?;
     Ok(())
 }
 

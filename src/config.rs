@@ -100,6 +100,12 @@ pub enum Command {
     /// while the daemon runs).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Set how long a workspace keeps its messages.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Set or clear a legal hold (retention and erasure stop there).
+    #[command(subcommand)]
+    Hold(HoldCommand),
     /// Load-test a running daemon (or the no-storage baseline).
     Bench(Box<crate::bench::BenchArgs>),
     /// Write a backup of the store to DEST (while the daemon runs, too).
@@ -245,6 +251,15 @@ pub struct ServeArgs {
         value_parser = within(1, 3600)
     )]
     pub checkpoint_secs: u64,
+    /// Seconds between retention purges (messages past their workspace's
+    /// retention go within this much of crossing it, plus the run).
+    #[arg(
+        long,
+        env = "PARLOR_PURGE_INTERVAL_SECS",
+        default_value_t = 600,
+        value_parser = within(1, 3600)
+    )]
+    pub purge_interval_secs: u64,
     /// MiB of write-ahead log that trigger a checkpoint before its time.
     #[arg(
         long,
@@ -289,6 +304,55 @@ pub enum UserCommand {
         instance: Option<String>,
         #[arg(long)]
         display_name: Option<String>,
+    },
+    /// Erase a user: their name, login and tokens; for a patient, their
+    /// care-team chat's messages too. Prints how many messages went.
+    Erase {
+        /// The user's id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Keep a workspace's messages --days days (older ones are purged
+    /// within an hour), or --forever (the default).
+    #[command(group = clap::ArgGroup::new("how_long").required(true))]
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        instance: String,
+        #[arg(long, group = "how_long")]
+        days: Option<u64>,
+        #[arg(long, group = "how_long")]
+        forever: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Put a patient's chat (--patient) or the whole workspace under a
+    /// legal hold.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        instance: String,
+        /// The patient's user id (without: the whole workspace).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a legal hold.
+    Clear {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        patient: Option<String>,
     },
 }
 

@@ -14,8 +14,9 @@ use crate::core::audit;
 use crate::core::{Admin, Core};
 use crate::dialects::accounts::{new_user, new_webhook, AddUser};
 use crate::dialects::api_clients::new_api_client;
+use crate::dialects::retention::{SetHold, SetRetention};
 use crate::error::{Error, Result};
-use crate::model::{parse_external_id, MsgId, Workspace};
+use crate::model::{parse_external_id, MsgId, UserId, Workspace};
 use crate::webhooks::{self, Monitor};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +71,12 @@ pub enum Request {
     },
     /// Answers a `core::audit::Verdict` as JSON.
     AuditVerify,
+    RetentionSet(SetRetention),
+    HoldSet(SetHold),
+    /// Answers how many messages were deleted.
+    UserErase {
+        id: String,
+    },
 }
 
 /// The records `parlor audit export` asks for.
@@ -137,6 +144,21 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
             let core = core.clone();
             let verdict = crate::core::blocking(move || core.audit_verify()).await?;
             Ok(serde_json::to_string(&verdict).expect("serializing a verdict"))
+        }
+        Request::RetentionSet(set) => {
+            let (ws, days) = set.parse()?;
+            core.set_retention(&Admin::operator(), ws, days).await?;
+            Ok(String::new())
+        }
+        Request::HoldSet(set) => {
+            let (ws, patient, hold, reason) = set.parse()?;
+            core.set_hold(&Admin::operator(), ws, patient, hold, reason)
+                .await?;
+            Ok(String::new())
+        }
+        Request::UserErase { id } => {
+            let id = UserId::parse(&id).ok_or_else(|| Error::not_found("no such user"))?;
+            Ok(core.erase_user(&Admin::operator(), id).await?.to_string())
         }
         Request::WebhookDelete { tenant, instance } => {
             let ws = Workspace::new(&tenant, &instance)?;

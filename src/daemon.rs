@@ -77,6 +77,10 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         },
         monitor.clone(),
     );
+    let purge = tokio::spawn(crate::core::retention::run(
+        core.clone(),
+        Duration::from_secs(args.purge_interval_secs),
+    ));
     let control = control::bind(data_dir).context("binding the control socket")?;
     let control_task = tokio::spawn(control::serve(core.clone(), monitor.clone(), control));
 
@@ -120,6 +124,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     };
     app::serve(app, listener, front, stopped, GRACE).await;
     hooks.stop().await;
+    purge.abort();
     control_task.abort();
     if let Some(w) = watchdog {
         w.abort();

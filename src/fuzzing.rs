@@ -20,9 +20,9 @@ use crate::dialects::wire_error::WireError;
 use crate::dialects::{actions, rooms, typed};
 use crate::error::{Error, Kind};
 use crate::model::RoomId;
+use crate::model::MAX_WORD;
 use crate::net::http::json_object;
 use crate::net::upgrade::{self, Refusal};
-use crate::model::MAX_WORD;
 
 /// An error a client may be shown: of one of `kinds`, with a message.
 fn clear(e: &Error, kinds: &[Kind]) {

@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Some(Command::Webhook(cmd)) => parlor::cli::webhook(&cli.data_dir, cmd),
         Some(Command::ApiClient(cmd)) => parlor::cli::api_client(&cli.data_dir, cmd),
         Some(Command::Audit(cmd)) => parlor::cli::audit(&cli.data_dir, cmd),
+        Some(Command::Retention(cmd)) => parlor::cli::retention(&cli.data_dir, cmd),
+        Some(Command::Hold(cmd)) => parlor::cli::hold(&cli.data_dir, cmd),
         Some(Command::Bench(args)) => parlor::bench::run(*args),
         Some(Command::Check) => parlor::cli::check(&cli.data_dir),
         Some(Command::Backup { dest }) => parlor::cli::backup(&cli.data_dir, &dest),

@@ -6,7 +6,7 @@ use hyper::{Method, Request};
 use super::{ops, App, Ctx};
 use crate::dialects::wire_error::{Rest, WireError};
 use crate::dialects::{
-    accounts, actions, api_clients, audit, echo, patient, rooms, typed, web_api,
+    accounts, actions, api_clients, audit, echo, patient, retention, rooms, typed, web_api,
 };
 use crate::error::Error;
 use crate::net::http::Resp;
@@ -36,6 +36,12 @@ pub async fn route(app: &App, ctx: Ctx, req: Request<Incoming>) -> Resp {
         (&Method::DELETE, "/admin/webhooks") => accounts::delete_webhook(ctx, req).await,
         (&Method::GET, "/admin/webhooks/pending") => accounts::pending_webhooks(ctx, req).await,
         (&Method::GET, "/admin/audit") => audit::list(ctx, req).await,
+        (&Method::PUT, "/admin/retention") => retention::set_retention(ctx, req).await,
+        (&Method::PUT, "/admin/holds") => retention::set_hold(ctx, req).await,
+        (&Method::POST, p) if retention::erase_target(p).is_some() => {
+            let id = retention::erase_target(p).unwrap_or_default().to_owned();
+            retention::erase(ctx, req, &id).await
+        }
         (&Method::GET, "/chat/connect") => Ok(rooms::connect(ctx, req)),
         (&Method::POST, "/chat/create_dm") => rooms::create_dm(ctx, req).await,
         (&Method::POST, "/chat/room_info") => rooms::room_info(ctx, req).await,

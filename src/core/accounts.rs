@@ -36,6 +36,7 @@ impl Core {
         let user = self
             .store
             .user(rec.user)?
+            .filter(|u| !u.is_erased())
             .ok_or_else(Error::unauthenticated)?;
         let client = self.store.is_api_client(user.id)?;
         Ok(Caller {

@@ -65,10 +65,14 @@ pub enum Kind {
     WebhookRetry,
     Backup,
     Restore,
+    UserErase,
+    RetentionSet,
+    HoldSet,
+    RetentionPurge,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 20] = [
         Kind::ChatRead,
         Kind::ChatPost,
         Kind::ChatArchive,
@@ -85,6 +89,10 @@ impl Kind {
         Kind::WebhookRetry,
         Kind::Backup,
         Kind::Restore,
+        Kind::UserErase,
+        Kind::RetentionSet,
+        Kind::HoldSet,
+        Kind::RetentionPurge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +113,10 @@ impl Kind {
             Kind::WebhookRetry => "webhook.retry",
             Kind::Backup => "backup",
             Kind::Restore => "restore",
+            Kind::UserErase => "user.erase",
+            Kind::RetentionSet => "retention.set",
+            Kind::HoldSet => "hold.set",
+            Kind::RetentionPurge => "retention.purge",
         }
     }
 
@@ -123,7 +135,8 @@ pub enum Actor {
     /// A failed sign-in that names no account (`unknown`): what was typed
     /// is not kept, it may be a password.
     Unknown,
-    /// The daemon itself (`daemon`): the webhook worker giving up.
+    /// The daemon itself (`daemon`): the webhook worker giving up, the
+    /// retention purge.
     Daemon,
 }
 

@@ -11,6 +11,9 @@
 //! | search postings (a word of a message) | a message of a patient chat, unless archived ([`of_message`], [`on_archive`]) |
 //! | the webhook outbox (a pending delivery) | a new message of a patient chat not sent by the patient, in a workspace with a webhook ([`new_message`], `outbox::queue`) |
 //!
+//! A message deleted by retention or erasure takes its postings and its
+//! delivery, pending or dead, with it ([`on_delete`]).
+//!
 //! The outbox is the one restore does not rebuild: it is also a queue the
 //! webhook worker works through (a delivery leaves it once accepted), so a
 //! backup carries its pending and dead deliveries as they are and restore
@@ -60,6 +63,15 @@ pub(crate) fn of_message(batch: &mut WriteBatch, kind: RoomKind, msg: &Message) 
 /// A message being archived (`msg`, as it was): its postings go.
 pub(crate) fn on_archive(batch: &mut WriteBatch, msg: &Message) {
     batch.remove_postings(msg.room, &words(&msg.text), msg.id);
+}
+
+/// A message being deleted (retention, erasure): its postings, and its
+/// delivery, pending or dead, go with it. Postings are removed whether or
+/// not it was archived (removing what is not there is harmless).
+pub(crate) fn on_delete(batch: &mut WriteBatch, msg: &Message) {
+    batch.remove_postings(msg.room, &words(&msg.text), msg.id);
+    batch.remove_delivery(msg.id);
+    batch.remove_dead(msg.id);
 }
 
 /// A new message of `room` (the post job's): its derived records, and its

@@ -19,6 +19,8 @@
 //! - `overview`: a user's rooms with bounded unread counts (read-only)
 //! - `webhooks`: each workspace's webhook; `outbox`: its deliveries, from
 //!   queued to sent, dead or dropped
+//! - `retention`: retention policies, legal holds and the purge;
+//!   `erasure`: erasing a person
 
 pub mod accounts;
 pub mod actor;
@@ -28,6 +30,7 @@ pub mod backup;
 pub mod commit;
 pub mod cursor;
 pub mod derived;
+pub mod erasure;
 pub mod hub;
 pub mod limits;
 pub mod messages;
@@ -38,6 +41,7 @@ pub mod pages;
 pub mod passwords;
 pub mod patients;
 pub mod reach;
+pub mod retention;
 pub mod rooms;
 pub mod tokens;
 pub mod webhooks;

@@ -5,6 +5,7 @@
 //! - `accounts`: API.md §1 — login, logout, admin users and rooms, healthz
 //! - `api_clients`: API.md §6 — API clients and Welkin's token exchange
 //! - `audit`: API.md §7 — `GET /admin/audit`, the audit trail paged
+//! - `retention`: API.md §8 — retention, legal holds, erasing a user
 //! - `rooms`: API.md §2 — `/chat/connect`, create_dm, room_info, retrieve
 //! - `actions`: API.md §3 — the `{"action"}` WebSocket at `/actions`
 //! - `typed`: API.md §4 — the `{"type","data"}` WebSocket at `/ws`
@@ -22,6 +23,7 @@ pub mod api_clients;
 pub mod audit;
 pub mod echo;
 pub mod patient;
+pub mod retention;
 pub mod rooms;
 pub mod typed;
 pub mod web_api;

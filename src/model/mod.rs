@@ -111,6 +111,36 @@ pub struct User {
     pub created_ms: u64,
 }
 
+/// How an erased user is shown (API.md §8), in place of every name.
+pub const ERASED_NAME: &str = "erased user";
+
+impl User {
+    /// Removes what named the person and let them in: their name becomes
+    /// [`ERASED_NAME`], their password hash goes. Their id, role and
+    /// workspace stay (ids are never reused; their messages elsewhere
+    /// keep their sender).
+    pub fn erase(&mut self) {
+        self.username = ERASED_NAME.to_owned();
+        self.display_name = ERASED_NAME.to_owned();
+        self.password_hash.clear();
+    }
+
+    /// Whether [`User::erase`] was applied: no user can be made with an
+    /// empty password hash.
+    pub fn is_erased(&self) -> bool {
+        self.username == ERASED_NAME && self.password_hash.is_empty()
+    }
+}
+
+/// A legal hold (API.md §8): on one patient's chat, or on a whole
+/// workspace; while it stands, retention and erasure leave it alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    /// When it was set (Unix ms).
+    pub at_ms: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RoomKind {
     /// Two users (or one, talking to themself); closed.

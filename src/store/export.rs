@@ -9,7 +9,8 @@
 //!
 //! Order: page-token key, users, tokens, rooms, participants, DMs,
 //! messages (by id), webhooks, pending deliveries, dead deliveries, API
-//! clients (each with the hashes of its tokens), the audit trail (by seq,
+//! clients (each with the hashes of its tokens), retention policies, legal
+//! holds, erased patients' chats, the audit trail (by seq,
 //! as stored: its hashes stay valid) — rooms before their messages, so
 //! what follows from a message may depend on its room.
 
@@ -19,8 +20,8 @@ use super::audit::Sealed;
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
 use crate::model::{
-    ApiClient, DeadDelivery, Delivery, Message, MsgId, Participant, Room, RoomId, User, UserId,
-    Webhook, Workspace,
+    ApiClient, DeadDelivery, Delivery, Hold, Message, MsgId, Participant, Room, RoomId, User,
+    UserId, Webhook, Workspace,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +71,23 @@ pub enum Record {
         /// exported as everyone's): what a rotation must revoke.
         tokens: Vec<String>,
     },
+    /// A workspace's retention in days (API.md §8).
+    Retention {
+        workspace: Workspace,
+        days: u64,
+    },
+    /// A legal hold: on a patient's chat, or (`patient` absent) on the
+    /// whole workspace.
+    Hold {
+        workspace: Workspace,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        patient: Option<UserId>,
+        hold: Hold,
+    },
+    /// The chat of an erased patient: emptied by every purge.
+    ErasedChat {
+        room: RoomId,
+    },
     /// An audit record (`Sealed`): its canonical JSON, hash
     /// (hex) and time, kept exactly.
     Audit {
@@ -118,7 +136,7 @@ fn unhex_vec(s: &str) -> Result<Vec<u8>> {
 }
 
 /// `tenant 0 instance 0` after the tag byte.
-fn parse_workspace(key: &[u8]) -> Result<Workspace> {
+pub(super) fn parse_workspace(key: &[u8]) -> Result<Workspace> {
     let mut parts = key[1..].split(|&b| b == 0);
     let (Some(t), Some(i)) = (parts.next(), parts.next()) else {
         return Err(StoreError("bad workspace key".into()));
@@ -211,6 +229,19 @@ impl Store {
                 client,
             })?;
         }
+        for (workspace, days) in self.retentions()? {
+            out(Record::Retention { workspace, days })?;
+        }
+        for (workspace, patient, hold) in self.holds()? {
+            out(Record::Hold {
+                workspace,
+                patient,
+                hold,
+            })?;
+        }
+        for room in self.erased_chats()? {
+            out(Record::ErasedChat { room })?;
+        }
         for item in self.audit_from(1) {
             out(match item? {
                 (seq, Ok(s)) => Record::Audit {
@@ -276,6 +307,15 @@ impl Store {
                     }
                     batch.put_api_client(&client);
                 }
+                Record::Retention { workspace, days } => {
+                    batch.put_retention(&workspace, Some(days))
+                }
+                Record::Hold {
+                    workspace,
+                    patient,
+                    hold,
+                } => batch.put_hold(&workspace, patient, Some(&hold)),
+                Record::ErasedChat { room } => batch.put_erased_chat(room),
                 Record::Audit {
                     seq,
                     at_ms,

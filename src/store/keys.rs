@@ -27,6 +27,13 @@
 //! | `b` | `b` user:u64                 | `a` key: a client's own user  |
 //! | `x` | `x` user:u64 sha256(token)   | empty: a client's tokens      |
 //! | `e` | `e` seq:u64                  | `Sealed`: the audit trail     |
+//! | `y` | `y` workspace                | days:u64: a ws's retention    |
+//! | `q` | `q` workspace patient:u64    | `Hold` (patient 0: the ws)    |
+//! | `z` | `z` room:u64                 | empty: an erased patient's chat, emptied by every purge |
+//!
+//! A message purged or erased leaves its `l` entry (no text: its room and
+//! time) with a trailing 1 byte, so ids and time bounds stay as they were
+//! and the newest id is never given again.
 //!
 //! `workspace` is `tenant 0 instance` (names hold no control characters,
 //! so the 0 bytes cannot be ambiguous); `word` is a case-folded word of at
@@ -54,6 +61,9 @@ pub const API_CLIENT: u8 = b'a';
 pub const CLIENT_USER: u8 = b'b';
 pub const CLIENT_TOKEN: u8 = b'x';
 pub const AUDIT: u8 = b'e';
+pub const RETENTION: u8 = b'y';
+pub const HOLD: u8 = b'q';
+pub const ERASED_CHAT: u8 = b'z';
 
 pub const PAGE_KEY_KEY: &[u8] = b"0page_token_key";
 

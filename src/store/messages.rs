@@ -96,6 +96,27 @@ impl Store {
             .collect()
     }
 
+    /// A room's oldest messages committed before `before_ms`, at most
+    /// `limit`: what a purge deletes next. Commit times never decrease as
+    /// ids grow, so the scan stops at the first newer one: its cost is the
+    /// messages taken, whatever the room's history.
+    pub fn messages_before(
+        &self,
+        room: RoomId,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        for m in self.room_messages(room, MsgId(0), MsgId(u64::MAX)) {
+            let m = m?;
+            if m.at_ms >= before_ms || out.len() == limit {
+                break;
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
     /// The id of a room's newest message, if any.
     pub fn last_message_in(&self, room: RoomId) -> Result<Option<MsgId>> {
         Ok(self
@@ -107,19 +128,41 @@ impl Store {
     }
 }
 
-/// A `LOG` value, as `put_message` writes it: (room, at_ms).
+/// A `LOG` value, as `put_message` writes it: (room, at_ms), and after
+/// them a 1 once the message was deleted (`delete_message`).
 fn log_value(v: &[u8]) -> Option<(u64, u64)> {
     Some((read_u64(v.get(..8)?)?, read_u64(v.get(8..16)?)?))
+}
+
+/// Whether a `LOG` value marks a deleted message.
+pub(super) fn log_deleted(v: &[u8]) -> bool {
+    v.get(16) == Some(&1)
+}
+
+fn log_bytes(room: RoomId, at_ms: u64, deleted: bool) -> Vec<u8> {
+    let mut log = Vec::with_capacity(17);
+    log.extend_from_slice(&room.0.to_be_bytes());
+    log.extend_from_slice(&at_ms.to_be_bytes());
+    if deleted {
+        log.push(1);
+    }
+    log
 }
 
 impl WriteBatch {
     /// Appends a message to the global log and its room's index.
     pub fn put_message(&mut self, m: &Message) {
-        let mut log = [0u8; 16];
-        log[..8].copy_from_slice(&m.room.0.to_be_bytes());
-        log[8..].copy_from_slice(&m.at_ms.to_be_bytes());
-        self.insert(&one(LOG, m.id.0), &log);
+        self.insert(&one(LOG, m.id.0), &log_bytes(m.room, m.at_ms, false));
         self.put(&two(ROOM_MSG, m.room.0, m.id.0), m);
+    }
+
+    /// Deletes a message (retention, erasure): its record goes; its log
+    /// entry stays, marked deleted, holding no text — so its id is never
+    /// given again and time bounds over the log still hold. What is
+    /// derived from it goes too (`core::derived::on_delete`).
+    pub fn delete_message(&mut self, m: &Message) {
+        self.insert(&one(LOG, m.id.0), &log_bytes(m.room, m.at_ms, true));
+        self.remove(&two(ROOM_MSG, m.room.0, m.id.0));
     }
 }
 

@@ -40,6 +40,7 @@ mod patients;
 mod pending;
 mod postings;
 mod rebuild;
+mod retention;
 mod rooms;
 pub mod space;
 #[cfg(test)]

@@ -291,8 +291,9 @@ impl Store {
         Ok((store, summary))
     }
 
-    /// The newest log entry must have its room-index entry: both are written
-    /// by one atomic batch, so anything else means the files were damaged.
+    /// The newest log entry must have its room-index entry (unless it
+    /// marks a deleted message): both are written by one atomic batch, so
+    /// anything else means the files were damaged.
     fn check_log_tail(&self, last_msg: u64) -> Result<()> {
         if last_msg == 0 {
             return Ok(());
@@ -300,7 +301,10 @@ impl Store {
         let Some((room, _)) = self.log_entry(last_msg)? else {
             return Err(StoreError(format!("log entry {last_msg} is unreadable")));
         };
-        if self.raw_get(two(ROOM_MSG, room, last_msg))?.is_none() {
+        let deleted = self
+            .raw_get(one(LOG, last_msg))?
+            .is_some_and(|v| super::messages::log_deleted(&v));
+        if !deleted && self.raw_get(two(ROOM_MSG, room, last_msg))?.is_none() {
             return Err(StoreError(format!(
                 "message {last_msg} is in the log but not in room {room}"
             )));

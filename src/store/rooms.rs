@@ -13,6 +13,19 @@ impl Store {
         self.get(&one(ROOM, id.0))
     }
 
+    /// Rooms with ids above `after`, ascending, at most `limit`: every
+    /// room, a page at a time (the purge's walk).
+    pub fn rooms_after(&self, after: RoomId, limit: usize) -> Result<Vec<Room>> {
+        let mut out = Vec::new();
+        let lo = one(ROOM, after.0.saturating_add(1));
+        for kv in self.db.range(lo..one(ROOM + 1, 0)).take(limit) {
+            self.scanned.fetch_add(1, Ordering::Relaxed);
+            let (_, v) = kv?;
+            out.push(codec::decode(&v).map_err(StoreError)?);
+        }
+        Ok(out)
+    }
+
     pub fn participant(&self, room: RoomId, user: UserId) -> Result<Option<Participant>> {
         self.get(&two(PARTICIPANT, room.0, user.0))
     }
