@@ -58,6 +58,16 @@ impl Resp {
 
     /// Asserts `status` and a body of exactly `{"error": "<non-empty>",
     /// "error_code": code}` (API.md §1, REST error body).
+    /// Asserts the status of an answer without a body (`204`).
+    pub fn expect_status(&self, status: u16) {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {:?}",
+            self.text()
+        );
+    }
+
     pub fn expect_error(&self, status: u16, code: &str) {
         assert_eq!(
             self.status,
