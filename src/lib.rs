@@ -21,7 +21,8 @@
 //!   `core::commit`: the sequencer, the only writer; `core::derived`: the
 //!   records that follow from others (postings, care teams, the patient
 //!   index, the outbox), for live writes and restore alike; `core::hub`:
-//!   live fan-out.
+//!   live fan-out; `core::retention` and `core::erasure`: retention,
+//!   legal holds, the purge, erasing a person.
 //! - [`store`]: the only code that imports sled: a file per keyspace, the
 //!   write-ahead log (`store::wal`) that makes a commit durable, and the
 //!   background checkpoint of sled, its index.

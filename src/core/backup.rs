@@ -334,6 +334,20 @@ mod tests {
             .await
             .unwrap();
         core.mark_read(&nurse, dm, None).await.unwrap();
+        // Retention, a hold, and an erased patient's chat (API.md §8).
+        let op = Admin::operator();
+        core.set_retention(&op, ws.clone(), Some(3650))
+            .await
+            .unwrap();
+        core.set_hold(&op, ws.clone(), Some(pat.id), true, "case".into())
+            .await
+            .unwrap();
+        let gone = crate::core::testing::user(&core, "gone", Role::Patient, "clinic").await;
+        let gone_chat = core
+            .patient_chat(&nurse, "clinic", "main", &gone.id.to_string())
+            .await
+            .unwrap();
+        core.erase_user(&op, gone.id).await.unwrap();
         let key = core.page_token_key().unwrap();
 
         let (s, file) = tokio::task::spawn_blocking({
@@ -356,6 +370,10 @@ mod tests {
         let core = crate::core::testing::open_restored(&dir.path().join("b"));
         let nurse = core.user(nurse.id).unwrap().unwrap();
         assert_eq!(core.page_token_key().unwrap(), key);
+        assert_eq!(core.store.retention(&ws).unwrap(), Some(3650));
+        assert!(core.store.held(&ws, Some(pat.id)).unwrap());
+        assert_eq!(core.store.erased_chats().unwrap(), [gone_chat.room]);
+        assert!(core.user(gone.id).unwrap().unwrap().is_erased());
         let chat = core
             .patient_chat(&nurse, "clinic", "main", &pat.id.to_string())
             .await
