@@ -28,6 +28,7 @@ use super::commit::unix_ms;
 use super::derived::Rebuild;
 use super::Core;
 use crate::error::{Error, Result};
+use crate::model::MsgId;
 use crate::store::{Record, Store, StoreError};
 
 const FORMAT: u64 = 1;
@@ -226,6 +227,9 @@ pub fn restore(path: &Path, dir: &Path, verify: bool) -> Result<Summary> {
             summary.records
         )));
     }
+    // Ids up to the backup's cut were given, even those of messages
+    // deleted (purged, erased) before it was taken: never again.
+    store.reserve_ids(MsgId(summary.last_message))?;
     if verify {
         let again = write_backup(
             &store,
@@ -347,7 +351,11 @@ mod tests {
             .patient_chat(&nurse, "clinic", "main", &gone.id.to_string())
             .await
             .unwrap();
-        core.erase_user(&op, gone.id).await.unwrap();
+        // The newest message, erased: its id is still never given again.
+        core.inbound(&gone, &gone_chat, "erased".into())
+            .await
+            .unwrap();
+        assert_eq!(core.erase_user(&op, gone.id).await.unwrap(), 1);
         let key = core.page_token_key().unwrap();
 
         let (s, file) = tokio::task::spawn_blocking({
@@ -359,7 +367,7 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(s.last_message, 4);
+        assert_eq!(s.last_message, 5);
         core.shutdown();
         let path = dir.path().join("backup.jsonl");
         std::fs::write(&path, &file).unwrap();
@@ -412,7 +420,7 @@ mod tests {
             .post(&nurse, dm, "after".into(), PostAs::default())
             .await
             .unwrap();
-        assert_eq!(next.id.0, 5);
+        assert_eq!(next.id.0, 6);
         assert!(core.authenticate("not a token").is_err());
         // The API client: its secret, its token, and a rotation that finds
         // that token to revoke.

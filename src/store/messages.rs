@@ -117,6 +117,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Keeps ids up to `upto` from being given again although their
+    /// messages are gone (a restored backup whose newest messages were
+    /// deleted before it was taken): the log's newest entry is `upto`,
+    /// marked deleted, at the newest entry's time. Only while no
+    /// sequencer runs.
+    pub fn reserve_ids(&self, upto: MsgId) -> Result<()> {
+        let newest = self
+            .db
+            .scan_prefix([LOG])
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| (tail_u64(&k), log_value(&v).map_or(0, |(_, at)| at)));
+        let (last, at_ms) = newest.unwrap_or((0, 0));
+        if upto.0 <= last {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        b.insert(&one(LOG, upto.0), &log_bytes(RoomId(0), at_ms, true));
+        self.write_through(b)
+    }
+
     /// The id of a room's newest message, if any.
     pub fn last_message_in(&self, room: RoomId) -> Result<Option<MsgId>> {
         Ok(self
