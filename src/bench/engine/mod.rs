@@ -6,6 +6,7 @@
 //! send time, checked for loss and duplicates per (receiving connection,
 //! sender), and accounted to the phase its message was sent in.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,17 +24,46 @@ use conn::ClientTask;
 
 mod conn;
 
+/// What the fleet's rooms are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// Closed group rooms (`POST /admin/rooms`): posts write no audit
+    /// record.
+    Group,
+    /// Patients' care-team chats (`--patient-chats`): every post writes a
+    /// `chat.post` audit record.
+    PatientChat,
+}
+
 /// The users and rooms of a run.
 pub struct Fleet {
     pub users: Vec<User>,
     pub rooms: Vec<Room>,
+    pub kind: RoomKind,
 }
 
 impl Fleet {
+    /// `--clients` users in rooms of `--room-size`: patient chats with
+    /// `--patient-chats` on parlor, else group rooms (the baseline server
+    /// has only those).
     pub async fn new(env: &Env) -> Result<Fleet> {
-        let users = env.users("u", env.args.clients).await?;
-        let rooms = env.rooms(&users, env.args.room_size).await?;
-        Ok(Fleet { users, rooms })
+        let (n, size) = (env.args.clients, env.args.room_size);
+        if env.args.patient_chats && env.server == "parlor" {
+            let (users, rooms) = super::patients::fleet(env, n, size).await?;
+            return Ok(Fleet {
+                users,
+                rooms,
+                kind: RoomKind::PatientChat,
+            });
+        }
+        let users = env.users("u", n).await?;
+        let rooms = env.rooms(&users, size).await?;
+        Ok(Fleet {
+            users,
+            rooms,
+            kind: RoomKind::Group,
+        })
     }
 }
 
@@ -230,13 +260,66 @@ impl<'e> Engine<'e> {
 
     /// Like `phase`, but ends at `dur` or once `until` is done and at
     /// least one second has passed, whichever comes first.
-    pub async fn phase_until<F: std::future::Future<Output = ()>>(
+    pub async fn phase_until<F: Future<Output = ()>>(
         &mut self,
         label: &str,
         rate: f64,
         dur: Duration,
         until: F,
     ) -> Step {
+        let step = self.begin(label, rate);
+        let started = step.started;
+        let end = started + dur;
+        let mut tick = progress_ticks(started);
+        tokio::pin!(until);
+        let mut until_done = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => break,
+                _ = &mut until, if !until_done => {
+                    until_done = true;
+                }
+                _ = tick.tick() => {
+                    self.progress(label, started);
+                    if until_done && started.elapsed() >= Duration::from_secs(1) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.end(step)
+    }
+
+    /// Like `phase`, with `work` started as the phase starts; the phase
+    /// lasts `dur`, or until `work` is done if that takes longer.
+    pub async fn phase_with<T, F: Future<Output = T>>(
+        &mut self,
+        label: &str,
+        rate: f64,
+        dur: Duration,
+        work: F,
+    ) -> (Step, T) {
+        let step = self.begin(label, rate);
+        let started = step.started;
+        let end = started + dur;
+        let mut tick = progress_ticks(started);
+        tokio::pin!(work);
+        let (mut out, mut time_up) = (None, false);
+        while !(time_up && out.is_some()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()), if !time_up => time_up = true,
+                v = &mut work, if out.is_none() => out = Some(v),
+                _ = tick.tick() => self.progress(label, started),
+            }
+        }
+        (
+            self.end(step),
+            out.expect("the loop ends once work is done"),
+        )
+    }
+
+    /// Starts a new phase at `rate` (its end is `end`'s).
+    fn begin(&mut self, label: &str, rate: f64) -> Step {
         let phase = self.next_phase;
         self.next_phase += 1;
         let started = Instant::now();
@@ -254,42 +337,26 @@ impl<'e> Engine<'e> {
             stop: false,
         });
         self.shared.rec().take_tick();
-        let end = started + dur;
-        let mut tick = tokio::time::interval_at(
-            (started + Duration::from_secs(1)).into(),
-            Duration::from_secs(1),
-        );
-        tokio::pin!(until);
-        let mut until_done = false;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(end.into()) => break,
-                _ = &mut until, if !until_done => {
-                    until_done = true;
-                }
-                _ = tick.tick() => {
-                    self.progress(label, started);
-                    if until_done && started.elapsed() >= Duration::from_secs(1) {
-                        break;
-                    }
-                }
-            }
-        }
-        let ended = Instant::now();
         Step {
             phase,
             label: label.to_string(),
             target_rate: rate,
             started,
-            ended,
+            ended: started,
             dropped_before,
-            dropped_after: self.shared.dropped.load(Ordering::Relaxed),
-            server: (
-                server0,
-                self.env.server_pid.and_then(|p| ProcSample::read(Some(p))),
-            ),
-            bench: (bench0, ProcSample::read(None)),
+            dropped_after: dropped_before,
+            server: (server0, None),
+            bench: (bench0, None),
         }
+    }
+
+    /// The phase's end (the clients go on at its rate until told else).
+    fn end(&self, mut step: Step) -> Step {
+        step.ended = Instant::now();
+        step.dropped_after = self.shared.dropped.load(Ordering::Relaxed);
+        step.server.1 = self.env.server_pid.and_then(|p| ProcSample::read(Some(p)));
+        step.bench.1 = ProcSample::read(None);
+        step
     }
 
     fn progress(&self, label: &str, started: Instant) {
@@ -412,6 +479,14 @@ fn step_result(step: &Step, ph: &PhaseStats) -> StepResult {
     }
 }
 
+/// A progress line a second from `started` on.
+fn progress_ticks(started: Instant) -> tokio::time::Interval {
+    tokio::time::interval_at(
+        (started + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
+    )
+}
+
 /// Warm-up, measured and drain durations from the flags.
 pub fn measured_step_parts(args: &BenchArgs) -> (Duration, Duration, Duration) {
     (
@@ -431,4 +506,23 @@ pub async fn measured_step(eng: &mut Engine<'_>, label: &str, rate: f64) -> Step
     eng.pause();
     eng.drain(drain).await;
     eng.result(&step)
+}
+
+/// Like `measured_step`, with `work` started as the measured phase starts
+/// (after the warm-up); that phase lasts until `work` is done if it takes
+/// longer than `--duration`.
+pub async fn measured_step_with<T, F: Future<Output = T>>(
+    eng: &mut Engine<'_>,
+    label: &str,
+    rate: f64,
+    work: F,
+) -> (StepResult, T) {
+    let (warmup, dur, drain) = measured_step_parts(&eng.env.args);
+    if !warmup.is_zero() {
+        eng.phase(&format!("{label} warm-up"), rate, warmup).await;
+    }
+    let (step, out) = eng.phase_with(label, rate, dur, work).await;
+    eng.pause();
+    eng.drain(drain).await;
+    (eng.result(&step), out)
 }
