@@ -182,18 +182,19 @@ fn erase_during_runs_each_step_twice_and_deletes_the_whole_chat() {
         "fanout",
         &[
             &SMALL_FLEET[..],
-            &[
-                "--duration",
-                "1",
-                "--warmup",
-                "0.3",
-                "--erase-during",
-                "300",
-            ],
+            &["--duration", "1", "--warmup", "0.3"],
+            &["--erase-during", "300", "--compare-baseline"],
         ]
         .concat(),
     );
+    // The baseline has no erase API: its steps run once, and it says so.
+    let base = &v["runs"][1];
+    assert_eq!(base["server"], "baseline", "{v}");
+    assert_eq!(base["erase_during"], serde_json::json!([]), "{base}");
+    assert!(base["erase_skipped"].as_str().is_some(), "{base}");
+    assert_eq!(base["lost_total"], 0, "{base}");
     let run = &v["runs"][0];
+    assert_eq!(run["erase_skipped"], Value::Null, "{run}");
     assert_eq!(run["room_kind"], "group", "{run}");
     assert_eq!(run["lost_total"], 0, "{run}");
     assert_eq!(run["duplicates_total"], 0, "{run}");
