@@ -1,5 +1,5 @@
 //! The bench's clients: the target (loopback unless allowed otherwise), a
-//! keep-alive HTTP/1.1 client, the admin and login calls, and
+//! keep-alive HTTP/1.1 client (GET and POST), the admin and login calls, and
 //! `/chat/connect` WebSockets with small buffers. Every wait is bounded.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -157,14 +157,37 @@ impl Http {
     /// within the target's timeout.
     pub async fn post(&mut self, path: &str, token: Option<&str>, body: &Value) -> Result<Reply> {
         let body = Bytes::from(serde_json::to_vec(body)?);
-        let limit = self.target.timeout;
-        timeout(limit, self.post_inner(path, token, body))
+        self.request(hyper::Method::POST, path, token, Some(body))
             .await
-            .map_err(|_| anyhow!("POST {path}: no complete answer within {limit:?}"))?
-            .with_context(|| format!("POST {path}"))
     }
 
-    async fn post_inner(&mut self, path: &str, token: Option<&str>, body: Bytes) -> Result<Reply> {
+    /// GETs `path` (with a bearer token if given); the whole answer within
+    /// the target's timeout.
+    pub async fn get(&mut self, path: &str, token: Option<&str>) -> Result<Reply> {
+        self.request(hyper::Method::GET, path, token, None).await
+    }
+
+    async fn request(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<Reply> {
+        let limit = self.target.timeout;
+        timeout(limit, self.request_inner(method.clone(), path, token, body))
+            .await
+            .map_err(|_| anyhow!("{method} {path}: no complete answer within {limit:?}"))?
+            .with_context(|| format!("{method} {path}"))
+    }
+
+    async fn request_inner(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<Reply> {
         let ready = match &mut self.sender {
             Some(s) => s.ready().await.is_ok(),
             None => false,
@@ -173,13 +196,18 @@ impl Http {
             self.connect().await?;
         }
         let sender = self.sender.as_mut().expect("connected above");
-        let mut req = hyper::Request::post(path)
-            .header("host", &self.target.authority)
-            .header("content-type", "application/json");
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.target.authority);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let res = match sender.send_request(req.body(Full::new(body))?).await {
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        let res = match sender.send_request(req).await {
             Ok(r) => r,
             Err(e) => {
                 self.sender = None;

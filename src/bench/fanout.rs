@@ -1,22 +1,35 @@
-//! `fanout`: N users in group rooms of R, every one connected, sending
-//! stamped messages at a fixed total rate or closed loop (the phases and
-//! their accounting are the [`Engine`]'s, shared with `login`); one
-//! measured step per rate, or `--find-max` ramping up to the highest rate
-//! held, on parlor and, with `--compare-baseline`, on the baseline server.
+//! `fanout`: N users in group rooms of R (or with `--patient-chats`
+//! patients' care-team chats), every one connected, sending stamped
+//! messages at a fixed total rate or closed loop (the phases and their
+//! accounting are the [`Engine`]'s, shared with `login`); one measured
+//! step per rate, or `--find-max` ramping up to the highest rate held, on
+//! parlor and, with `--compare-baseline`, on the baseline server. With
+//! `--erase-during N` each step on parlor is run a second time during the
+//! erasure of a patient with N messages (`erase`).
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::engine::{measured_step, Engine, Fleet, StepResult};
+use super::engine::{measured_step, Engine, Fleet, RoomKind, StepResult};
+use super::erase::{self, ErasePair};
 use super::report;
 use super::setup::Env;
 use super::BenchArgs;
+
+/// Why a baseline run does without a flag.
+const BASELINE_HAS_NO_ERASE: &str = "the baseline server has no admin erase API";
 
 /// What one server gave in a fanout run.
 #[derive(Debug, Serialize)]
 pub struct TargetReport {
     pub server: &'static str,
+    /// What the rooms were (the baseline's are always group rooms).
+    pub room_kind: RoomKind,
     pub steps: Vec<StepResult>,
+    /// `--erase-during`: each step again, during an erase.
+    pub erase_during: Vec<ErasePair>,
+    /// `--erase-during` given but not done here, and why.
+    pub erase_skipped: Option<String>,
     /// `--find-max`: the highest rate held, and why the next step failed.
     pub max_rate: Option<f64>,
     pub max_delivery_rate: Option<f64>,
@@ -45,6 +58,7 @@ pub async fn run_target(args: &BenchArgs, baseline: bool) -> Result<TargetReport
     let fleet = Fleet::new(&env).await?;
     let mut eng = Engine::start(&env, &fleet).await?;
     let mut steps = Vec::new();
+    let mut pairs = Vec::new();
     let (mut max_rate, mut max_delivery_rate, mut stopped_because) = (None, None, None);
     if args.find_max {
         let mut rate = args.rate[0];
@@ -60,7 +74,7 @@ pub async fn run_target(args: &BenchArgs, baseline: bool) -> Result<TargetReport
                 ));
                 break;
             }
-            let r = measured_step(&mut eng, &format!("{rate:.0}/s"), rate).await;
+            let r = step(&mut eng, &env, &format!("{rate:.0}/s"), rate, &mut pairs).await?;
             let failed = r.failure(args.max_p99_ms);
             steps.push(r.clone());
             match failed {
@@ -83,7 +97,7 @@ pub async fn run_target(args: &BenchArgs, baseline: bool) -> Result<TargetReport
                 } else {
                     format!("{rate:.0}/s")
                 };
-                steps.push(measured_step(&mut eng, &label, rate).await);
+                steps.push(step(&mut eng, &env, &label, rate, &mut pairs).await?);
             }
         }
     }
@@ -92,9 +106,16 @@ pub async fn run_target(args: &BenchArgs, baseline: bool) -> Result<TargetReport
     let missing = eng.stop().await;
     // Both counts must agree; report the larger if they do not.
     let lost_total = lost.max(missing);
+    let erase_skipped = match args.erase_during {
+        Some(_) if env.server != "parlor" => Some(BASELINE_HAS_NO_ERASE.to_string()),
+        _ => None,
+    };
     Ok(TargetReport {
         server: env.server,
+        room_kind: fleet.kind,
         steps,
+        erase_during: pairs,
+        erase_skipped,
         max_rate,
         max_delivery_rate,
         stopped_because,
@@ -103,6 +124,26 @@ pub async fn run_target(args: &BenchArgs, baseline: bool) -> Result<TargetReport
         dropped_connections,
         drop_reason,
     })
+}
+
+/// One measured step at `rate`; with `--erase-during` on parlor, run a
+/// second time during an erase (that pair added to `pairs`). The plain run
+/// is the one answered, and what `--find-max` judges.
+async fn step(
+    eng: &mut Engine<'_>,
+    env: &Env,
+    label: &str,
+    rate: f64,
+    pairs: &mut Vec<ErasePair>,
+) -> Result<StepResult> {
+    match env.args.erase_during {
+        Some(n) if env.server == "parlor" => {
+            let (plain, pair) = erase::paired_step(eng, env, label, rate, pairs.len(), n).await?;
+            pairs.push(pair);
+            Ok(plain)
+        }
+        _ => Ok(measured_step(eng, label, rate).await),
+    }
 }
 
 /// `parlor bench fanout`.

@@ -8,7 +8,10 @@
 //! - `fanout` (default): N users in rooms of R, open loop at a fixed total
 //!   rate (from timers) or closed loop; `--find-max` ramps the rate up to
 //!   the highest one held with p99 under `--max-p99-ms`;
-//!   `--compare-baseline` runs the same against the no-storage baseline.
+//!   `--compare-baseline` runs the same against the no-storage baseline;
+//!   `--patient-chats` makes the rooms patient chats (an audit record per
+//!   message); `--erase-during N` runs each step again while a patient
+//!   with N messages is erased.
 //! - `idle`: N authenticated sockets held open; server RSS per socket.
 //! - `history`: fills one room to each of `--messages`, timing `retrieve`
 //!   near the end and a 20-message page at each size.
@@ -23,10 +26,12 @@
 mod baseline;
 mod client;
 mod engine;
+mod erase;
 mod fanout;
 mod history;
 mod idle;
 mod login;
+mod patients;
 mod report;
 mod setup;
 mod stats;
@@ -111,6 +116,23 @@ pub struct BenchArgs {
     /// The highest rate `--find-max` tries.
     #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
+    /// fanout: the rooms are patients' care-team chats instead of group
+    /// rooms — each room a workspace of its own (tenant bench-RUN-K,
+    /// instance main), member 0 the patient, the others staff — so every
+    /// message writes a `chat.post` audit record. With --compare-baseline
+    /// the baseline gets group rooms (it has no patient chats).
+    #[arg(long)]
+    pub patient_chats: bool,
+    /// fanout: run each measured step twice, the second time erasing (POST
+    /// /admin/users/ID/erase) a patient whose chat holds N messages as its
+    /// measured phase starts; reports both runs' latency, the p99
+    /// difference and the erase's duration. The patient is prepared before
+    /// that run, outside the measurement: start the daemon with a
+    /// --msg-burst of at least N and a high --msg-rate. --timeout bounds
+    /// the erase too. With --compare-baseline the baseline runs each step
+    /// once, without an erase (it has no erase API).
+    #[arg(long, value_name = "N")]
+    pub erase_during: Option<u64>,
     /// Messages per second one user may send (keep it under the server's
     /// `--msg-rate`; the bench refuses plans above it).
     #[arg(long, default_value_t = 45.0)]
@@ -212,6 +234,19 @@ impl BenchArgs {
         }
         if self.messages.is_empty() || self.messages.windows(2).any(|w| w[0] >= w[1]) {
             bail!("--messages must be ascending sizes");
+        }
+        let fanout_only = self.patient_chats || self.erase_during.is_some();
+        if fanout_only && self.mode != Mode::Fanout {
+            bail!("--patient-chats and --erase-during are fanout options");
+        }
+        if fanout_only && self.baseline_server {
+            bail!(
+                "--patient-chats and --erase-during need parlor: the baseline server has no \
+                 patient chats and no erase API (--compare-baseline runs the baseline without them)"
+            );
+        }
+        if self.erase_during == Some(0) {
+            bail!("--erase-during needs at least 1 message");
         }
         if self.payload > 16 * 1024 {
             bail!("--payload above 16,384 bytes is refused by the server");

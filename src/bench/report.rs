@@ -8,7 +8,8 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::engine::StepResult;
+use super::engine::{RoomKind, StepResult};
+use super::erase;
 use super::fanout::TargetReport;
 use super::stats::median;
 use super::BenchArgs;
@@ -173,11 +174,17 @@ pub fn fanout(args: &BenchArgs, reports: &[TargetReport]) -> Result<()> {
     let mut text = String::new();
     let mut out = Vec::new();
     for r in reports {
+        let rooms = match r.room_kind {
+            RoomKind::Group => format!("group rooms of {}", args.room_size),
+            RoomKind::PatientChat => format!(
+                "patient chats of {} (a workspace each, a chat.post audit record per message)",
+                args.room_size
+            ),
+        };
         text.push_str(&format!(
-            "\n{} — {} users, rooms of {}, {} B messages, {}\n",
+            "\n{} — {} users, {rooms}, {} B messages, {}\n",
             r.server,
             args.clients,
-            args.room_size,
             args.payload,
             if args.closed_loop {
                 format!("closed loop (window {})", args.window)
@@ -201,6 +208,30 @@ pub fn fanout(args: &BenchArgs, reports: &[TargetReport]) -> Result<()> {
                 ));
             }
         }
+        if let Some(why) = &r.erase_skipped {
+            text.push_str(&format!("erase during steps: skipped ({why})\n"));
+        }
+        let erase_meds = erase::medians(&r.erase_during);
+        if let (Some(n), Some(_)) = (args.erase_during, r.erase_during.first()) {
+            text.push_str(&format!(
+                "each step again, erasing a patient with {n} messages as it starts (latency ms):\n"
+            ));
+            text.push_str(&erase::table(&r.erase_during).render());
+            if args.repeat > 1 {
+                text.push_str("medians:\n");
+                for m in &erase_meds {
+                    text.push_str(&format!(
+                        "  {} msg/s × {}: p99 {} → {} ms ({:+.2}), erase {} ms\n",
+                        m["target_rate"],
+                        m["runs"],
+                        ms(m["plain_p99_ms"].as_f64().unwrap_or(0.0)),
+                        ms(m["during_p99_ms"].as_f64().unwrap_or(0.0)),
+                        m["p99_delta_ms"].as_f64().unwrap_or(0.0),
+                        ms(m["erase_ms"].as_f64().unwrap_or(0.0)),
+                    ));
+                }
+            }
+        }
         if args.find_max {
             text.push_str(&format!(
                 "highest rate held with p99 ≤ {} ms: {} msg/s = {} deliveries/s (stopped: {})\n",
@@ -222,6 +253,9 @@ pub fn fanout(args: &BenchArgs, reports: &[TargetReport]) -> Result<()> {
         ));
         let mut v = serde_json::to_value(r)?;
         v["medians"] = json!(meds);
+        if args.erase_during.is_some() {
+            v["erase_medians"] = json!(erase_meds);
+        }
         out.push(v);
     }
     let mut value = json!({"mode": "fanout", "runs": out});

@@ -2,6 +2,7 @@
 //! the run), the admin token, users (created through `/admin/users`, then
 //! logged in through `/auth/login`), group rooms (`/admin/rooms`) and
 //! authenticated sockets — with bounded concurrency and progress lines.
+//! (Patient chats, their workspaces and the erase fixture: `patients`.)
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +28,25 @@ pub struct User {
     pub token: String,
 }
 
-/// A group room and the indices of its members.
+/// What a bench user is, and where.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// `staff`, `patient`, … as `POST /admin/users` takes it.
+    pub role: &'static str,
+    /// `(tenant, instance)`; `None`: the default workspace.
+    pub workspace: Option<(String, String)>,
+}
+
+impl Account {
+    pub fn staff() -> Account {
+        Account {
+            role: "staff",
+            workspace: None,
+        }
+    }
+}
+
+/// A room and the indices of its members.
 #[derive(Clone, Debug)]
 pub struct Room {
     pub id: String,
@@ -101,21 +120,31 @@ impl Env {
         }
     }
 
-    /// Creates `n` users named `bench-RUN-TAG-I` and logs each in.
+    /// Creates `n` staff users named `bench-RUN-TAG-I` and logs each in.
     pub async fn users(&self, tag: &str, n: usize) -> Result<Vec<User>> {
+        self.users_as(tag, n, |_| Account::staff()).await
+    }
+
+    /// Creates `n` users named `bench-RUN-TAG-I`, user `i` as `who(i)`
+    /// says, and logs each in.
+    pub async fn users_as<W>(&self, tag: &str, n: usize, who: W) -> Result<Vec<User>>
+    where
+        W: Fn(usize) -> Account,
+    {
         let label = format!("users ({tag}): created and logged in");
         let started = Instant::now();
+        let who = &who;
         let out = parallel(self, n, &label, |i| async move {
             let name = format!("bench-{}-{tag}-{i}", self.run_id);
             let password = self.password(i);
+            let account = who(i);
+            let mut body = json!({"username": name, "password": password, "role": account.role});
+            if let Some((tenant, instance)) = account.workspace {
+                body["tenant"] = json!(tenant);
+                body["instance"] = json!(instance);
+            }
             let mut http = Http::new(&self.target);
-            let r = http
-                .post(
-                    "/admin/users",
-                    Some(&self.admin),
-                    &json!({"username": name, "password": password, "role": "staff"}),
-                )
-                .await?;
+            let r = http.post("/admin/users", Some(&self.admin), &body).await?;
             if !(r.status == 201 || (r.status == 409 && self.reuse)) {
                 r.expect(201, &format!("creating user {name}"))?;
             }
@@ -184,7 +213,7 @@ impl Env {
 
 /// Runs `op(0..n)` with `--setup-concurrency` in flight, in order of
 /// index, printing progress about once a second; the first error stops it.
-async fn parallel<'a, T, F, Fut>(env: &'a Env, n: usize, label: &str, op: F) -> Result<Vec<T>>
+pub async fn parallel<'a, T, F, Fut>(env: &'a Env, n: usize, label: &str, op: F) -> Result<Vec<T>>
 where
     F: Fn(usize) -> Fut + 'a,
     Fut: std::future::Future<Output = Result<T>> + 'a,

@@ -6,34 +6,64 @@
 //! send time, checked for loss and duplicates per (receiving connection,
 //! sender), and accounted to the phase its message was sent in.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
 
-use super::client::{self, Ws};
 use super::setup::{Env, Room, User};
-use super::stats::{Clock, PhaseStats, ProcSample, Recorder, Seen, Stamp, Summary, Tracker};
+use super::stats::{Clock, PhaseStats, ProcSample, Recorder, Summary};
 use super::BenchArgs;
+use conn::ClientTask;
+
+mod conn;
+
+/// What the fleet's rooms are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// Closed group rooms (`POST /admin/rooms`): posts write no audit
+    /// record.
+    Group,
+    /// Patients' care-team chats (`--patient-chats`): every post writes a
+    /// `chat.post` audit record.
+    PatientChat,
+}
 
 /// The users and rooms of a run.
 pub struct Fleet {
     pub users: Vec<User>,
     pub rooms: Vec<Room>,
+    pub kind: RoomKind,
 }
 
 impl Fleet {
+    /// `--clients` users in rooms of `--room-size`: patient chats with
+    /// `--patient-chats` on parlor, else group rooms (the baseline server
+    /// has only those).
     pub async fn new(env: &Env) -> Result<Fleet> {
-        let users = env.users("u", env.args.clients).await?;
-        let rooms = env.rooms(&users, env.args.room_size).await?;
-        Ok(Fleet { users, rooms })
+        let (n, size) = (env.args.clients, env.args.room_size);
+        if env.args.patient_chats && env.server == "parlor" {
+            let (users, rooms) = super::patients::fleet(env, n, size).await?;
+            return Ok(Fleet {
+                users,
+                rooms,
+                kind: RoomKind::PatientChat,
+            });
+        }
+        let users = env.users("u", n).await?;
+        let rooms = env.rooms(&users, size).await?;
+        Ok(Fleet {
+            users,
+            rooms,
+            kind: RoomKind::Group,
+        })
     }
 }
 
@@ -230,13 +260,66 @@ impl<'e> Engine<'e> {
 
     /// Like `phase`, but ends at `dur` or once `until` is done and at
     /// least one second has passed, whichever comes first.
-    pub async fn phase_until<F: std::future::Future<Output = ()>>(
+    pub async fn phase_until<F: Future<Output = ()>>(
         &mut self,
         label: &str,
         rate: f64,
         dur: Duration,
         until: F,
     ) -> Step {
+        let step = self.begin(label, rate);
+        let started = step.started;
+        let end = started + dur;
+        let mut tick = progress_ticks(started);
+        tokio::pin!(until);
+        let mut until_done = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => break,
+                _ = &mut until, if !until_done => {
+                    until_done = true;
+                }
+                _ = tick.tick() => {
+                    self.progress(label, started);
+                    if until_done && started.elapsed() >= Duration::from_secs(1) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.end(step)
+    }
+
+    /// Like `phase`, with `work` started as the phase starts; the phase
+    /// lasts `dur`, or until `work` is done if that takes longer.
+    pub async fn phase_with<T, F: Future<Output = T>>(
+        &mut self,
+        label: &str,
+        rate: f64,
+        dur: Duration,
+        work: F,
+    ) -> (Step, T) {
+        let step = self.begin(label, rate);
+        let started = step.started;
+        let end = started + dur;
+        let mut tick = progress_ticks(started);
+        tokio::pin!(work);
+        let (mut out, mut time_up) = (None, false);
+        while !(time_up && out.is_some()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()), if !time_up => time_up = true,
+                v = &mut work, if out.is_none() => out = Some(v),
+                _ = tick.tick() => self.progress(label, started),
+            }
+        }
+        (
+            self.end(step),
+            out.expect("the loop ends once work is done"),
+        )
+    }
+
+    /// Starts a new phase at `rate` (its end is `end`'s).
+    fn begin(&mut self, label: &str, rate: f64) -> Step {
         let phase = self.next_phase;
         self.next_phase += 1;
         let started = Instant::now();
@@ -254,42 +337,26 @@ impl<'e> Engine<'e> {
             stop: false,
         });
         self.shared.rec().take_tick();
-        let end = started + dur;
-        let mut tick = tokio::time::interval_at(
-            (started + Duration::from_secs(1)).into(),
-            Duration::from_secs(1),
-        );
-        tokio::pin!(until);
-        let mut until_done = false;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(end.into()) => break,
-                _ = &mut until, if !until_done => {
-                    until_done = true;
-                }
-                _ = tick.tick() => {
-                    self.progress(label, started);
-                    if until_done && started.elapsed() >= Duration::from_secs(1) {
-                        break;
-                    }
-                }
-            }
-        }
-        let ended = Instant::now();
         Step {
             phase,
             label: label.to_string(),
             target_rate: rate,
             started,
-            ended,
+            ended: started,
             dropped_before,
-            dropped_after: self.shared.dropped.load(Ordering::Relaxed),
-            server: (
-                server0,
-                self.env.server_pid.and_then(|p| ProcSample::read(Some(p))),
-            ),
-            bench: (bench0, ProcSample::read(None)),
+            dropped_after: dropped_before,
+            server: (server0, None),
+            bench: (bench0, None),
         }
+    }
+
+    /// The phase's end (the clients go on at its rate until told else).
+    fn end(&self, mut step: Step) -> Step {
+        step.ended = Instant::now();
+        step.dropped_after = self.shared.dropped.load(Ordering::Relaxed);
+        step.server.1 = self.env.server_pid.and_then(|p| ProcSample::read(Some(p)));
+        step.bench.1 = ProcSample::read(None);
+        step
     }
 
     fn progress(&self, label: &str, started: Instant) {
@@ -412,153 +479,12 @@ fn step_result(step: &Step, ph: &PhaseStats) -> StepResult {
     }
 }
 
-/// One client: its socket, its sending timer, its receive accounting.
-struct ClientTask {
-    me: u32,
-    index: usize,
-    room: Arc<str>,
-    /// Every member of the room (the senders this connection hears).
-    mates: Arc<[u32]>,
-    fanout: u64,
-    payload: usize,
-    senders: usize,
-    user_gap: Duration,
-    shared: Arc<Shared>,
-}
-
-impl ClientTask {
-    /// When this client's first open-loop send of a plan is due: the
-    /// clients are spread evenly over one interval.
-    fn first_send(&self, plan: &Plan) -> Option<Instant> {
-        if plan.rate <= 0.0 || plan.closed || plan.stop {
-            return None;
-        }
-        let interval = self.senders as f64 / plan.rate;
-        Some(
-            plan.start
-                + Duration::from_secs_f64(interval * self.index as f64 / self.senders as f64),
-        )
-    }
-
-    async fn run(self, mut ws: Ws, mut plans: watch::Receiver<Plan>) {
-        let sh = self.shared.clone();
-        let mut tracker = Tracker::default();
-        let mut seq = 0u64;
-        let mut plan = plans.borrow_and_update().clone();
-        let mut next_at = self.first_send(&plan);
-        let mut in_flight = 0usize;
-        let mut last_send: Option<Instant> = None;
-        let far = Instant::now() + Duration::from_secs(400 * 86_400);
-        let sleep = tokio::time::sleep_until(far.into());
-        tokio::pin!(sleep);
-        let mut armed = far;
-        let why = loop {
-            let want = if plan.rate <= 0.0 || plan.stop {
-                None
-            } else if !plan.closed {
-                next_at
-            } else if in_flight < plan.window {
-                Some(last_send.map_or(plan.start, |t| (t + self.user_gap).max(plan.start)))
-            } else {
-                None
-            };
-            let target = want.unwrap_or(far);
-            if target != armed {
-                sleep.as_mut().reset(target.into());
-                armed = target;
-            }
-            tokio::select! {
-                frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(t))) => {
-                        if let Some(st) = Stamp::find(t.as_bytes()) {
-                            let lat = sh.clock.now_us().saturating_sub(st.sent_us);
-                            let seen = tracker.seen(st.sender, st.seq);
-                            let own = st.sender == self.me;
-                            if own && seen != Seen::Duplicate {
-                                in_flight = in_flight.saturating_sub(1);
-                            }
-                            sh.rec().delivered(&st, seen, lat, own);
-                        }
-                    }
-                    Some(Ok(Message::Close(c))) => {
-                        break Some(format!("closed by the server: {}", c.map_or_else(
-                            || "no reason".to_string(),
-                            |f| format!("{} {}", u16::from(f.code), f.reason),
-                        )));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break Some(format!("socket error: {e}")),
-                    None => break Some("socket ended".into()),
-                },
-                changed = plans.changed() => {
-                    if changed.is_err() {
-                        break None;
-                    }
-                    plan = plans.borrow_and_update().clone();
-                    if plan.stop {
-                        break None;
-                    }
-                    next_at = self.first_send(&plan);
-                    sh.acted[self.index].store(plan.gen, Ordering::Release);
-                }
-                () = &mut sleep, if want.is_some() => {
-                    // The stamp is the moment of the write: the timer's
-                    // 1 ms granularity is the generator's, not the
-                    // server's. Lateness against the schedule is kept
-                    // apart (`send_lag`), and a step whose generator sent
-                    // under 95 % of its rate does not count as held.
-                    let sched = if plan.closed { Instant::now() } else { armed };
-                    let st = Stamp {
-                        phase: plan.phase,
-                        sender: self.me,
-                        seq,
-                        sent_us: sh.clock.now_us(),
-                    };
-                    let frame = format!(
-                        "{{\"room\":\"{}\",\"messages\":\"{}\"}}",
-                        self.room,
-                        st.text(self.payload)
-                    );
-                    match timeout(sh.net_timeout, ws.send(Message::text(frame))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => break Some(format!("send failed: {e}")),
-                        Err(_) => break Some("send timed out: the server stopped reading".into()),
-                    }
-                    let now = Instant::now();
-                    seq += 1;
-                    sh.sent[self.me as usize].store(seq, Ordering::Relaxed);
-                    let lag = now.saturating_duration_since(sched).as_micros() as u64;
-                    sh.rec().sent(plan.phase, self.fanout, lag);
-                    if plan.closed {
-                        in_flight += 1;
-                        last_send = Some(now);
-                    } else {
-                        let interval = Duration::from_secs_f64(self.senders as f64 / plan.rate);
-                        next_at = next_at.map(|t| t + interval);
-                    }
-                    // The sleep has fired: re-arm it on the next turn.
-                    armed = far - Duration::from_secs(1);
-                }
-            }
-        };
-        let mut ws = Some(ws);
-        sh.acted[self.index].store(u64::MAX, Ordering::Release);
-        if let Some(why) = why {
-            sh.dropped(why);
-            ws = None;
-            // Count what this connection missed once the senders are done.
-            while plans.changed().await.is_ok() && !plans.borrow().stop {}
-        }
-        let missing: u64 = self
-            .mates
-            .iter()
-            .map(|&s| tracker.missing(s, sh.sent[s as usize].load(Ordering::Relaxed)))
-            .sum();
-        sh.missing.fetch_add(missing, Ordering::Relaxed);
-        if let Some(ws) = ws {
-            client::ws_close(ws).await;
-        }
-    }
+/// A progress line a second from `started` on.
+fn progress_ticks(started: Instant) -> tokio::time::Interval {
+    tokio::time::interval_at(
+        (started + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
+    )
 }
 
 /// Warm-up, measured and drain durations from the flags.
@@ -580,4 +506,23 @@ pub async fn measured_step(eng: &mut Engine<'_>, label: &str, rate: f64) -> Step
     eng.pause();
     eng.drain(drain).await;
     eng.result(&step)
+}
+
+/// Like `measured_step`, with `work` started as the measured phase starts
+/// (after the warm-up); that phase lasts until `work` is done if it takes
+/// longer than `--duration`.
+pub async fn measured_step_with<T, F: Future<Output = T>>(
+    eng: &mut Engine<'_>,
+    label: &str,
+    rate: f64,
+    work: F,
+) -> (StepResult, T) {
+    let (warmup, dur, drain) = measured_step_parts(&eng.env.args);
+    if !warmup.is_zero() {
+        eng.phase(&format!("{label} warm-up"), rate, warmup).await;
+    }
+    let (step, out) = eng.phase_with(label, rate, dur, work).await;
+    eng.pause();
+    eng.drain(drain).await;
+    (eng.result(&step), out)
 }
