@@ -32,7 +32,10 @@ mod batch;
 pub mod checkpoint;
 mod codec;
 mod commit;
+mod compact;
 mod export;
+mod history;
+mod index;
 pub mod keys;
 mod messages;
 mod open;
@@ -50,18 +53,18 @@ mod webhooks;
 
 pub use audit::{Sealed, StoredAudit};
 pub use batch::WriteBatch;
+pub use compact::Compaction;
 pub use export::Record;
 pub use open::{OpenError, Options, Summary, FORMAT_VERSION};
 pub use users::TokenRecord;
 
-use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
+use index::Index;
 use pending::Pending;
 
 #[derive(Debug)]
@@ -128,13 +131,12 @@ impl From<StoreError> for crate::error::Error {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
-    db: sled::Db,
+    /// The index in use; a compaction replaces it whole (`compact`).
+    /// Read through [`Store::db`].
+    index: RwLock<Arc<Index>>,
     dir: PathBuf,
-    /// sled's data file; `sync` fsyncs it after sled's own flush.
-    data_file: File,
-    /// Blob files already fsynced (sled writes values too big for a log
-    /// segment to files of their own, and never fsyncs them).
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// As opened: a compaction opens its new index with them.
+    opts: Options,
     /// Items read by range scans; lets tests prove a scan's cost.
     scanned: AtomicU64,
     /// The page-token key, made (and synced) at open.
@@ -150,8 +152,12 @@ pub struct Store {
     applied_seq: AtomicU64,
     /// The newest log record sled holds durably (the last checkpoint's).
     checkpointed: AtomicU64,
-    /// One checkpoint at a time.
+    /// One checkpoint at a time; held by a compaction from its last
+    /// catch-up to the swap, so no checkpoint records the old index's
+    /// position for the new one.
     checkpointing: Mutex<()>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
     /// The writes of the group commit being built, seen only by the
     /// sequencer's thread (its jobs read their predecessors' writes):
     /// sled gets them only once the group's log record is durable.
@@ -168,5 +174,11 @@ impl Store {
     /// How many items range scans have read since open.
     pub fn scanned(&self) -> u64 {
         self.scanned.load(Ordering::Relaxed)
+    }
+
+    /// The index in use (derefs to sled's `Db`): held for one read, not
+    /// kept, so that a compaction can replace it.
+    fn db(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::{align8, record_crc, segments, HEADER, MAGIC, REC_HEAD, VERSION};
 
 /// Payloads larger than this are damage, not records.
-const MAX_PAYLOAD: u64 = 1 << 30;
+pub(super) const MAX_PAYLOAD: u64 = 1 << 30;
 
 /// Why the log cannot be read as it is.
 #[derive(Debug)]
