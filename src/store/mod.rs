@@ -13,13 +13,20 @@
 //! its marker. sled is never flushed on that path. [`Store::checkpoint`]
 //! (a background thread, see `checkpoint`) flushes and fsyncs sled.
 //! Opening (`open`) replays every record above sled's marker, or, if
-//! sled's files cannot be opened, rebuilds the index from the whole log
-//! (`rebuild`).
+//! sled's files cannot be opened, rebuilds the index from the log's
+//! history (`rebuild`): every record from 1, or, once the store was
+//! compacted, the base snapshot and the records after it. Compaction
+//! ([`Store::compact`], `compact`) is what makes deleted data leave the
+//! disk: a new base replaces the log's old segments, and a fresh index,
+//! built from that base, replaces sled's files, swapped in while the
+//! sequencer runs.
 //!
 //! Where things are: opening, replay, migration and the summary in
 //! `open`; the group being built and reads that see it in `pending`;
 //! making it durable in `commit`; write batches and their encoding in the
-//! log in `batch`. Each keyspace's reads and writes (`impl Store` and
+//! log in `batch`; where sled's files are, and the index in use, in
+//! `index`; the log's history into an index in `history`; compaction in
+//! `compact`. Each keyspace's reads and writes (`impl Store` and
 //! `impl WriteBatch`) sit together: `users`, `rooms`, `messages`,
 //! `postings`, `patients`, `webhooks`, `api_clients`, `audit`. Backup
 //! and restore: `export`. Key layouts: `keys`. Value encoding: `codec`.

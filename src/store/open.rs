@@ -2,7 +2,9 @@
 //! store into the log), the replay of the write-ahead log above sled's
 //! marker, the check of the message log's tail, and the summary for the
 //! startup log line. When sled's own files fail, open starts over once
-//! with the index rebuilt from the log (`rebuild`).
+//! with the index rebuilt from the log (`rebuild`). Open also finishes
+//! what a compaction a crash cut short left (`compact`): every index but
+//! the current one goes, and the segments a base holds.
 
 use std::fs::File;
 use std::io;
