@@ -40,6 +40,8 @@ pub mod checkpoint;
 mod codec;
 mod commit;
 mod compact;
+#[cfg(test)]
+mod compact_powercut;
 mod export;
 mod history;
 mod index;
