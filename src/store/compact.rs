@@ -231,11 +231,15 @@ impl Store {
             .and_then(|n| n.to_str())
             .expect("an index directory's name");
         index::point_to(&self.dir, name)?;
+        // The records committed during the sync and the pointer's fsyncs
+        // are replayed now, not in the pause (they need not be durable in
+        // the new index: the log holds them).
+        let caught = catch_up(&mut follower);
         // The pause: the sequencer blocks at its next append (from the
         // moment the lock is taken: before, it may be appending).
         let w = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let swapped = {
+        let swapped = caught.and_then(|()| {
             let last = w.next_seq() - 1;
             let deadline = started + APPLY_WAIT;
             while self.applied_seq.load(Ordering::Acquire) < last && Instant::now() < deadline {
@@ -254,7 +258,7 @@ impl Store {
                         std::mem::replace(&mut *index, Arc::new(fresh))
                     })
             }
-        };
+        });
         drop(w);
         out.pause = started.elapsed();
         let old = match swapped {
