@@ -435,10 +435,21 @@ pub fn check(data_dir: &Path) -> anyhow::Result<()> {
         bail!("{} holds no store", data_dir.display());
     }
     let wal = crate::store::wal_dir(&store);
-    let scan =
-        crate::store::wal::scan(&wal, 0, &mut |_, _| Ok(())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // After a compaction the history starts at a base, then the records
+    // after it.
+    let base = crate::store::wal::latest_base(&wal)?;
+    if let Some((_, path)) = &base {
+        crate::store::wal::read_base(path, &mut |_, _| Ok(()))?;
+    }
+    let after = base.as_ref().map_or(0, |b| b.0);
+    let scan = crate::store::wal::scan(&wal, after, &mut |_, _| Ok(()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("store format: {}", crate::store::FORMAT_VERSION);
     println!("write-ahead log: {}", wal.display());
+    match &base {
+        Some((seq, path)) => println!("base: the state as of record {seq} ({})", path.display()),
+        None => println!("base: none (the history starts at record 1)"),
+    }
     println!("segments: {}", scan.segments);
     match (scan.first_seq, scan.last_seq) {
         (Some(a), Some(b)) => println!("records: {} (seq {a}..={b})", scan.records),

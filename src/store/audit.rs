@@ -29,7 +29,7 @@ impl Store {
     /// The newest audit record: its seq and what it holds.
     pub fn audit_last(&self) -> Result<Option<(u64, StoredAudit)>> {
         Ok(self
-            .db
+            .db()
             .scan_prefix([AUDIT])
             .next_back()
             .transpose()?
@@ -39,7 +39,7 @@ impl Store {
     /// Audit records from seq `from` on, ascending, read lazily: the cost
     /// is the records taken.
     pub fn audit_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, StoredAudit)>> + '_ {
-        self.db
+        self.db()
             .range(one(AUDIT, from)..one(AUDIT + 1, 0))
             .map(|kv| {
                 self.scanned
@@ -59,7 +59,7 @@ impl Store {
         let mut found = end;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let next = self.db.range(one(AUDIT, mid)..one(AUDIT, hi)).next();
+            let next = self.db().range(one(AUDIT, mid)..one(AUDIT, hi)).next();
             self.scanned
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match next.transpose()?.map(|(k, v)| stored(&k, &v)) {
@@ -85,7 +85,7 @@ impl Store {
     /// The stored bytes of record `seq` (exported as they are when they
     /// cannot be decoded, so a backup keeps even a damaged trail intact).
     pub(super) fn audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(one(AUDIT, seq))?.map(|v| v.to_vec()))
+        Ok(self.db().get(one(AUDIT, seq))?.map(|v| v.to_vec()))
     }
 
     /// A test seam for `parlor audit verify` (tests/audit.rs): edits the

@@ -1,7 +1,8 @@
 //! The checkpoint thread: makes sled's copy durable every few seconds (or
-//! after so many bytes of log), so the write-ahead log's older segments
-//! can go, keeps the next log segment preallocated ahead of need (and the
+//! after so many bytes of log), so the replay at the next open stays
+//! short, keeps the next log segment preallocated ahead of need (and the
 //! ballast, `space`), and lets writes resume once there is room again.
+//! (The log's old segments go only by a compaction, `compact`.)
 //! Nothing here is on the commit path: the sequencer never waits for it.
 
 use std::sync::{Arc, Condvar, Mutex};

@@ -4,7 +4,6 @@
 //! ([`Store::checkpoint`], called by the `checkpoint` thread), which
 //! bounds the replay at the next open.
 
-use std::fs::File;
 use std::io;
 use std::sync::atomic::Ordering;
 
@@ -38,15 +37,17 @@ impl Store {
         // `apply_batch` would hand a buffer to its I/O threads each time;
         // the log already makes the group atomic across a crash, and
         // readers of messages wait for `visible`, raised after this).
+        // The index is taken after the append: a compaction swaps it only
+        // while it holds the log and every appended record is applied.
+        let db = self.db();
         for (k, w) in self.take_pending() {
             match w {
-                Some(v) => self.db.insert(k, v),
-                None => self.db.remove(k),
+                Some(v) => db.insert(k, v),
+                None => db.remove(k),
             }
             .map_err(io::Error::other)?;
         }
-        self.db
-            .insert(WAL_SEQ_KEY, &u64_value(seq))
+        db.insert(WAL_SEQ_KEY, &u64_value(seq))
             .map_err(io::Error::other)?;
         self.applied_seq.store(seq, Ordering::Release);
         Ok(seq)
@@ -55,16 +56,14 @@ impl Store {
     /// Makes sled's copy durable: sled's flush (which ends in
     /// `sync_file_range`, not a full fsync), then `fsync` of the data file
     /// and of any new blob files. Returns the log seq it covers. Never on
-    /// the commit path. The log is kept whole (see `wal`): a checkpoint
-    /// bounds the replay at open, it does not trim.
+    /// the commit path. A checkpoint bounds the replay at open; it does
+    /// not trim the log (a compaction does, `compact`).
     pub fn checkpoint(&self) -> io::Result<u64> {
         let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         // Loaded before the flush: the marker's insert came before this
         // store, so the flush holds it and everything written before it.
         let seq = self.applied_seq.load(Ordering::Acquire);
-        self.db.flush().map_err(io::Error::other)?;
-        self.data_file.sync_all()?;
-        self.sync_blobs()?;
+        self.db().sync()?;
         wal::write_checkpoint(&self.wal_dir, seq)?;
         self.checkpointed.store(seq, Ordering::Release);
         Ok(seq)
@@ -86,35 +85,6 @@ impl Store {
     /// Room on the disk, and whether writes are refused for lack of it.
     pub fn space(&self) -> &space::Space {
         &self.space
-    }
-
-    fn sync_blobs(&self) -> io::Result<()> {
-        let dir = self.dir.join("blobs");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut new = false;
-        for entry in entries {
-            let entry = entry?;
-            if synced.contains(&entry.file_name()) {
-                continue;
-            }
-            match File::open(entry.path()) {
-                Ok(f) => f.sync_all()?,
-                // sled removes blobs it has rewritten; nothing to sync.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-            synced.insert(entry.file_name());
-            new = true;
-        }
-        if new {
-            File::open(&dir)?.sync_all()?;
-        }
-        Ok(())
     }
 
     /// Writes a batch outside the sequencer (open, restore): applied and
@@ -229,7 +199,7 @@ mod tests {
         let segs = wal::segments(&wal_dir(dir.path())).unwrap().len();
         assert!(segs > 2, "{segs} segments");
         assert_eq!(s.checkpoint().unwrap(), base + 100);
-        // The log is kept whole: it is the history the index is rebuilt from.
+        // A checkpoint does not trim the log: only a compaction does.
         assert_eq!(wal::segments(&wal_dir(dir.path())).unwrap().len(), segs);
         for id in 101..=110 {
             group(&s, id);

@@ -155,16 +155,16 @@ impl Store {
     /// visible id: a consistent cut of the log). Other records are read as
     /// they are while the export runs.
     pub fn export(&self, upto: MsgId, out: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
-        if let Some(v) = self.db.get(PAGE_KEY_KEY)? {
+        if let Some(v) = self.db().get(PAGE_KEY_KEY)? {
             out(Record::PageTokenKey { key: hex(&v) })?;
         }
-        for kv in self.db.scan_prefix([USER]) {
+        for kv in self.db().scan_prefix([USER]) {
             let (_, v) = kv?;
             out(Record::User {
                 user: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
-        for kv in self.db.scan_prefix([TOKEN]) {
+        for kv in self.db().scan_prefix([TOKEN]) {
             let (k, v) = kv?;
             let rec: TokenRecord = codec::decode(&v).map_err(StoreError)?;
             out(Record::Token {
@@ -173,13 +173,13 @@ impl Store {
                 created_ms: rec.created_ms,
             })?;
         }
-        for kv in self.db.scan_prefix([ROOM]) {
+        for kv in self.db().scan_prefix([ROOM]) {
             let (_, v) = kv?;
             out(Record::Room {
                 room: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
-        for kv in self.db.scan_prefix([PARTICIPANT]) {
+        for kv in self.db().scan_prefix([PARTICIPANT]) {
             let (k, v) = kv?;
             out(Record::Participant {
                 room: RoomId(read_u64(&k[1..9]).unwrap_or(0)),
@@ -187,7 +187,7 @@ impl Store {
                 marker: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
-        for kv in self.db.scan_prefix([DM]) {
+        for kv in self.db().scan_prefix([DM]) {
             let (k, v) = kv?;
             out(Record::Dm {
                 a: UserId(read_u64(&k[1..9]).unwrap_or(0)),
@@ -195,32 +195,32 @@ impl Store {
                 room: RoomId(read_u64(&v).unwrap_or(0)),
             })?;
         }
-        for kv in self.db.range(one(LOG, 1)..=one(LOG, upto.0)) {
+        for kv in self.db().range(one(LOG, 1)..=one(LOG, upto.0)) {
             let (k, _) = kv?;
             if let Some(message) = self.message(MsgId(tail_u64(&k)))? {
                 out(Record::Message { message })?;
             }
         }
-        for kv in self.db.scan_prefix([WEBHOOK]) {
+        for kv in self.db().scan_prefix([WEBHOOK]) {
             let (k, v) = kv?;
             out(Record::Webhook {
                 workspace: parse_workspace(&k)?,
                 webhook: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
-        for kv in self.db.range(one(OUTBOX, 0)..=one(OUTBOX, upto.0)) {
+        for kv in self.db().range(one(OUTBOX, 0)..=one(OUTBOX, upto.0)) {
             let (_, v) = kv?;
             out(Record::Delivery {
                 delivery: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
-        for kv in self.db.range(one(DEAD, 0)..=one(DEAD, upto.0)) {
+        for kv in self.db().range(one(DEAD, 0)..=one(DEAD, upto.0)) {
             let (_, v) = kv?;
             out(Record::DeadDelivery {
                 dead: codec::decode(&v).map_err(StoreError)?,
             })?;
         }
-        for kv in self.db.scan_prefix([API_CLIENT]) {
+        for kv in self.db().scan_prefix([API_CLIENT]) {
             let (_, v) = kv?;
             let client: ApiClient = codec::decode(&v).map_err(StoreError)?;
             let tokens = self.client_tokens(client.user)?;
@@ -262,7 +262,7 @@ impl Store {
     /// Whether the store holds no data: only meta keys (format version,
     /// page-token key), which sort below every other keyspace.
     pub fn is_fresh(&self) -> Result<bool> {
-        Ok(self.db.range([META + 1]..).next().is_none())
+        Ok(self.db().range([META + 1]..).next().is_none())
     }
 
     /// Writes records (in `export` order) into this store, each with what
@@ -356,7 +356,7 @@ impl Store {
     pub(crate) fn derived_keyspaces(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         [PATIENT_CHAT, WS_STAFF, WS_PATIENT_CHAT, SEARCH, OUTBOX]
             .into_iter()
-            .flat_map(|tag| self.db.scan_prefix([tag]))
+            .flat_map(|tag| self.db().scan_prefix([tag]))
             .map(|kv| {
                 let (k, v) = kv.unwrap();
                 (k.to_vec(), v.to_vec())

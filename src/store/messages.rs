@@ -33,7 +33,7 @@ impl Store {
             let mid = lo + (hi - lo) / 2;
             // The first existing id at or after `mid` (ids may have gaps).
             let next = self
-                .db
+                .db()
                 .range(one(LOG, mid)..one(LOG, hi))
                 .next()
                 .transpose()?;
@@ -66,7 +66,7 @@ impl Store {
         } else {
             (Included(lo), Included(hi))
         };
-        self.db.range::<[u8; 17], _>(range).map(move |kv| {
+        self.db().range::<[u8; 17], _>(range).map(move |kv| {
             self.scanned.fetch_add(1, Ordering::Relaxed);
             let (_, v) = kv?;
             codec::decode(&v).map_err(StoreError)
@@ -83,7 +83,7 @@ impl Store {
         let mut merged = self.pending_range(&lo, &hi);
         // Enough of sled's newest that `n` survive the pending removals.
         let want = n + merged.values().filter(|w| w.is_none()).count();
-        for kv in self.db.range(lo..=hi).rev().take(want) {
+        for kv in self.db().range(lo..=hi).rev().take(want) {
             let (k, v) = kv?;
             self.scanned.fetch_add(1, Ordering::Relaxed);
             merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
@@ -141,7 +141,7 @@ impl Store {
     /// The id of a room's newest message, if any.
     pub fn last_message_in(&self, room: RoomId) -> Result<Option<MsgId>> {
         Ok(self
-            .db
+            .db()
             .scan_prefix(one(ROOM_MSG, room.0))
             .next_back()
             .transpose()?

@@ -13,13 +13,20 @@
 //! its marker. sled is never flushed on that path. [`Store::checkpoint`]
 //! (a background thread, see `checkpoint`) flushes and fsyncs sled.
 //! Opening (`open`) replays every record above sled's marker, or, if
-//! sled's files cannot be opened, rebuilds the index from the whole log
-//! (`rebuild`).
+//! sled's files cannot be opened, rebuilds the index from the log's
+//! history (`rebuild`): every record from 1, or, once the store was
+//! compacted, the base snapshot and the records after it. Compaction
+//! ([`Store::compact`], `compact`) is what makes deleted data leave the
+//! disk: a new base replaces the log's old segments, and a fresh index,
+//! built from that base, replaces sled's files, swapped in while the
+//! sequencer runs.
 //!
 //! Where things are: opening, replay, migration and the summary in
 //! `open`; the group being built and reads that see it in `pending`;
 //! making it durable in `commit`; write batches and their encoding in the
-//! log in `batch`. Each keyspace's reads and writes (`impl Store` and
+//! log in `batch`; where sled's files are, and the index in use, in
+//! `index`; the log's history into an index in `history`; compaction in
+//! `compact`. Each keyspace's reads and writes (`impl Store` and
 //! `impl WriteBatch`) sit together: `users`, `rooms`, `messages`,
 //! `postings`, `patients`, `webhooks`, `api_clients`, `audit`. Backup
 //! and restore: `export`. Key layouts: `keys`. Value encoding: `codec`.
@@ -32,7 +39,12 @@ mod batch;
 pub mod checkpoint;
 mod codec;
 mod commit;
+mod compact;
+#[cfg(test)]
+mod compact_powercut;
 mod export;
+mod history;
+mod index;
 pub mod keys;
 mod messages;
 mod open;
@@ -51,18 +63,18 @@ mod webhooks;
 
 pub use audit::{Sealed, StoredAudit};
 pub use batch::WriteBatch;
+pub use compact::Compaction;
 pub use export::Record;
 pub use open::{OpenError, Options, Summary, FORMAT_VERSION};
 pub use users::TokenRecord;
 
-use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
+use index::Index;
 use pending::Pending;
 
 #[derive(Debug)]
@@ -129,13 +141,12 @@ impl From<StoreError> for crate::error::Error {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct Store {
-    db: sled::Db,
+    /// The index in use; a compaction replaces it whole (`compact`).
+    /// Read through [`Store::db`].
+    index: RwLock<Arc<Index>>,
     dir: PathBuf,
-    /// sled's data file; `sync` fsyncs it after sled's own flush.
-    data_file: File,
-    /// Blob files already fsynced (sled writes values too big for a log
-    /// segment to files of their own, and never fsyncs them).
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// As opened: a compaction opens its new index with them.
+    opts: Options,
     /// Items read by range scans; lets tests prove a scan's cost.
     scanned: AtomicU64,
     /// The page-token key, made (and synced) at open.
@@ -151,8 +162,12 @@ pub struct Store {
     applied_seq: AtomicU64,
     /// The newest log record sled holds durably (the last checkpoint's).
     checkpointed: AtomicU64,
-    /// One checkpoint at a time.
+    /// One checkpoint at a time; held by a compaction from its last
+    /// catch-up to the swap, so no checkpoint records the old index's
+    /// position for the new one.
     checkpointing: Mutex<()>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
     /// The writes of the group commit being built, seen only by the
     /// sequencer's thread (its jobs read their predecessors' writes):
     /// sled gets them only once the group's log record is durable.
@@ -169,5 +184,11 @@ impl Store {
     /// How many items range scans have read since open.
     pub fn scanned(&self) -> u64 {
         self.scanned.load(Ordering::Relaxed)
+    }
+
+    /// The index in use (derefs to sled's `Db`): held for one read, not
+    /// kept, so that a compaction can replace it.
+    fn db(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -2,22 +2,43 @@
 //! store into the log), the replay of the write-ahead log above sled's
 //! marker, the check of the message log's tail, and the summary for the
 //! startup log line. When sled's own files fail, open starts over once
-//! with the index rebuilt from the log (`rebuild`).
+//! with the index rebuilt from the log (`rebuild`). Open also finishes
+//! what a compaction a crash cut short left (`compact`): every index but
+//! the current one goes, and the segments a base holds.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::batch::decode_ops;
+use super::history::{self, ApplyError};
+use super::index::{self, Index};
 use super::keys::*;
 use super::pending::Pending;
 use super::rebuild::move_index_aside;
 use super::{
     space, wal, wal_dir, Result, Store, StoreError, StoredAudit, WriteBatch, INDEX_ERROR, NO_SPACE,
 };
+
+/// Opens the current index (`index`). An empty one (new, or made afresh
+/// by a rebuild) gets the log's base first, if there is one: the history
+/// before it is not in the log any more.
+fn open_index(
+    dir: &Path,
+    opts: &Options,
+    base: Option<&(u64, PathBuf)>,
+) -> std::result::Result<Index, OpenError> {
+    let at = index::current(dir)
+        .map_err(|e| OpenError::Other(format!("finding the store's index: {e}")))?;
+    let db = Index::open(&at, opts)?;
+    if let (true, Some((_, path))) = (db.is_empty(), base) {
+        history::load_base(&db, path).map_err(|e| {
+            OpenError::Other(format!("loading {} into the index: {e}", path.display()))
+        })?;
+    }
+    Ok(db)
+}
 
 /// Bumped when the layout in `keys` (or how the store's files fit
 /// together) changes incompatibly; checked at open. 1: sled alone, synced
@@ -79,35 +100,6 @@ pub struct Summary {
     pub last_audit: Option<(u64, StoredAudit)>,
 }
 
-/// sled writes its `conf` file and creates its files without ever fsyncing
-/// them or the directory: after a power cut `conf` may be empty (sled then
-/// warns and writes its defaults again). Synced once, at open.
-fn sync_sled_files(dir: &Path) -> io::Result<()> {
-    match File::open(dir.join("conf")) {
-        Ok(f) => f.sync_all()?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    File::open(dir)?.sync_all()
-}
-
-/// Opens sled's files in `dir`. sled 0.34 may refuse files that a power
-/// cut left with unsynced writes persisted out of order ("corrupted
-/// data"), or panic on them (caught by `Store::open_with`).
-fn open_sled(dir: &Path, opts: &Options) -> std::result::Result<sled::Db, OpenError> {
-    let config = sled::Config::new()
-        .path(dir)
-        .cache_capacity(opts.cache_bytes)
-        // Durability is the write-ahead log's; sled is flushed only by
-        // checkpoints, never by a timer of its own.
-        .flush_every_ms(None);
-    match config.open() {
-        Ok(db) => Ok(db),
-        Err(e) if e.to_string().contains("lock") => Err(OpenError::Locked),
-        Err(e) => Err(OpenError::Other(StoreError::from(e).0)),
-    }
-}
-
 impl Store {
     /// Opens (or creates) the store in `dir` with the default options.
     pub fn open(dir: &Path) -> std::result::Result<(Store, Summary), OpenError> {
@@ -131,8 +123,17 @@ impl Store {
             Err(e) => return Err(OpenError::Other(format!("{}: {e}", wal_dir.display()))),
         };
         wal::remove_spare(&wal_dir)
+            .and_then(|()| wal::remove_partial_bases(&wal_dir))
             .and_then(|()| space::release_ballast(&wal_dir))
             .map_err(|e| OpenError::Other(format!("{}: {e}", wal_dir.display())))?;
+        // What a compaction cut short, or finished but for the deleting,
+        // left: every index but the current one goes.
+        let removed = index::current(dir)
+            .and_then(|current| index::remove_stale(dir, &current))
+            .map_err(|e| OpenError::Other(format!("{}: {e}", dir.display())))?;
+        if !removed.is_empty() {
+            tracing::info!(?removed, "removed the files of indexes no longer in use");
+        }
         // sled's files may fail at any step of the open (refused, a
         // panic, an error on a read or a replayed write): then, once, the
         // index is moved aside and rebuilt from the log.
@@ -165,7 +166,9 @@ impl Store {
         lock: Arc<File>,
     ) -> std::result::Result<(Store, Summary), OpenError> {
         let wal_dir = wal_dir(dir);
-        let mut db = open_sled(dir, opts)?;
+        let io = |what: &str, e: io::Error| OpenError::Other(format!("{what}: {e}"));
+        let base = wal::latest_base(&wal_dir).map_err(|e| io("reading the log's bases", e))?;
+        let mut db = open_index(dir, opts, base.as_ref())?;
         let checkpointed = wal::read_checkpoint(&wal_dir)
             .map_err(|e| OpenError::Other(format!("reading {}: {e}", wal_dir.display())))?;
         let marker = wal_marker(&db).map_err(|e| OpenError::Other(e.0))?;
@@ -177,26 +180,37 @@ impl Store {
                      through record {ck}: it lost writes it held durably"
                 );
                 rebuilt_from = Some(move_index_aside(dir, &why)?);
-                db = open_sled(dir, opts)?;
+                db = open_index(dir, opts, base.as_ref())?;
             }
         }
-        let data_file = File::open(dir.join("db"))
-            .map_err(|e| OpenError::Other(format!("opening the data file: {e}")))?;
         let other = |e: StoreError| OpenError::Other(e.0);
         let migrated_from = check_format(&db).map_err(other)?;
         let marker = wal_marker(&db).map_err(other)?;
+        let base_seq = base.as_ref().map_or(0, |b| b.0);
+        if marker < base_seq {
+            // Older than the base: the records that bring it forward may
+            // be gone (a compaction deleted them).
+            let segs = wal::segments(&wal_dir).map_err(|e| io("listing the log", e))?;
+            if segs.first().map_or(true, |(first, _)| *first > marker + 1) {
+                return Err(OpenError::Other(format!(
+                    "{INDEX_ERROR}the index is as of log record {marker}, but the log's history \
+                     starts at its base of record {base_seq}"
+                )));
+            }
+        }
         let mut replayed_to = marker;
         // A replayed write sled has no room for is no damage of the log.
         let mut no_space = None;
         let scan = wal::scan(&wal_dir, marker, &mut |seq, payload| {
-            let mut batch = decode_ops(payload)?;
-            batch.insert(WAL_SEQ_KEY, &u64_value(seq));
-            db.apply_batch(batch).map_err(|e| {
-                let e = StoreError::from(e).0;
-                if e.starts_with(NO_SPACE) {
-                    no_space = Some(e.clone());
+            history::apply_record(&db, seq, payload).map_err(|e| match e {
+                ApplyError::Record(why) => why,
+                ApplyError::Index(e) => {
+                    let e = StoreError::from(e).0;
+                    if e.starts_with(NO_SPACE) {
+                        no_space = Some(e.clone());
+                    }
+                    e
                 }
-                e
             })?;
             replayed_to = seq;
             Ok(())
@@ -218,14 +232,11 @@ impl Store {
         }
         let next_seq = scan.last_seq.unwrap_or(0).max(replayed_to) + 1;
         let space = Arc::new(space::Space::new(&wal_dir, opts.segment_bytes));
-        let writer = wal::Writer::open(
-            &wal_dir,
-            opts.segment_bytes,
-            space.clone(),
-            scan.end,
-            next_seq,
-        )
-        .map_err(|e| OpenError::Other(format!("opening the write-ahead log: {e}")))?;
+        // Never appended to a segment named at or below the base: those
+        // hold only the records the base holds, and are deleted whole.
+        let end = scan.end.filter(|(first, _, _)| *first > base_seq);
+        let writer = wal::Writer::open(&wal_dir, opts.segment_bytes, space.clone(), end, next_seq)
+            .map_err(|e| OpenError::Other(format!("opening the write-ahead log: {e}")))?;
         // Set aside again (it was released above for sled), if there is
         // room: no write goes ahead without it.
         if let Err(e) = space.keep_ballast() {
@@ -235,10 +246,9 @@ impl Store {
         // thread's first look (no spare yet: nothing to resume).
         space.check(false);
         let store = Store {
-            db,
+            index: RwLock::new(Arc::new(db)),
             dir: dir.to_path_buf(),
-            data_file,
-            synced_blobs: Mutex::new(HashSet::new()),
+            opts: opts.clone(),
             scanned: AtomicU64::new(0),
             page_key: std::sync::OnceLock::new(),
             wal_shared: writer.shared(),
@@ -249,6 +259,7 @@ impl Store {
             checkpointed: AtomicU64::new(marker),
             wal_dir: wal_dir.clone(),
             checkpointing: Mutex::new(()),
+            compacting: Mutex::new(()),
             pending: Mutex::new(Pending::default()),
         };
         if let Some(from) = migrated_from {
@@ -261,7 +272,7 @@ impl Store {
                 .checkpoint()
                 .map_err(|e| OpenError::Other(format!("syncing the store: {e}")))?;
             store
-                .db
+                .db()
                 .insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION))
                 .map_err(|e| other(e.into()))?;
             tracing::info!(
@@ -283,11 +294,17 @@ impl Store {
         // sled may hold writes of a group whose log record a crash took.
         store
             .checkpoint()
-            .and_then(|_| sync_sled_files(dir))
+            .and_then(|_| store.db().sync_files())
+            .and_then(|()| index::sync_dir(dir))
             .map_err(|e| match space::is_no_space(&e) {
                 true => OpenError::Other(format!("{NO_SPACE} ({e})")),
                 false => OpenError::Other(format!("syncing the store: {e}")),
             })?;
+        // The index now durably holds the base's record and more: the
+        // segments and older bases a compaction cut short left can go.
+        if let Some((seq, _)) = base {
+            wal::trim(&wal_dir, seq).map_err(|e| io("removing log segments the base holds", e))?;
+        }
         Ok((store, summary))
     }
 
@@ -314,7 +331,7 @@ impl Store {
 
     fn last_id(&self, tag: u8) -> Result<u64> {
         Ok(self
-            .db
+            .db()
             .scan_prefix([tag])
             .next_back()
             .transpose()?
@@ -325,7 +342,7 @@ impl Store {
     pub fn summary(&self) -> Result<Summary> {
         let last_msg = self.last_id(LOG)?;
         Ok(Summary {
-            recovered: self.db.was_recovered(),
+            recovered: self.db().was_recovered(),
             last_user: self.last_id(USER)?,
             last_room: self.last_id(ROOM)?,
             last_msg,
@@ -364,7 +381,7 @@ impl Store {
     fn write_base(&self) -> Result<u64> {
         let mut batch = WriteBatch::default();
         let (mut n, mut bytes) = (0u64, 0usize);
-        for kv in self.db.iter() {
+        for kv in self.db().iter() {
             let (k, v) = kv?;
             if k == FORMAT_VERSION_KEY || k == WAL_SEQ_KEY {
                 continue;
@@ -464,7 +481,8 @@ mod tests {
         let (s, sum) = reopen(dir.path());
         assert_eq!(sum.migrated_from, Some(1));
         assert_eq!(s.message(MsgId(1)).unwrap().unwrap().text, "m1");
-        s.db.insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION + 1))
+        s.db()
+            .insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION + 1))
             .unwrap();
         s.checkpoint().unwrap();
         drop(s);

@@ -56,7 +56,7 @@ impl Store {
                 return Ok(w.as_deref().map(sled::IVec::from));
             }
         }
-        Ok(self.db.get(key)?)
+        Ok(self.db().get(key)?)
     }
 
     /// The caller's pending writes with keys in `lo..=hi` (`None`: removed).
@@ -75,7 +75,7 @@ impl Store {
     /// room's participants, a care team).
     pub(super) fn prefix(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(prefix) {
+        for kv in self.db().scan_prefix(prefix) {
             out.push(kv?);
         }
         let Some(p) = self.pending_here() else {

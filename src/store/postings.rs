@@ -35,9 +35,9 @@ impl Store {
             let p = &prefixes[i];
             // The posting nearest to `cur` in the walking direction.
             let next = if ascending {
-                self.db.range(with_id(p, cur)..=with_id(p, last)).next()
+                self.db().range(with_id(p, cur)..=with_id(p, last)).next()
             } else {
-                self.db
+                self.db()
                     .range(with_id(p, first)..=with_id(p, cur))
                     .next_back()
             };

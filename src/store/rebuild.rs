@@ -1,19 +1,22 @@
 //! When sled's files cannot be opened (a power cut can leave them so, see
 //! `wal`): they are moved aside, kept for inspection, and the index is
-//! rebuilt by replaying the whole write-ahead log — if the log holds the
-//! whole history; otherwise open refuses, saying why.
+//! rebuilt from the log's history — its base, if a compaction wrote one,
+//! and the records after it (`history`) — if the log holds the whole
+//! history; otherwise open refuses, saying why.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::index::{self, DAMAGED_PREFIX};
 use super::{wal, wal_dir, OpenError};
 
-/// sled's files cannot be opened: if the log holds the whole history (it
-/// starts at record 1 and reads cleanly), moves sled's files to
-/// `DIR/index-damaged-<unix ms>/` (kept for inspection, never deleted)
-/// so that a fresh index is rebuilt by replaying the log. Otherwise
-/// refuses, saying why.
+/// sled's files cannot be opened: if the log holds the whole history (a
+/// base and every record after it, or every record from 1, reading
+/// cleanly), moves the current index's files to `DIR/index-damaged-<unix
+/// ms>/` (kept for inspection; only a compaction deletes them, as they
+/// may hold purged data) so that a fresh index is rebuilt, at the top of
+/// `DIR`, from the log. Otherwise refuses, saying why.
 pub(super) fn move_index_aside(dir: &Path, why: &str) -> std::result::Result<PathBuf, OpenError> {
     let wal = wal_dir(dir);
     let refuse = |more: String| {
@@ -23,29 +26,45 @@ pub(super) fn move_index_aside(dir: &Path, why: &str) -> std::result::Result<Pat
             dir.display()
         ))
     };
-    let scan = wal::scan(&wal, 0, &mut |_, _| Ok(()))
+    let base = wal::latest_base(&wal)
+        .map_err(|e| refuse(format!("its log's base cannot be read: {e}")))?;
+    let after = base.as_ref().map_or(0, |b| b.0);
+    if let Some((_, path)) = &base {
+        wal::read_base(path, &mut |_, _| Ok(()))
+            .map_err(|e| refuse(format!("it cannot be rebuilt: {e}")))?;
+    }
+    let scan = wal::scan(&wal, after, &mut |_, _| Ok(()))
         .map_err(|e| refuse(format!("it cannot be rebuilt: {e}")))?;
-    if scan.first_seq != Some(1) {
+    // From a base, `scan` found the records after it contiguous.
+    if base.is_none() && scan.first_seq != Some(1) {
         return Err(refuse(format!(
             "the write-ahead log in {} does not hold the whole history to rebuild it from",
             wal.display()
         )));
     }
-    let aside = dir.join(format!("index-damaged-{}", unix_ms_now()));
+    let aside = dir.join(format!("{DAMAGED_PREFIX}{}", unix_ms_now()));
     let io = |e: io::Error| OpenError::Other(format!("moving the damaged index aside: {e}"));
-    std::fs::create_dir(&aside).map_err(io)?;
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let keep = name == "wal" || name.to_string_lossy().starts_with("index-damaged-");
-        if !keep {
-            std::fs::rename(entry.path(), aside.join(&name)).map_err(io)?;
+    let current = index::current(dir).map_err(io)?;
+    if current == dir {
+        std::fs::create_dir(&aside).map_err(io)?;
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            if index::is_top_index_file(&name.to_string_lossy()) {
+                std::fs::rename(entry.path(), aside.join(&name)).map_err(io)?;
+            }
         }
+    } else {
+        // The index's own directory goes aside whole; the fresh one is
+        // made at the top.
+        std::fs::rename(&current, &aside).map_err(io)?;
+        index::point_to_top(dir).map_err(io)?;
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     tracing::error!(
         cause = why,
         moved_to = %aside.display(),
+        base = after,
         records = scan.records,
         "the store's index could not be opened; rebuilding it from the write-ahead log"
     );

@@ -69,8 +69,8 @@ pub(super) fn format_1_store(dir: &Path, ids: &[u64]) {
             b.put_message(&msg(id, 1));
         }
         s.write_through(b).unwrap();
-        s.db.insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
-        s.db.remove(WAL_SEQ_KEY).unwrap();
+        s.db().insert(FORMAT_VERSION_KEY, &u64_value(1)).unwrap();
+        s.db().remove(WAL_SEQ_KEY).unwrap();
         s.checkpoint().unwrap();
     }
     std::fs::remove_dir_all(wal_dir(dir)).unwrap();

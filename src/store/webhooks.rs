@@ -37,7 +37,7 @@ impl Store {
     /// at open; `Core` keeps the count from then on).
     pub fn dead_count(&self) -> Result<u64> {
         let mut n = 0;
-        for kv in self.db.range(one(DEAD, 0)..one(DEAD + 1, 0)) {
+        for kv in self.db().range(one(DEAD, 0)..one(DEAD + 1, 0)) {
             kv?;
             n += 1;
         }
@@ -51,7 +51,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for kv in self.db.range(one(tag, from.0)..one(tag + 1, 0)).take(limit) {
+        for kv in self
+            .db()
+            .range(one(tag, from.0)..one(tag + 1, 0))
+            .take(limit)
+        {
             let (_, v) = kv?;
             out.push(codec::decode(&v).map_err(StoreError)?);
         }

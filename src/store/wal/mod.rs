@@ -5,14 +5,16 @@
 //! without flushing and made durable later by a checkpoint (`Store::
 //! checkpoint`), which bounds the replay at the next open.
 //!
-//! The log is kept whole, from record 1, and is the store's history: sled
-//! 0.34 cannot always reopen files that a power cut left with unsynced
-//! writes persisted out of order (it refuses "corrupted data" or panics;
-//! found with the power-cut filesystem's reordering mode, see
-//! `tests/powercut.rs`), so when it cannot, the index is rebuilt from the
-//! log (`Store::open_with`). Segments are therefore not deleted after a
-//! checkpoint; an operator who removes old ones gives that up (a gap below
-//! the index's checkpoint is not damage).
+//! The log is the store's history: sled 0.34 cannot always reopen files
+//! that a power cut left with unsynced writes persisted out of order (it
+//! refuses "corrupted data" or panics; found with the power-cut
+//! filesystem's reordering mode, see `tests/powercut.rs`), so when it
+//! cannot, the index is rebuilt from the log (`Store::open_with`). A
+//! checkpoint therefore deletes nothing. The history starts at record 1,
+//! or at a *base* (`base`): a compaction (`Store::compact`) writes the
+//! state as of a record, then deletes the segments holding only records
+//! up to it, so that deleted data leaves the log. The history is then the
+//! newest base plus the records after it.
 //!
 //! On disk: `DIR/wal/<first seq, 20 digits>.wal`, each a *segment*:
 //!
@@ -22,17 +24,26 @@
 //!   where the CRC covers `len`, `seq` and the payload. Records' `seq`s are
 //!   consecutive across segments; a segment's name is its first record's.
 //!
+//! and, after a compaction, `DIR/wal/base-<seq, 20 digits>.snap` (see
+//! `base`).
+//!
 //! Where things are: segments, the spare and appending in `segments`
 //! (with what a full disk does to an append); reading the log back, and
-//! telling a torn end from damage, in `scan`; the record of the last
+//! telling a torn end from damage, in `scan`; reading committed records
+//! while the log is appended to in `follow`; base snapshots, and
+//! removing what one makes redundant, in `base`; the record of the last
 //! checkpoint in `checkpoint`. The record format and the directory's
 //! lock are here.
 
+mod base;
 mod checkpoint;
+mod follow;
 mod scan;
 mod segments;
 
+pub use base::{bases, latest_base, read_base, remove_partial_bases, trim, BaseWriter, Trimmed};
 pub use checkpoint::{read_checkpoint, write_checkpoint};
+pub use follow::Follower;
 pub use scan::{cut_torn, scan, Damage, Scan, Torn, Visit};
 pub use segments::{remove_spare, segments, Shared, Writer};
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::{align8, record_crc, segments, HEADER, MAGIC, REC_HEAD, VERSION};
 
 /// Payloads larger than this are damage, not records.
-const MAX_PAYLOAD: u64 = 1 << 30;
+pub(super) const MAX_PAYLOAD: u64 = 1 << 30;
 
 /// Why the log cannot be read as it is.
 #[derive(Debug)]
@@ -100,8 +100,8 @@ pub type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), String> + 'a;
 /// Reads every segment in `dir` in order, calling `visit` with each
 /// record whose seq is above `after`, in seq order. Records at or below
 /// `after` (already in the index) are checked but not visited, and a gap
-/// in the sequence below `after + 1` is no damage (old segments an
-/// operator removed). Changes nothing on disk.
+/// in the sequence below `after + 1` is no damage (segments a compaction
+/// deleted, their records in a base). Changes nothing on disk.
 pub fn scan(dir: &Path, after: u64, visit: &mut Visit<'_>) -> Result<Scan, Damage> {
     let segs = segments(dir).map_err(|e| Damage::Io(dir.to_path_buf(), e))?;
     let mut out = Scan {

@@ -139,6 +139,8 @@ pub struct Writer {
     /// Bytes `file` is known to hold (appends past it change its size).
     len: u64,
     next_seq: u64,
+    /// The next record starts a new segment (see [`Writer::rotate`]).
+    rotate: bool,
     buf: Vec<u8>,
 }
 
@@ -171,6 +173,7 @@ impl Writer {
                     pos,
                     len,
                     next_seq,
+                    rotate: false,
                     buf: Vec::new(),
                 }
             }
@@ -184,6 +187,7 @@ impl Writer {
                     file,
                     pos: HEADER,
                     next_seq,
+                    rotate: false,
                     buf: Vec::new(),
                 }
             }
@@ -199,6 +203,18 @@ impl Writer {
     /// The seq the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Makes the next record start a new segment, and returns the seq of
+    /// the last record appended: from now on, every segment named at or
+    /// below it holds only records at or below it (what a compaction
+    /// deletes once its base holds them). Nothing is written here: the
+    /// next append takes the spare, as when a segment is full.
+    pub fn rotate(&mut self) -> u64 {
+        if self.pos > HEADER {
+            self.rotate = true;
+        }
+        self.next_seq - 1
     }
 
     /// Renames the spare (made now if the checkpoint thread has not and
@@ -238,7 +254,7 @@ impl Writer {
         if !self.shared.space.room_for(2 * total) {
             return Err(CommitError::Refused);
         }
-        if self.pos > HEADER && self.pos + total > self.shared.segment_bytes {
+        if self.pos > HEADER && (self.rotate || self.pos + total > self.shared.segment_bytes) {
             match Self::take_spare(&self.shared, seq) {
                 Ok(Some(file)) => self.file = file,
                 Ok(None) => {
@@ -255,6 +271,7 @@ impl Writer {
             }
             self.pos = HEADER;
             self.len = self.shared.segment_bytes;
+            self.rotate = false;
         }
         self.buf.clear();
         self.buf.extend_from_slice(&len.to_le_bytes());
