@@ -252,11 +252,13 @@ pub struct ServeArgs {
     )]
     pub checkpoint_secs: u64,
     /// Seconds between retention purges (messages past their workspace's
-    /// retention go within this much of crossing it, plus the run).
+    /// retention go within this much of crossing it, plus the run; a run
+    /// that deleted anything compacts the store, whose cost follows the
+    /// live data).
     #[arg(
         long,
         env = "PARLOR_PURGE_INTERVAL_SECS",
-        default_value_t = 600,
+        default_value_t = 1800,
         value_parser = within(1, 3600)
     )]
     pub purge_interval_secs: u64,

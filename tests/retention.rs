@@ -1,9 +1,10 @@
 //! Retention, legal holds and erasure (API.md §8), black-box: the admin
 //! endpoints and the CLI with their errors; erasing a patient (sockets
-//! closed, login gone, messages deleted); erased staff shown as "erased
-//! user"; and a purge of old messages — made old by restoring a backup
-//! whose times were moved back, as a clinic moving an older server's data
-//! would — that a hold stops.
+//! closed, login gone, messages deleted, the text in no file of the data
+//! directory); erased staff shown as "erased user"; and a purge of old
+//! messages — made old by restoring a backup whose times were moved back,
+//! as a clinic moving an older server's data would — that leaves their
+//! text in no file either, and that a hold stops.
 
 mod common;
 
@@ -294,9 +295,12 @@ async fn erasing_a_patient_closes_their_sockets_and_leaves_their_text_in_no_file
     assert!(ids(&seen).is_empty(), "erased messages still shown");
     let other = page(&a, &c.nurse, &chat_path(&c.pat2, ""), false).await;
     assert_eq!(ids(&other), [eid(&kept)]);
+    // Gone from every file of the data directory, not only hidden.
+    assert_eq!(files_holding(c.srv.data_dir(), MARK), Vec::<String>::new());
     // And after a restart, still gone, the rest still there.
     let mut srv = c.srv;
     srv.restart();
+    assert_eq!(files_holding(srv.data_dir(), MARK), Vec::<String>::new());
     let other = page(&srv.addr(), &c.nurse, &chat_path(&c.pat2, ""), false).await;
     assert_eq!(ids(&other), [eid(&kept)]);
 }
@@ -321,6 +325,11 @@ async fn erased_staff_are_shown_as_erased_user_and_their_name_is_free_again() {
     assert_eq!(ids(&seen).len(), 1, "{v}");
     assert!(v.to_string().contains("erased user"), "{v}");
     assert!(!v.to_string().contains("Dana Ortiz"), "{v}");
+    // Nor in any file: the old user record is compacted away.
+    assert_eq!(
+        files_holding(c.srv.data_dir(), "Dana Ortiz"),
+        Vec::<String>::new()
+    );
     // Their username can be given to someone new, with a new id.
     let again = add_user(&a, &c.admin.token, "doc", "staff", (TENANT, INSTANCE), None).await;
     assert!(again.id.parse::<u64>().unwrap() > c.doc.id.parse::<u64>().unwrap());
@@ -417,5 +426,6 @@ async fn a_purge_deletes_messages_past_retention_from_every_file_but_not_under_a
     assert_eq!(ids(&left), [eid(&fresh)]);
     let held = page(&a, &nurse, &chat_path(&c.pat2, ""), false).await;
     assert_eq!(ids(&held).len(), 1);
+    assert_eq!(files_holding(srv.data_dir(), OLD), Vec::<String>::new());
     assert!(!files_holding(srv.data_dir(), HELD).is_empty());
 }

@@ -76,6 +76,8 @@ impl Core {
                 Emptied::Held => return Err(under_hold()),
             }
         }
+        // Their old name and messages leave every file before the answer.
+        self.compact().await?;
         Ok(deleted)
     }
 

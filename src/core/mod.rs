@@ -226,6 +226,10 @@ pub struct Core {
     send_buckets: UserBuckets,
     pub limits: Limits,
     pub metrics: Arc<metrics::Metrics>,
+    /// A compaction failed (or was cut short) since deletions were made:
+    /// the next purge run compacts even if it deletes nothing
+    /// (`retention`).
+    compact_owed: std::sync::atomic::AtomicBool,
 }
 
 /// Runs a long read (a whole history, a search) on the blocking pool.
@@ -290,6 +294,7 @@ impl Core {
             send_buckets: UserBuckets::new(limits.msg_burst, limits.msg_rate),
             limits,
             metrics,
+            compact_owed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

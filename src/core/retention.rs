@@ -15,10 +15,11 @@
 //! only then is the run's one `retention.purge` record written, with its
 //! counts: the record says the purge is done.
 //!
-//! The daemon runs a purge every `--purge-interval-secs` (10 minutes by
+//! The daemon runs a purge every `--purge-interval-secs` (30 minutes by
 //! default: a message is gone within an hour of crossing its line).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,6 +173,9 @@ impl Core {
                 }
             }
         }
+        if purged.messages > 0 || self.compact_owed.load(Ordering::Acquire) {
+            self.compact().await?;
+        }
         let entry = Entry::new(audit::Kind::RetentionPurge, Actor::Daemon)
             .detail("messages", purged.messages)
             .detail("rooms", purged.rooms)
@@ -230,6 +234,34 @@ impl Core {
                 Ok((true, vec![]))
             })
             .await
+    }
+}
+
+impl Core {
+    /// Rewrites the store's files so that nothing deleted before this
+    /// call is left in any of them (`Store::compact`), on the blocking
+    /// pool; chat waits only for the swap of the index.
+    pub(super) async fn compact(&self) -> Result<()> {
+        // Owed until done: a failure (a full disk, say) leaves the
+        // deletions standing and the next run compacts again.
+        self.compact_owed.store(true, Ordering::Release);
+        let store = self.store.clone();
+        let done = super::blocking(move || {
+            store
+                .compact()
+                .map_err(|e| Error::internal(format!("compacting the store: {e}")))
+        })
+        .await?;
+        self.compact_owed.store(false, Ordering::Release);
+        tracing::info!(
+            base_seq = done.base_seq,
+            segments_removed = done.segments_removed,
+            bytes_before = done.bytes_before,
+            bytes_after = done.bytes_after,
+            pause_us = done.pause.as_micros() as u64,
+            "store compacted"
+        );
+        Ok(())
     }
 }
 
@@ -386,6 +418,37 @@ mod tests {
         let p = c.core.purge(later).await.unwrap().unwrap();
         assert_eq!((p.messages, p.held), (1, 0));
         assert_eq!(c.core.store.message(held.id).unwrap(), None);
+    }
+
+    /// A compaction that did not finish is owed: the next run compacts
+    /// although it deletes nothing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_compaction_owed_is_done_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _ch) = clinic_and_chat(dir.path()).await;
+        let bases = || {
+            std::fs::read_dir(dir.path().join("wal"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("base-")
+                })
+                .count()
+        };
+        c.core
+            .set_retention(&Admin::operator(), ws(), Some(1))
+            .await
+            .unwrap();
+        c.core.purge(super::super::commit::unix_ms()).await.unwrap();
+        assert_eq!(bases(), 0, "compacted with nothing deleted");
+        c.core.compact_owed.store(true, Ordering::Release);
+        let p = c.core.purge(super::super::commit::unix_ms()).await.unwrap();
+        assert_eq!(p.unwrap().messages, 0);
+        assert_eq!(bases(), 1, "the owed compaction did not run");
+        assert!(!c.core.compact_owed.load(Ordering::Acquire));
     }
 
     #[tokio::test(flavor = "multi_thread")]

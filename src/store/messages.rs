@@ -124,7 +124,7 @@ impl Store {
     /// sequencer runs.
     pub fn reserve_ids(&self, upto: MsgId) -> Result<()> {
         let newest = self
-            .db
+            .db()
             .scan_prefix([LOG])
             .next_back()
             .transpose()?

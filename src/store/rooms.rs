@@ -18,7 +18,7 @@ impl Store {
     pub fn rooms_after(&self, after: RoomId, limit: usize) -> Result<Vec<Room>> {
         let mut out = Vec::new();
         let lo = one(ROOM, after.0.saturating_add(1));
-        for kv in self.db.range(lo..one(ROOM + 1, 0)).take(limit) {
+        for kv in self.db().range(lo..one(ROOM + 1, 0)).take(limit) {
             self.scanned.fetch_add(1, Ordering::Relaxed);
             let (_, v) = kv?;
             out.push(codec::decode(&v).map_err(StoreError)?);
