@@ -62,6 +62,15 @@ impl Checkpointer {
     }
 }
 
+/// A checkpointer dropped without `shutdown` (a core dropped in a test,
+/// say) stops its thread the same way, so no thread is left checkpointing
+/// a store nobody holds — into a directory that may be gone.
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 fn run(store: &Store, every: &Every, stop: &(Mutex<bool>, Condvar)) {
     let mut last = Instant::now();
     let mut bytes_at_last = 0u64;
