@@ -297,6 +297,13 @@ async fn erasing_a_patient_closes_their_sockets_and_leaves_their_text_in_no_file
     assert_eq!(ids(&other), [eid(&kept)]);
     // Gone from every file of the data directory, not only hidden.
     assert_eq!(files_holding(c.srv.data_dir(), MARK), Vec::<String>::new());
+    // `parlor check` reads the compacted log (its base, then the records).
+    let check = c.srv.cli(&["check"], None);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     // And after a restart, still gone, the rest still there.
     let mut srv = c.srv;
     srv.restart();
