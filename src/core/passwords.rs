@@ -177,7 +177,9 @@ fn work(queue: &Mutex<Receiver<Job>>, counts: Arc<Counts>) {
 
 /// Puts the calling thread at the lowest CPU priority: `SCHED_IDLE` on
 /// Linux, else (or if refused) nice 19. Says so once if neither works.
-fn lower_priority() {
+/// Also the compaction's thread (`retention`): background work that
+/// must take only the CPU chat leaves idle.
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // Zeroed, not a struct literal: musl's `sched_param` has more
@@ -198,7 +200,7 @@ fn lower_priority() {
     let cause = std::io::Error::last_os_error();
     static WARNED: Once = Once::new();
     WARNED.call_once(|| {
-        tracing::warn!(%cause, "could not lower the password threads' CPU priority; logins compete with chat");
+        tracing::warn!(%cause, "could not lower a background thread's CPU priority (password hashing, compaction); it competes with chat");
     });
 }
 

@@ -6,7 +6,8 @@
 //! days go; in an erased patient's chat (`erasure`), all of them. It reads
 //! what to delete outside the writer, oldest first ([`Store::
 //! messages_before`]: the cost is what it takes), and deletes it in jobs
-//! of at most [`CHUNK`] messages, each checking the holds again: a hold
+//! of at most [`CHUNK`] messages, a short pause apart, each checking the
+//! holds again: a hold
 //! set while a run goes on stops it there, and chat never waits long
 //! behind a purge. With each message go its postings and its webhook
 //! delivery (`derived::on_delete`); its log entry stays, marked, so ids
@@ -33,8 +34,12 @@ use crate::model::{Hold, Message, Role, Room, RoomId, UserId, Workspace};
 pub const DAY_MS: u64 = 86_400_000;
 /// The longest retention: a century.
 pub const MAX_DAYS: u64 = 36_500;
-/// Messages deleted per writer job.
-pub const CHUNK: usize = 256;
+/// Messages deleted per writer job: a job's writes stay small, so the
+/// messages committed in its group wait little for it.
+pub const CHUNK: usize = 64;
+/// The pause between two delete jobs of a purge: the writer's time goes
+/// to chat first.
+const BETWEEN_CHUNKS: Duration = Duration::from_millis(2);
 /// Rooms read per page of a purge's walk.
 const ROOMS_PAGE: usize = 512;
 const MAX_REASON_BYTES: usize = 1024;
@@ -215,6 +220,7 @@ impl Core {
                 return Ok(Emptied::Held);
             }
             deleted += n as u64;
+            tokio::time::sleep(BETWEEN_CHUNKS).await;
         }
     }
 
@@ -245,13 +251,23 @@ impl Core {
         // Owed until done: a failure (a full disk, say) leaves the
         // deletions standing and the next run compacts again.
         self.compact_owed.store(true, Ordering::Release);
+        // On a thread of its own at the lowest CPU priority: its work
+        // (replaying the history, writing the base and the new index) takes
+        // only what chat leaves idle. The sequencer waits for its swap
+        // only, a few records.
         let store = self.store.clone();
-        let done = super::blocking(move || {
-            store
-                .compact()
-                .map_err(|e| Error::internal(format!("compacting the store: {e}")))
-        })
-        .await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("parlor-compact".into())
+            .spawn(move || {
+                super::passwords::lower_priority();
+                let _ = tx.send(store.compact());
+            })
+            .map_err(|e| Error::internal(format!("starting the compaction: {e}")))?;
+        let done = rx
+            .await
+            .map_err(|_| Error::internal("the compaction thread ended without an answer"))?
+            .map_err(|e| Error::internal(format!("compacting the store: {e}")))?;
         self.compact_owed.store(false, Ordering::Release);
         tracing::info!(
             base_seq = done.base_seq,
