@@ -119,11 +119,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, ch) = clinic_and_chat(dir.path()).await;
         let op = Admin::operator();
-        let other = c
-            .core
-            .patient_chat(&c.staff, "a", "main", &c.other_pat.id.to_string())
-            .await
-            .unwrap();
+        let other = c.other_chat().await;
         let mut sent = Vec::new();
         for i in 0..3 {
             sent.push(

@@ -163,6 +163,15 @@ pub(crate) mod testing {
     }
 
     impl Clinic {
+        /// `other_pat`'s chat, as the nurse asks for it.
+        pub async fn other_chat(&self) -> PatientChat {
+            let id = self.other_pat.id.to_string();
+            self.core
+                .patient_chat(&self.staff, "a", "main", &id)
+                .await
+                .unwrap()
+        }
+
         /// `pat`'s chat, as `caller` asks for it.
         pub async fn chat(&self, caller: &User) -> Result<PatientChat> {
             self.core

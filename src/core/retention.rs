@@ -264,19 +264,11 @@ impl Core {
                 let _ = tx.send(store.compact());
             })
             .map_err(|e| Error::internal(format!("starting the compaction: {e}")))?;
-        let done = rx
-            .await
+        rx.await
             .map_err(|_| Error::internal("the compaction thread ended without an answer"))?
             .map_err(|e| Error::internal(format!("compacting the store: {e}")))?;
+        // Logged by the store (`Store::compact`), with its figures.
         self.compact_owed.store(false, Ordering::Release);
-        tracing::info!(
-            base_seq = done.base_seq,
-            segments_removed = done.segments_removed,
-            bytes_before = done.bytes_before,
-            bytes_after = done.bytes_after,
-            pause_us = done.pause.as_micros() as u64,
-            "store compacted"
-        );
         Ok(())
     }
 }
@@ -394,11 +386,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, ch) = clinic_and_chat(dir.path()).await;
         let op = Admin::operator();
-        let other = c
-            .core
-            .patient_chat(&c.staff, "a", "main", &c.other_pat.id.to_string())
-            .await
-            .unwrap();
+        let other = c.other_chat().await;
         let held = c.core.outbound(&c.staff, &ch, "held".into()).await.unwrap();
         let free = c
             .core
