@@ -26,7 +26,8 @@ use super::{OpenError, StoreError};
 /// The pointer file: the name of the directory that holds the current
 /// index. Absent: the index lies at the top of the store's directory.
 const POINTER: &str = "INDEX";
-/// Where a compaction builds; removed whole at open.
+/// Where an earlier parlor's compaction built a scratch index (it may
+/// hold purged data); removed whole at open and by every compaction.
 pub(super) const BUILDING: &str = "compacting";
 /// What a damaged index is moved to (`rebuild`), kept for inspection.
 pub(super) const DAMAGED_PREFIX: &str = "index-damaged-";

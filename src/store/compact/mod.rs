@@ -8,11 +8,14 @@
 //! the log's last record S when it is called:
 //!
 //! 1. rotates the log, so that records after S start a new segment;
-//! 2. replays the history up to S (the newest base and the records after
-//!    it) into a scratch index in `DIR/compacting/`, off the sequencer's
-//!    thread, and writes the state it holds as the base of S
-//!    (`wal/base-S.snap`); the scratch index, which saw every deleted
-//!    value, is then deleted;
+//! 2. once the index in use has applied record S, writes what it holds as
+//!    the base of S (`wal/base-S.snap`), reading it while the sequencer
+//!    goes on committing: a key's value read there is its value at S or
+//!    one a later record wrote, and every later record is replayed on top
+//!    of the base (a record's writes are whole values and removals, so
+//!    applying one again gives the same state), so the base and the
+//!    records after S hold exactly the history. It never holds a value
+//!    deleted by S: the index in use no longer has it;
 //! 3. loads that base into a fresh index, `DIR/index-S/` — it never sees
 //!    a deleted value — catches it up with the records committed since
 //!    (read from the log), makes it durable, and points `DIR/INDEX` at it;
@@ -64,8 +67,6 @@ pub struct Compaction {
 /// step, as a crash there would stop it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Step {
-    /// The scratch index holds the history up to the base's record.
-    Replayed,
     /// The base is written.
     BaseWritten,
     /// The new index is built, caught up and durable; not yet current.
@@ -184,27 +185,13 @@ impl Store {
         let current = self.db().dir.clone();
         // What an earlier compaction that failed left.
         index::remove_stale(&self.dir, &current)?;
-        let building = self.dir.join(index::BUILDING);
-        std::fs::create_dir(&building)?;
-        let prior = wal::latest_base(&self.wal_dir)?;
-        let (mut follower, base) = {
-            let scratch = Index::open(&building.join("scratch"), &self.opts).map_err(open_err)?;
-            if let Some((_, path)) = &prior {
-                history::load_base(&scratch, path)?;
-            }
-            let mut follower = wal::Follower::new(&self.wal_dir, prior.map_or(0, |b| b.0));
-            follower.read_to(seq, &mut |s, p| Ok(history::apply_record(&scratch, s, p)?))?;
-            if stop == Step::Replayed {
-                return Ok(None);
-            }
-            let base = history::write_base(&scratch, &self.wal_dir, seq)?;
-            (follower, base)
-        };
-        std::fs::remove_dir_all(&building)?;
+        self.wait_applied(seq)?;
+        let base = history::write_base(&self.db(), &self.wal_dir, seq)?;
         index::sync_dir(&self.dir)?;
         if stop == Step::BaseWritten {
             return Ok(None);
         }
+        let mut follower = wal::Follower::new(&self.wal_dir, seq);
         let fresh = Index::open(target, &self.opts).map_err(open_err)?;
         history::load_base(&fresh, &base)?;
         let catch_up = |f: &mut wal::Follower| {
@@ -241,23 +228,13 @@ impl Store {
         let started = Instant::now();
         let swapped = caught.and_then(|()| {
             let last = w.next_seq() - 1;
-            let deadline = started + APPLY_WAIT;
-            while self.applied_seq.load(Ordering::Acquire) < last && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            let applied = self.applied_seq.load(Ordering::Acquire);
-            if applied < last {
-                Err(io::Error::other(format!(
-                    "log record {last} was not applied to the index within {APPLY_WAIT:?}"
-                )))
-            } else {
-                follower
-                    .read_to(last, &mut |s, p| Ok(history::apply_record(&fresh, s, p)?))
-                    .map(|()| {
-                        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-                        std::mem::replace(&mut *index, Arc::new(fresh))
-                    })
-            }
+            self.wait_applied(last)?;
+            follower
+                .read_to(last, &mut |s, p| Ok(history::apply_record(&fresh, s, p)?))
+                .map(|()| {
+                    let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+                    std::mem::replace(&mut *index, Arc::new(fresh))
+                })
         });
         drop(w);
         out.pause = started.elapsed();
@@ -281,9 +258,25 @@ impl Store {
         Ok(Some(old))
     }
 
-    /// Whether the disk has room for a compaction: the scratch index and
-    /// the base side by side, then the base and the new index (each at
-    /// most the current index's size), above the reserve.
+    /// Waits until log record `seq` is applied to the index (the sequencer
+    /// applies a record right after appending it); past [`APPLY_WAIT`],
+    /// the sequencer has stopped, and the compaction gives up.
+    fn wait_applied(&self, seq: u64) -> io::Result<()> {
+        let deadline = Instant::now() + APPLY_WAIT;
+        while self.applied_seq.load(Ordering::Acquire) < seq {
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "log record {seq} was not applied to the index within {APPLY_WAIT:?}"
+                )));
+            }
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    /// Whether the disk has room for a compaction: the base and the new
+    /// index side by side (each at most the current index's size), above
+    /// the reserve.
     fn room_to_compact(&self) -> io::Result<()> {
         let current = self.db().dir.clone();
         let index_bytes = if current == self.dir {

@@ -227,6 +227,9 @@ fn an_index_older_than_the_base_is_rebuilt_from_it() {
     assert_eq!(data(&s), before);
 }
 
+/// The base is read from the index in use while commits go on (new keys,
+/// rewritten and removed ones): with the records after it replayed, the
+/// store holds what it held, reopened and rebuilt from the base alike.
 #[test]
 fn commits_go_on_while_compactions_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,6 +248,13 @@ fn commits_go_on_while_compactions_run() {
                 m.text = format!("live {id}");
                 let mut b = WriteBatch::default();
                 b.put_message(&m);
+                // Keys the base is being read from change under it too:
+                // an older message rewritten, an older posting removed.
+                let old = id % 200 + 1;
+                let mut edited = msg(old, 1);
+                edited.text = format!("edited by {id}");
+                b.put_message(&edited);
+                b.remove_postings(RoomId(1), &[format!("w{old}")], MsgId(old));
                 let mut record = Vec::new();
                 b.encode_into(&mut record);
                 s.stage(b);
@@ -299,7 +309,6 @@ fn commits_go_on_while_compactions_run() {
 #[test]
 fn a_compaction_stopped_at_any_step_leaves_a_store_that_opens_whole() {
     for step in [
-        Step::Replayed,
         Step::BaseWritten,
         Step::Built,
         Step::Switched,
