@@ -68,6 +68,7 @@ impl Core {
             .await?;
         self.drop_tokens(id).await?;
         let mut deleted = 0;
+        let started = std::time::Instant::now();
         if let Some(room) = erased {
             let room = self.store.room(room)?.ok_or_else(no_such_user)?;
             match self.empty_room(&room, u64::MAX).await? {
@@ -76,6 +77,12 @@ impl Core {
                 Emptied::Held => return Err(under_hold()),
             }
         }
+        tracing::info!(
+            user = %id,
+            deleted,
+            took_ms = started.elapsed().as_millis() as u64,
+            "erased a user's messages; compacting the store"
+        );
         // Their old name and messages leave every file before the answer.
         self.compact().await?;
         Ok(deleted)

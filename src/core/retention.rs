@@ -30,6 +30,7 @@ use super::audit::{self, Actor, Entry};
 use super::{derived, Admin, Core};
 use crate::error::{Error, Result};
 use crate::model::{Hold, Message, Role, Room, RoomId, UserId, Workspace};
+use crate::store::Swap;
 
 pub const DAY_MS: u64 = 86_400_000;
 /// The longest retention: a century.
@@ -245,29 +246,39 @@ impl Core {
 
 impl Core {
     /// Rewrites the store's files so that nothing deleted before this
-    /// call is left in any of them (`Store::compact`), on the blocking
-    /// pool; chat waits only for the swap of the index.
-    pub(super) async fn compact(&self) -> Result<()> {
+    /// call is left in any of them (`Store::compact_with`); chat waits
+    /// only for the swap of the index, a job of the sequencer's.
+    pub(super) async fn compact(self: &Arc<Self>) -> Result<()> {
         // Owed until done: a failure (a full disk, say) leaves the
         // deletions standing and the next run compacts again.
         self.compact_owed.store(true, Ordering::Release);
         // On a thread of its own at the lowest CPU priority: its work
-        // (replaying the history, writing the base and the new index) takes
-        // only what chat leaves idle. The sequencer waits for its swap
-        // only, a few records.
-        let store = self.store.clone();
+        // (writing the base and the new index) takes only what chat
+        // leaves idle. The swap, a few records, is the sequencer's: at
+        // its priority, so chat never waits behind an idle thread.
+        let core = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("parlor-compact".into())
             .spawn(move || {
                 super::passwords::lower_priority();
-                let _ = tx.send(store.compact());
+                let on_writer = |swap: Swap| {
+                    core.commit
+                        .run_blocking(move |tx| {
+                            swap.run(tx.store).map_err(|e| {
+                                Error::internal(format!("swapping in the compacted index: {e}"))
+                            })?;
+                            Ok(((), vec![]))
+                        })
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                };
+                let _ = tx.send(core.store.compact_with(&on_writer));
             })
             .map_err(|e| Error::internal(format!("starting the compaction: {e}")))?;
         rx.await
             .map_err(|_| Error::internal("the compaction thread ended without an answer"))?
             .map_err(|e| Error::internal(format!("compacting the store: {e}")))?;
-        // Logged by the store (`Store::compact`), with its figures.
+        // Logged by the store (`Store::compact_with`), with its figures.
         self.compact_owed.store(false, Ordering::Release);
         Ok(())
     }

@@ -16,8 +16,11 @@ enum Op {
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
-/// A log record's payload back into a sled batch.
-pub(super) fn decode_ops(mut p: &[u8]) -> std::result::Result<sled::Batch, String> {
+/// A log record's payload back into its writes, in order: a key, and its
+/// new value or `None` (removed). Checked whole before any is applied.
+pub(super) type Ops<'a> = Vec<(&'a [u8], Option<&'a [u8]>)>;
+
+pub(super) fn decode_ops(mut p: &[u8]) -> std::result::Result<Ops<'_>, String> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
         if p.len() < n {
             return Err("a log record's writes end early".into());
@@ -29,7 +32,7 @@ pub(super) fn decode_ops(mut p: &[u8]) -> std::result::Result<sled::Batch, Strin
     fn len(p: &mut &[u8]) -> std::result::Result<usize, String> {
         Ok(u32::from_le_bytes(take(p, 4)?.try_into().expect("4 bytes")) as usize)
     }
-    let mut b = sled::Batch::default();
+    let mut ops = Vec::new();
     while !p.is_empty() {
         let kind = take(&mut p, 1)?[0];
         let n = len(&mut p)?;
@@ -37,13 +40,13 @@ pub(super) fn decode_ops(mut p: &[u8]) -> std::result::Result<sled::Batch, Strin
         match kind {
             OP_PUT => {
                 let n = len(&mut p)?;
-                b.insert(key, take(&mut p, n)?);
+                ops.push((key, Some(take(&mut p, n)?)));
             }
-            OP_REMOVE => b.remove(key),
+            OP_REMOVE => ops.push((key, None)),
             k => return Err(format!("a log record holds an unknown write kind {k}")),
         }
     }
-    Ok(b)
+    Ok(ops)
 }
 
 /// Writes to apply atomically. Built by `core::commit` jobs only.

@@ -5,41 +5,91 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::batch::decode_ops;
 use super::keys::*;
 use super::open::FORMAT_VERSION;
 use super::wal;
 
-/// Base entries applied to sled at a time, in bytes.
-const BATCH_BYTES: usize = 1 << 20;
+/// A paced writer's bytes between two flushes ([`Pace`]).
+const PACE_BYTES: usize = 1 << 20;
+/// The longest pause after a flush.
+const PACE_MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// How a long write (a compaction's base and new index) shares the disk
+/// with the log: every [`PACE_BYTES`] written, what was written is
+/// flushed to the disk, then the writer pauses as long as that took. Dirty
+/// pages never pile up in front of the log's `fdatasync` (the filesystem
+/// may have to write them first), and the disk is chat's half the time.
+pub(super) struct Pace {
+    every: usize,
+    written: usize,
+}
+
+impl Pace {
+    /// Flushes every [`PACE_BYTES`], pausing after each.
+    pub(super) fn shared() -> Pace {
+        Pace {
+            every: PACE_BYTES,
+            written: 0,
+        }
+    }
+
+    /// Never flushes nor pauses: nothing else needs the disk (open).
+    pub(super) fn unpaced() -> Pace {
+        Pace {
+            every: usize::MAX,
+            written: 0,
+        }
+    }
+
+    /// `n` more bytes written; `flush` makes what was written reach the
+    /// disk.
+    fn wrote(&mut self, n: usize, flush: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        self.written += n;
+        if self.written >= self.every {
+            self.written = 0;
+            let t = Instant::now();
+            flush()?;
+            std::thread::sleep(t.elapsed().min(PACE_MAX_PAUSE));
+        }
+        Ok(())
+    }
+}
 
 /// Loads the base at `path` into `db` (an empty index): its entries, the
 /// format stamp, and its seq as the marker (last, so that a load cut
-/// short leaves no marker). Returns the seq.
-pub(super) fn load_base(db: &sled::Db, path: &Path) -> io::Result<u64> {
-    let mut batch = sled::Batch::default();
-    let mut bytes = 0;
-    let flush = |b: &mut sled::Batch| db.apply_batch(std::mem::take(b)).map_err(io::Error::other);
-    batch.insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION));
+/// short leaves no marker), paced by `pace`. Returns the seq.
+///
+/// One key at a time, never `apply_batch`: sled's batches take a lock
+/// shared by every index of the process for writing, so a compaction's
+/// batch into its new index, on a thread at idle priority, would stall
+/// the sequencer's inserts into the index in use behind it.
+pub(super) fn load_base(db: &sled::Db, path: &Path, pace: &mut Pace) -> io::Result<u64> {
+    db.insert(FORMAT_VERSION_KEY, &u64_value(FORMAT_VERSION))
+        .map_err(io::Error::other)?;
     let (seq, _) = wal::read_base(path, &mut |k, v| {
-        batch.insert(k, v);
-        bytes += k.len() + v.len();
-        if bytes >= BATCH_BYTES {
-            flush(&mut batch)?;
-            bytes = 0;
-        }
-        Ok(())
+        db.insert(k, v).map_err(io::Error::other)?;
+        pace.wrote(k.len() + v.len(), || {
+            db.flush().map(drop).map_err(io::Error::other)
+        })
     })?;
-    batch.insert(WAL_SEQ_KEY, &u64_value(seq));
-    flush(&mut batch)?;
+    db.insert(WAL_SEQ_KEY, &u64_value(seq))
+        .map_err(io::Error::other)?;
     Ok(seq)
 }
 
 /// Writes the base of record `seq` into the log's directory from `db`,
-/// which holds the state as of that record: every key but the meta keys
-/// [`load_base`] writes. Returns its path.
-pub(super) fn write_base(db: &sled::Db, wal_dir: &Path, seq: u64) -> io::Result<PathBuf> {
+/// which holds the state as of that record (or, see `compact`, as of a
+/// later one, which the records after `seq` make exact): every key but
+/// the meta keys [`load_base`] writes, paced by `pace`. Returns its path.
+pub(super) fn write_base(
+    db: &sled::Db,
+    wal_dir: &Path,
+    seq: u64,
+    pace: &mut Pace,
+) -> io::Result<PathBuf> {
     let mut w = wal::BaseWriter::create(wal_dir, seq)?;
     for kv in db.iter() {
         let (k, v) = kv.map_err(io::Error::other)?;
@@ -47,16 +97,27 @@ pub(super) fn write_base(db: &sled::Db, wal_dir: &Path, seq: u64) -> io::Result<
             continue;
         }
         w.put(&k, &v)?;
+        pace.wrote(k.len() + v.len() + 8, || w.sync())?;
     }
     w.finish()
 }
 
-/// Applies one log record to `db`: its writes and its seq as the marker,
-/// atomically.
+/// Applies one log record to `db`: its writes, then its seq as the
+/// marker, one key at a time (as `Store::commit` does, and for the reason
+/// [`load_base`] gives). Not atomic, and need not be: a record's writes
+/// are whole values and removals, so the record after the marker is
+/// applied whole again after a crash, whatever part of it sled kept.
 pub(super) fn apply_record(db: &sled::Db, seq: u64, payload: &[u8]) -> Result<(), ApplyError> {
-    let mut batch = decode_ops(payload).map_err(ApplyError::Record)?;
-    batch.insert(WAL_SEQ_KEY, &u64_value(seq));
-    db.apply_batch(batch).map_err(ApplyError::Index)
+    for (k, v) in decode_ops(payload).map_err(ApplyError::Record)? {
+        match v {
+            Some(v) => db.insert(k, v),
+            None => db.remove(k),
+        }
+        .map_err(ApplyError::Index)?;
+    }
+    db.insert(WAL_SEQ_KEY, &u64_value(seq))
+        .map_err(ApplyError::Index)?;
+    Ok(())
 }
 
 /// Why a record could not be applied.

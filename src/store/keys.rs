@@ -1,8 +1,8 @@
 //! Every key the store writes, built here and nowhere else.
 //!
 //! All data lives in ONE sled tree, split into keyspaces by a leading tag
-//! byte, so that one `apply_batch` is atomic across users, rooms, the log
-//! and its indexes. Integers are big-endian so byte order is numeric order.
+//! byte (a group commit's writes are made atomic by the write-ahead log,
+//! whatever keyspaces they touch). Integers are big-endian so byte order is numeric order.
 //!
 //! | tag | key                          | value                         |
 //! |-----|------------------------------|-------------------------------|

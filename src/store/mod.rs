@@ -63,7 +63,7 @@ mod webhooks;
 
 pub use audit::{Sealed, StoredAudit};
 pub use batch::WriteBatch;
-pub use compact::Compaction;
+pub use compact::{Compaction, Swap};
 pub use export::Record;
 pub use open::{OpenError, Options, Summary, FORMAT_VERSION};
 pub use users::TokenRecord;

@@ -19,10 +19,12 @@
 //! 3. loads that base into a fresh index, `DIR/index-S/` — it never sees
 //!    a deleted value — catches it up with the records committed since
 //!    (read from the log), makes it durable, and points `DIR/INDEX` at it;
-//! 4. pauses the sequencer for the swap only: holding the log's appending
-//!    end, waits for the last appended record to be applied, replays the
-//!    few records since the catch-up into the new index, and makes it the
-//!    one the store reads and writes;
+//! 4. pauses the sequencer for the swap only ([`Swap`]): where no record
+//!    is being appended — a job of the sequencer's (`compact_with`), or
+//!    holding the log's appending end ([`Store::compact`]) — waits for the
+//!    last appended record to be applied, replays the few records since
+//!    the catch-up into the new index, and makes it the one the store
+//!    reads and writes;
 //! 5. deletes the old index's files, the damaged indexes kept for
 //!    inspection (they may hold purged data), and the segments and bases
 //!    the new base makes redundant.
@@ -36,10 +38,10 @@
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::history;
+use super::history::{self, Pace};
 use super::index::{self, Index};
 use super::{wal, OpenError, Store};
 
@@ -58,6 +60,10 @@ pub struct Compaction {
     /// Bytes of the files under the store's directory, before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// How long writing the base took, and building the new index (up to
+    /// the swap).
+    pub base_took: Duration,
+    pub build_took: Duration,
     /// How long the sequencer was held (its next commit waited at most
     /// this long).
     pub pause: Duration,
@@ -78,6 +84,46 @@ pub(super) enum Step {
     Done,
 }
 
+/// A compaction's last step, ready: the new index, durable and caught up
+/// with the log but for the last few records. [`Swap::run`] replays those
+/// and makes it current.
+pub struct Swap {
+    fresh: Index,
+    follower: wal::Follower,
+    done: Arc<Mutex<Option<Swapped>>>,
+}
+
+/// What a swap that ran leaves the compaction: the old index (its files
+/// are deleted once no read holds it), the last record the new one
+/// holds, and how long the swap took.
+struct Swapped {
+    old: Arc<Index>,
+    last: u64,
+    pause: Duration,
+}
+
+impl Swap {
+    /// Runs the swap on `store` (the store being compacted). Only where
+    /// no record is being appended meanwhile: a job of the sequencer (no
+    /// group is being written while a job runs; the writes staged by the
+    /// jobs before it in the group go to the new index when the group
+    /// commits). A panic of the index (a failing disk) is its error.
+    pub fn run(self, store: &Store) -> io::Result<()> {
+        let last = store
+            .wal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_seq()
+            - 1;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.swap_in(self, last)))
+            .unwrap_or_else(|_| Err(io::Error::other("the index panicked during the swap")))
+    }
+}
+
+/// Records left for the swap to replay, at most, when it is handed over
+/// (unless the log runs ahead for [`CATCH_UP_ROUNDS`] catch-ups).
+const SWAP_LAG: u64 = 16;
+const CATCH_UP_ROUNDS: usize = 8;
 /// Longest wait for the last appended record to be applied (the
 /// sequencer applies it right after its append): past it, the sequencer
 /// has stopped, and the compaction gives up.
@@ -102,8 +148,16 @@ impl Store {
     /// is this compaction's error, not its thread's end. Whatever step it
     /// stopped at, the store opens whole (see the module header).
     pub fn compact(&self) -> io::Result<Compaction> {
+        self.compact_with(&|s| self.swap_here(s))
+    }
+
+    /// [`Store::compact`], the swap run by `swap` — given to the
+    /// sequencer as a job of its own, which calls [`Swap::run`]: the pause
+    /// is then that job's, at the sequencer's priority, whatever the
+    /// compaction's thread runs at.
+    pub fn compact_with(&self, swap: &dyn Fn(Swap) -> io::Result<()>) -> io::Result<Compaction> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.compact_until(Step::Done)
+            self.compact_until(Step::Done, swap)
         }))
         .unwrap_or_else(|p| {
             let what = p
@@ -115,7 +169,11 @@ impl Store {
         })
     }
 
-    pub(super) fn compact_until(&self, stop: Step) -> io::Result<Compaction> {
+    pub(super) fn compact_until(
+        &self,
+        stop: Step,
+        swap: &dyn Fn(Swap) -> io::Result<()>,
+    ) -> io::Result<Compaction> {
         let _one = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Compaction {
             bytes_before: index::bytes_under(&self.dir),
@@ -132,7 +190,7 @@ impl Store {
         // The same record as the last compaction's: nothing was committed
         // since, only its deleting may be left to do.
         if self.db().dir != target {
-            match self.build_and_swap(seq, &target, stop, &mut out)? {
+            match self.build_and_swap(seq, &target, stop, swap, &mut out)? {
                 Some(old) => {
                     if stop == Step::Switched {
                         return Ok(out);
@@ -167,6 +225,8 @@ impl Store {
             segments_removed = out.segments_removed,
             bytes_before = out.bytes_before,
             bytes_after = out.bytes_after,
+            base_ms = out.base_took.as_millis() as u64,
+            build_ms = out.build_took.as_millis() as u64,
             pause_us = out.pause.as_micros() as u64,
             "compacted the store"
         );
@@ -174,26 +234,31 @@ impl Store {
     }
 
     /// Steps 2 to 4: the base of `seq`, the new index in `target`, the
-    /// swap. Returns the old index, or `None` if stopped before the swap.
+    /// swap (run by `swap`). Returns the old index, or `None` if stopped
+    /// before the swap.
     fn build_and_swap(
         &self,
         seq: u64,
         target: &Path,
         stop: Step,
+        swap: &dyn Fn(Swap) -> io::Result<()>,
         out: &mut Compaction,
     ) -> io::Result<Option<Arc<Index>>> {
         let current = self.db().dir.clone();
         // What an earlier compaction that failed left.
         index::remove_stale(&self.dir, &current)?;
         self.wait_applied(seq)?;
-        let base = history::write_base(&self.db(), &self.wal_dir, seq)?;
+        let started = Instant::now();
+        let base = history::write_base(&self.db(), &self.wal_dir, seq, &mut Pace::shared())?;
+        out.base_took = started.elapsed();
+        let started = Instant::now();
         index::sync_dir(&self.dir)?;
         if stop == Step::BaseWritten {
             return Ok(None);
         }
         let mut follower = wal::Follower::new(&self.wal_dir, seq);
         let fresh = Index::open(target, &self.opts).map_err(open_err)?;
-        history::load_base(&fresh, &base)?;
+        history::load_base(&fresh, &base, &mut Pace::shared())?;
         let catch_up = |f: &mut wal::Follower| {
             let upto = self.applied_seq.load(Ordering::Acquire);
             f.read_to(upto, &mut |s, p| Ok(history::apply_record(&fresh, s, p)?))
@@ -219,28 +284,32 @@ impl Store {
             .expect("an index directory's name");
         index::point_to(&self.dir, name)?;
         // The records committed during the sync and the pointer's fsyncs
-        // are replayed now, not in the pause (they need not be durable in
-        // the new index: the log holds them).
-        let caught = catch_up(&mut follower);
-        // The pause: the sequencer blocks at its next append (from the
-        // moment the lock is taken: before, it may be appending).
-        let w = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-        let started = Instant::now();
+        // are replayed now, until few are left, not in the pause (they
+        // need not be durable in the new index: the log holds them).
+        let mut caught = Ok(());
+        for _ in 0..CATCH_UP_ROUNDS {
+            let from = follower.last();
+            caught = catch_up(&mut follower);
+            if caught.is_err() || follower.last() - from <= SWAP_LAG {
+                break;
+            }
+        }
+        out.build_took = started.elapsed();
+        let done = Arc::new(Mutex::new(None));
         let swapped = caught.and_then(|()| {
-            let last = w.next_seq() - 1;
-            self.wait_applied(last)?;
-            follower
-                .read_to(last, &mut |s, p| Ok(history::apply_record(&fresh, s, p)?))
-                .map(|()| {
-                    let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-                    std::mem::replace(&mut *index, Arc::new(fresh))
-                })
+            swap(Swap {
+                fresh,
+                follower,
+                done: done.clone(),
+            })
         });
-        drop(w);
-        out.pause = started.elapsed();
-        let old = match swapped {
-            Ok(old) => old,
-            Err(e) => {
+        let taken = done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (old, last) = match (swapped, taken) {
+            (Ok(()), Some(Swapped { old, last, pause })) => {
+                out.pause = pause;
+                (old, last)
+            }
+            (result, _) => {
                 // The old index stays current, on disk too.
                 let back = match current.strip_prefix(&self.dir) {
                     Ok(rel) if !rel.as_os_str().is_empty() => {
@@ -249,13 +318,48 @@ impl Store {
                     _ => index::point_to_top(&self.dir),
                 };
                 back?;
-                return Err(e);
+                return Err(result
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("the index swap did not run")));
             }
         };
-        out.caught_up = follower.last() - seq;
+        out.caught_up = last - seq;
         wal::write_checkpoint(&self.wal_dir, durable)?;
         self.checkpointed.store(durable, Ordering::Release);
         Ok(Some(old))
+    }
+
+    /// Runs a swap on the calling thread, holding the log's appending end:
+    /// the sequencer blocks at its next append meanwhile (from the moment
+    /// the lock is taken: before, it may be appending).
+    fn swap_here(&self, swap: Swap) -> io::Result<()> {
+        let w = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        let last = w.next_seq() - 1;
+        self.swap_in(swap, last)
+    }
+
+    /// The swap itself, with no record being appended: waits for record
+    /// `last`, the newest appended, to be applied; replays the records the
+    /// new index lacks; makes it the one the store reads and writes.
+    fn swap_in(&self, swap: Swap, last: u64) -> io::Result<()> {
+        let started = Instant::now();
+        let Swap {
+            fresh,
+            mut follower,
+            done,
+        } = swap;
+        self.wait_applied(last)?;
+        follower.read_to(last, &mut |s, p| Ok(history::apply_record(&fresh, s, p)?))?;
+        let old = {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *index, Arc::new(fresh))
+        };
+        *done.lock().unwrap_or_else(|p| p.into_inner()) = Some(Swapped {
+            old,
+            last,
+            pause: started.elapsed(),
+        });
+        Ok(())
     }
 
     /// Waits until log record `seq` is applied to the index (the sequencer

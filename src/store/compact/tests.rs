@@ -319,7 +319,7 @@ fn a_compaction_stopped_at_any_step_leaves_a_store_that_opens_whole() {
         filler(&s, 1..=100);
         write_and_delete(&s);
         let before = data(&s);
-        s.compact_until(step).unwrap();
+        s.compact_until(step, &|w| s.swap_here(w)).unwrap();
         drop(s);
         let (s, _) = reopen(dir.path());
         assert_eq!(data(&s), before, "{step:?}");

@@ -135,6 +135,13 @@ impl BaseWriter {
     }
 
     /// Ends the base and puts it in place, durably. Returns its path.
+    /// Makes what was written so far reach the disk (its data: the base
+    /// is whole only once `finish` syncs it all and renames it).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+
     pub fn finish(mut self) -> io::Result<PathBuf> {
         self.write(&END.to_le_bytes())?;
         self.write(&self.entries.to_le_bytes())?;
