@@ -28,7 +28,7 @@ use super::commit::unix_ms;
 use super::derived::Rebuild;
 use super::Core;
 use crate::error::{Error, Result};
-use crate::model::MsgId;
+use crate::model::{hex, MsgId};
 use crate::store::{Record, Store, StoreError};
 
 const FORMAT: u64 = 1;
@@ -100,10 +100,6 @@ fn write_backup(
     out.write_all(&line(&footer)).map_err(Error::internal)?;
     out.flush().map_err(Error::internal)?;
     Ok(summary)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The `backup` or `restore` record of `s`.

@@ -300,6 +300,18 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
+/// Lowercase hex of `bytes` (hashes, keys and digests as the wire and
+/// the exports show them).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
 /// Longest indexed word, in bytes; longer words are not searchable.
 pub const MAX_WORD: usize = 64;
 

@@ -20,7 +20,7 @@ use super::audit::Sealed;
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, TokenRecord, WriteBatch};
 use crate::model::{
-    ApiClient, DeadDelivery, Delivery, Hold, Message, MsgId, Participant, Room, RoomId, User,
+    hex, ApiClient, DeadDelivery, Delivery, Hold, Message, MsgId, Participant, Room, RoomId, User,
     UserId, Webhook, Workspace,
 };
 
@@ -103,10 +103,6 @@ pub enum Record {
         seq: u64,
         bytes: String,
     },
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex<const N: usize>(s: &str) -> Result<[u8; N]> {

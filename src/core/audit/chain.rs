@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::Entry;
 use crate::error::Result;
+use crate::model::hex;
 use crate::model::time::rfc3339;
 use crate::store::{Sealed, StoredAudit};
 
@@ -55,10 +56,6 @@ impl Sealed {
         r.hash = Some(hex(&self.hash));
         Ok(r)
     }
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The chain: SHA-256 of the previous hash (hex) and the canonical JSON.
@@ -122,7 +119,8 @@ impl Head {
             detail: e.detail,
             hash: None,
         };
-        let json = record.canonical();
+        // The canonical JSON: `hash` is `None`, so not serialized.
+        let json = serde_json::to_vec(&record).expect("serializing a record");
         let hash = chain_hash(&self.hash, &json);
         let head = Head {
             seq: record.seq,
