@@ -64,7 +64,28 @@ pub fn rfc3339(ms: u64) -> String {
         in_day / 1000 % 60,
         in_day % 1000,
     );
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z");
+    }
+    // Digits written in place: every message shown and every audit
+    // record carries one, and `format!` costs several times this.
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    for (at, width, v) in [
+        (0, 4, y as u64),
+        (5, 2, u64::from(mo)),
+        (8, 2, u64::from(d)),
+        (11, 2, h),
+        (14, 2, mi),
+        (17, 2, s),
+        (20, 3, milli),
+    ] {
+        let mut v = v;
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    String::from_utf8(b.to_vec()).expect("ASCII digits")
 }
 
 /// An RFC 3339 date-time → Unix ms (negative before 1970), compared in
@@ -152,6 +173,9 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(86_400_000 - 1), "1970-01-01T23:59:59.999Z");
         assert_eq!(rfc3339(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+        // Past year 9999 the year takes five digits.
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
