@@ -11,12 +11,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::core::audit;
-use crate::core::{Admin, Core};
+use crate::core::{accounts, Admin, Core};
 use crate::dialects::accounts::{new_user, new_webhook, AddUser};
 use crate::dialects::api_clients::new_api_client;
 use crate::dialects::retention::{SetHold, SetRetention};
 use crate::error::{Error, Result};
-use crate::model::{parse_external_id, MsgId, UserId, Workspace};
+use crate::model::{parse_external_id, MsgId, Workspace};
 use crate::webhooks::{self, Monitor};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,7 +157,7 @@ pub async fn execute(core: &Arc<Core>, monitor: Option<&Monitor>, req: Request) 
             Ok(String::new())
         }
         Request::UserErase { id } => {
-            let id = UserId::parse(&id).ok_or_else(|| Error::not_found("no such user"))?;
+            let id = accounts::parse_user_id(&id)?;
             Ok(core.erase_user(&Admin::operator(), id).await?.to_string())
         }
         Request::WebhookDelete { tenant, instance } => {

@@ -229,6 +229,12 @@ pub(super) fn no_such_user() -> Error {
     Error::not_found("no such user")
 }
 
+/// A user id as a client sent it: what is not one is "no such user", as
+/// an id no one has (from outside, the two look the same).
+pub fn parse_user_id(s: &str) -> Result<UserId> {
+    UserId::parse(s).ok_or_else(no_such_user)
+}
+
 fn username_taken() -> Error {
     Error::conflict("that username is taken")
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::accounts::user_id;
 use super::{caller, Ctx};
+use crate::core::accounts::parse_user_id;
 use crate::error::{Error, Result};
 use crate::model::{UserId, Workspace};
 use crate::net::http::{self, Resp};
@@ -85,8 +86,7 @@ pub fn erase_target(path: &str) -> Option<&str> {
 pub async fn erase(ctx: Ctx, req: Request<Incoming>, id: &str) -> Result<Resp> {
     let caller = caller(&ctx.core, &req)?;
     let admin = caller.actor().admin("erase users")?;
-    // Not a user id: no such user, like one that does not exist.
-    let id = UserId::parse(id).ok_or_else(|| Error::not_found("no such user"))?;
+    let id = parse_user_id(id)?;
     let deleted = ctx.core.erase_user(&admin, id).await?;
     Ok(http::json(
         StatusCode::OK,

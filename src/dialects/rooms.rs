@@ -13,9 +13,9 @@ use super::wire_error::{Rest, WireError};
 use super::{caller, Ctx};
 use crate::core::hub::{Event, EventKind};
 use crate::core::messages::PostAs;
-use crate::core::{blocking, Caller, Core};
+use crate::core::{accounts, blocking, Caller, Core};
 use crate::error::{Error, Result};
-use crate::model::{Message, MsgId, RoomId, UserId};
+use crate::model::{Message, MsgId, RoomId};
 use crate::net::http::{self, Resp};
 use crate::net::ws::{self, Dialect, Out};
 
@@ -165,7 +165,7 @@ pub(crate) struct CreateDm {
 pub async fn create_dm(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let caller = caller(&ctx.core, &req)?;
     let b: CreateDm = http::read_json(req).await?;
-    let other = UserId::parse(&b.other).ok_or_else(|| Error::not_found("no such user"))?;
+    let other = accounts::parse_user_id(&b.other)?;
     let room = ctx.core.create_dm(&caller.user, other).await?;
     Ok(http::json(
         StatusCode::OK,

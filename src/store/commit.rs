@@ -69,6 +69,12 @@ impl Store {
         Ok(seq)
     }
 
+    /// Starts writing sled's recent writes out between checkpoints
+    /// (`Index::start_writeback`); the checkpoint thread's, every tick.
+    pub fn start_writeback(&self) -> io::Result<()> {
+        self.db().start_writeback()
+    }
+
     /// The newest log seq committed, and the newest a checkpoint holds.
     pub fn log_position(&self) -> (u64, u64) {
         (
