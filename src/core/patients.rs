@@ -54,13 +54,25 @@ impl Core {
             return Err(hidden());
         }
         let reader = caller.id;
+        // The index is trusted here only once the room itself reads back:
+        // a group's writes reach sled one key at a time, and the index's
+        // key may land before the room's. The writer's lookup below sees
+        // the whole group.
         if let Some(room) = self.store.patient_chat(patient.id)? {
+            if self.store.room(room)?.is_none() {
+                return self.make_patient_chat(patient, reader).await;
+            }
             return Ok(PatientChat {
                 room,
                 patient,
                 reader,
             });
         }
+        self.make_patient_chat(patient, reader).await
+    }
+
+    /// The patient's chat as the writer finds it, made if there is none.
+    async fn make_patient_chat(&self, patient: User, reader: UserId) -> Result<PatientChat> {
         let (pid, ws) = (patient.id, patient.workspace.clone());
         let room = self
             .commit
