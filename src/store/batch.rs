@@ -49,7 +49,8 @@ pub(super) fn decode_ops(mut p: &[u8]) -> std::result::Result<Ops<'_>, String> {
     Ok(ops)
 }
 
-/// Writes to apply atomically. Built by `core::commit` jobs only.
+/// One job's writes: durable together (one log record per group), applied
+/// to sled a key at a time after the sync. Built by `core::commit` jobs only.
 #[derive(Default)]
 pub struct WriteBatch(Vec<Op>);
 
