@@ -90,7 +90,7 @@ impl Core {
                 }
                 let (_, p) = &mut participants[i];
                 p.last_posted_ms = tx.now_ms;
-                tx.batch.put_participant(room, author, p);
+                tx.batch.update_participant(room, author, p);
                 let sender_name = if sender == author {
                     author_name
                 } else {
@@ -245,7 +245,7 @@ impl Core {
                     ..current.clone()
                 };
                 *current = marker.clone();
-                tx.batch.put_participant(room, user, &marker);
+                tx.batch.update_participant(room, user, &marker);
                 let audience = participants.iter().map(|(u, _)| *u).collect();
                 recent.extend(tx.store.newest_messages(room, visible, history)?);
                 recent.drain(..recent.len().saturating_sub(history));
@@ -365,6 +365,30 @@ pub(crate) mod tests {
         assert_eq!(again.last_read, m2.id);
         let joined = core.join(&bob, room, Some(m1.id)).await.unwrap();
         assert_eq!(joined.last_read, m2.id);
+        core.shutdown();
+    }
+
+    /// What a post and a read marker cost the writer in sled: a post its
+    /// message (the log entry and the room's copy) and its author's
+    /// record, a marker the reader's record — the membership index, which
+    /// has them since they joined, is not written again — and each group
+    /// its commit marker.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_post_and_a_marker_write_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, ann, bob) = setup(dir.path()).await;
+        let room = core.create_dm(&ann, bob.id).await.unwrap();
+        let before = core.store.applied_writes();
+        core.post(&ann, room, "hello".into(), PostAs::default())
+            .await
+            .unwrap();
+        assert_eq!(core.store.applied_writes() - before, 2 + 1 + 1);
+        let before = core.store.applied_writes();
+        core.mark_read(&bob, room, None).await.unwrap();
+        assert_eq!(core.store.applied_writes() - before, 1 + 1);
+        // Both still find the room through the membership index.
+        assert_eq!(core.rooms_of(&ann).unwrap().len(), 1);
+        assert_eq!(core.rooms_of(&bob).unwrap().len(), 1);
         core.shutdown();
     }
 

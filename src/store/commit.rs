@@ -40,7 +40,10 @@ impl Store {
         // The index is taken after the append: a compaction swaps it only
         // while it holds the log and every appended record is applied.
         let db = self.db();
-        for (k, w) in self.take_pending() {
+        let writes = self.take_pending();
+        self.applied
+            .fetch_add(writes.len() as u64 + 1, Ordering::Relaxed);
+        for (k, w) in writes {
             match w {
                 Some(v) => db.insert(k, v),
                 None => db.remove(k),

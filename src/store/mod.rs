@@ -149,6 +149,9 @@ pub struct Store {
     opts: Options,
     /// Items read by range scans; lets tests prove a scan's cost.
     scanned: AtomicU64,
+    /// Keys group commits have written into sled; lets tests prove what
+    /// an operation costs the writer.
+    applied: AtomicU64,
     /// The page-token key, made (and synced) at open.
     page_key: std::sync::OnceLock<[u8; 32]>,
     /// The log's appending end: the sequencer's alone (`commit`).
@@ -184,6 +187,12 @@ impl Store {
     /// How many items range scans have read since open.
     pub fn scanned(&self) -> u64 {
         self.scanned.load(Ordering::Relaxed)
+    }
+
+    /// How many keys group commits have written into sled since open
+    /// (each commit's marker included).
+    pub fn applied_writes(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
     }
 
     /// The index in use (derefs to sled's `Db`): held for one read, not

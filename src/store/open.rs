@@ -250,6 +250,7 @@ impl Store {
             dir: dir.to_path_buf(),
             opts: opts.clone(),
             scanned: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
             page_key: std::sync::OnceLock::new(),
             wal_shared: writer.shared(),
             wal: Mutex::new(writer),

@@ -64,10 +64,18 @@ impl WriteBatch {
         self.put(&one(ROOM, room.id.0), room);
     }
 
-    /// Adds or updates a participant, and the user→room membership index.
+    /// Adds a participant (or updates one), and the user→room membership
+    /// index.
     pub fn put_participant(&mut self, room: RoomId, user: UserId, p: &Participant) {
-        self.put(&two(PARTICIPANT, room.0, user.0), p);
+        self.update_participant(room, user, p);
         self.insert(&two(MEMBERSHIP, user.0, room.0), &[]);
+    }
+
+    /// Updates a participant already in the room (a read marker, the
+    /// time of their last post): the membership index has them already,
+    /// so only their record is written (a post writes one key less).
+    pub fn update_participant(&mut self, room: RoomId, user: UserId, p: &Participant) {
+        self.put(&two(PARTICIPANT, room.0, user.0), p);
     }
 
     pub fn put_dm(&mut self, a: UserId, b: UserId, room: RoomId) {
