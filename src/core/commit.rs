@@ -16,8 +16,10 @@
 //!    hub and their callers answered — in id order.
 //!
 //! The audit trail's `seq` and last hash are counters here too
-//! (`Tx::audit`): a job appends its records in its own batch, and a job
-//! that fails gives back the seqs it took, so the trail has no gaps.
+//! (`Tx::audit`): a job's records join its group's, which the group's
+//! log record carries as one block (one sled write for the group), and a
+//! job that fails gives back the seqs it took and its records, so the
+//! trail has no gaps.
 //!
 //! Consequences: ids are assigned in commit order and never reused (the
 //! counters resume from the log's last key after the write-ahead log is
@@ -47,7 +49,7 @@ use super::hub::{Event, Hub};
 use super::metrics::Metrics;
 use crate::error::{Error, Kind, Result};
 use crate::model::{MsgId, RoomId, UserId};
-use crate::store::{CommitError, Store, WriteBatch};
+use crate::store::{CommitError, Sealed, Store, WriteBatch};
 
 /// Jobs taken into one commit at most. One batch is published at once, so
 /// a connection's queue must hold several (see `Core::open`).
@@ -64,6 +66,8 @@ pub struct Tx<'a> {
     pub store: &'a Store,
     pub batch: WriteBatch,
     ids: &'a mut Counters,
+    /// The group's audit records so far (`Tx::audit`).
+    sealed: &'a mut Vec<(u64, Sealed)>,
     /// The commit time of this job, Unix ms; never decreases.
     pub now_ms: u64,
 }
@@ -82,12 +86,13 @@ impl Tx<'_> {
         MsgId(self.ids.msg)
     }
 
-    /// Appends an audit record at this job's time, in this job's batch:
-    /// it is durable with the job's writes, or not at all.
+    /// Appends an audit record at this job's time, to the group's: it is
+    /// durable with the job's writes (the group's log record holds both),
+    /// or not at all.
     pub fn audit(&mut self, entry: Entry) -> Result<()> {
         let actor = entry.actor().resolve(self.store)?;
         let (head, record) = self.ids.audit.seal(self.now_ms, actor, entry);
-        self.batch.put_audit(head.seq, &record);
+        self.sealed.push((head.seq, record));
         self.ids.audit = head;
         Ok(())
     }
@@ -243,7 +248,7 @@ where
 {
     let (reply, rx) = oneshot::channel();
     let job: Job = Box::new(move |tx: &mut Tx| {
-        let audit = tx.ids.audit.clone();
+        let (audit, sealed) = (tx.ids.audit.clone(), tx.sealed.len());
         match f(tx) {
             Ok((value, events)) => Box::new(move |hub: &Hub, refused: Option<&Error>| {
                 if let Some(e) = refused {
@@ -258,6 +263,7 @@ where
             Err(e) => {
                 tx.batch = WriteBatch::default();
                 tx.ids.audit = audit;
+                tx.sealed.truncate(sealed);
                 Box::new(move |_: &Hub, refused: Option<&Error>| {
                     let _ = reply.send(Err(refused.cloned().unwrap_or(e)));
                 })
@@ -283,6 +289,7 @@ fn writer_loop(
     let mut published = ids.msg;
     // The group's writes, as one write-ahead log record.
     let mut record: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut sealed: Vec<(u64, Sealed)> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         // Put back if the group is refused.
         let counters_before = ids.clone();
@@ -294,6 +301,7 @@ fn writer_loop(
                 store: &store,
                 batch: WriteBatch::default(),
                 ids: &mut ids,
+                sealed: &mut sealed,
                 now_ms,
             };
             let d = job(&mut tx);
@@ -308,6 +316,13 @@ fn writer_loop(
             } else {
                 None
             };
+        }
+        if !sealed.is_empty() {
+            let mut block = WriteBatch::default();
+            block.put_audit_blocks(&sealed);
+            sealed.clear();
+            block.encode_into(&mut record);
+            store.stage(block);
         }
         let t0 = Instant::now();
         // A group that wrote nothing has nothing to make durable: every

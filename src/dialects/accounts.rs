@@ -86,8 +86,10 @@ struct AddRoom {
     members: Vec<serde_json::Value>,
 }
 
-/// A user id as a JSON string (API.md) or, leniently, a number.
-pub fn user_id(v: &serde_json::Value) -> Result<UserId> {
+/// A user id field of a request body: a JSON string (API.md) or,
+/// leniently, a number; anything else is `400` (a well-formed id of no
+/// user is the core's `404`, `core::accounts::parse_user_id`).
+pub fn user_id_field(v: &serde_json::Value) -> Result<UserId> {
     match v {
         serde_json::Value::String(s) => UserId::parse(s),
         serde_json::Value::Number(n) => n.as_u64().map(UserId),
@@ -102,7 +104,11 @@ pub async fn add_room(ctx: Ctx, req: Request<Incoming>) -> Result<Resp> {
     let caller = caller(&ctx.core, &req)?;
     let admin = caller.actor().admin("create group rooms")?;
     let b: AddRoom = http::read_json(req).await?;
-    let members = b.members.iter().map(user_id).collect::<Result<Vec<_>>>()?;
+    let members = b
+        .members
+        .iter()
+        .map(user_id_field)
+        .collect::<Result<Vec<_>>>()?;
     let room = ctx.core.create_group_room(&admin, b.name, members).await?;
     Ok(http::json(
         StatusCode::CREATED,

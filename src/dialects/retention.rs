@@ -7,7 +7,7 @@ use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::accounts::user_id;
+use super::accounts::user_id_field;
 use super::{caller, Ctx};
 use crate::core::accounts::parse_user_id;
 use crate::error::{Error, Result};
@@ -61,7 +61,7 @@ pub struct SetHold {
 impl SetHold {
     pub fn parse(self) -> Result<(Workspace, Option<UserId>, bool, String)> {
         let ws = Workspace::new(&self.tenant, &self.instance)?;
-        let patient = self.patient.as_ref().map(user_id).transpose()?;
+        let patient = self.patient.as_ref().map(user_id_field).transpose()?;
         Ok((ws, patient, self.hold, self.reason.unwrap_or_default()))
     }
 }

@@ -1,9 +1,20 @@
 //! The audit trail in the store (API.md §7; the records themselves are
-//! `core::audit`'s): one key per record, `e seq`, ascending, so a page is
-//! a range scan from a seq and the newest record is one seek. Values are
-//! `codec`-encoded `Sealed` records. Nothing here removes an audit key:
-//! the trail is only appended to (by the sequencer's jobs, or by
-//! `restore` before any sequencer runs).
+//! `core::audit`'s), ascending by `e seq`, so a page is a range scan from
+//! a seq and the newest record is one seek. A key holds one record or a
+//! block of them:
+//!
+//! - a *block* (the sequencer's: the records of one group commit) under
+//!   the seq of its last record — one sled write for the whole group, as
+//!   a post in a patient chat writes one record each, and a write is most
+//!   of what a record costs (issue 17's measurements, README). The key of
+//!   the block holding seq `n` is the first at or after `n`.
+//! - a *single* record under its own seq (`restore`'s, a backup's
+//!   records, and every record written before blocks were).
+//!
+//! Each record is `codec`-encoded `Sealed` on its own, inside a block
+//! too, so damage to one record's bytes leaves the others readable.
+//! Nothing here removes an audit key: the trail is only appended to (by
+//! the sequencer, or by `restore` before any sequencer runs).
 
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, WriteBatch};
@@ -21,8 +32,43 @@ pub struct Sealed {
 /// A stored record, or why it cannot be read.
 pub type StoredAudit = std::result::Result<Sealed, String>;
 
-fn stored(key: &[u8], value: &[u8]) -> (u64, StoredAudit) {
-    (tail_u64(key), codec::decode(value))
+/// The first byte of a block's value (a single record's is `codec`'s
+/// version byte, never this).
+const BLOCK: u8 = 0xB1;
+
+/// A block's records: each one's seq and its `codec` bytes.
+type Block = Vec<(u64, Vec<u8>)>;
+
+/// Records in one block at most: a read decodes a block whole, so a page
+/// of records decodes at most this many more than it shows.
+const BLOCK_RECORDS: usize = 64;
+
+/// The records under one key, ascending: a single record, or a block's.
+/// A block that cannot be decoded is one unreadable record at the key's
+/// seq (`parlor audit verify` then names the first seq it lacks).
+fn stored(key: &[u8], value: &[u8]) -> Vec<(u64, StoredAudit)> {
+    let seq = tail_u64(key);
+    match value.split_first() {
+        Some((&BLOCK, body)) => match codec::decode::<Block>(body) {
+            Ok(block) => block
+                .into_iter()
+                .map(|(seq, bytes)| (seq, codec::decode(&bytes)))
+                .collect(),
+            Err(why) => vec![(seq, Err(format!("an undecodable block ({why})")))],
+        },
+        _ => vec![(seq, codec::decode(value))],
+    }
+}
+
+/// The stored bytes of record `seq` under one key: a block's entry, or
+/// the whole value (a single record, or a block that cannot be decoded).
+fn raw_in(key: &[u8], value: &[u8], seq: u64) -> Option<Vec<u8>> {
+    if let Some((&BLOCK, body)) = value.split_first() {
+        if let Ok(block) = codec::decode::<Block>(body) {
+            return block.into_iter().find(|(s, _)| *s == seq).map(|(_, b)| b);
+        }
+    }
+    (tail_u64(key) == seq).then(|| value.to_vec())
 }
 
 impl Store {
@@ -33,7 +79,7 @@ impl Store {
             .scan_prefix([AUDIT])
             .next_back()
             .transpose()?
-            .map(|(k, v)| stored(&k, &v)))
+            .and_then(|(k, v)| stored(&k, &v).pop()))
     }
 
     /// Audit records from seq `from` on, ascending, read lazily: the cost
@@ -41,11 +87,17 @@ impl Store {
     pub fn audit_from(&self, from: u64) -> impl Iterator<Item = Result<(u64, StoredAudit)>> + '_ {
         self.db()
             .range(one(AUDIT, from)..one(AUDIT + 1, 0))
-            .map(|kv| {
+            .flat_map(move |kv| match kv {
+                Ok((k, v)) => stored(&k, &v)
+                    .into_iter()
+                    .filter(|(seq, _)| *seq >= from)
+                    .map(Ok)
+                    .collect(),
+                Err(e) => vec![Err(e.into())],
+            })
+            .inspect(|_| {
                 self.scanned
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (k, v) = kv?;
-                Ok(stored(&k, &v))
             })
     }
 
@@ -59,10 +111,16 @@ impl Store {
         let mut found = end;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let next = self.db().range(one(AUDIT, mid)..one(AUDIT, hi)).next();
+            // The key at or after `mid` holds it (or the next record).
+            let next = self.db().range(one(AUDIT, mid)..one(AUDIT + 1, 0)).next();
             self.scanned
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match next.transpose()?.map(|(k, v)| stored(&k, &v)) {
+            let record = next.transpose()?.and_then(|(k, v)| {
+                stored(&k, &v)
+                    .into_iter()
+                    .find(|(seq, _)| *seq >= mid && *seq < hi)
+            });
+            match record {
                 Some((seq, Ok(s))) if s.at_ms >= ms => {
                     found = seq;
                     hi = mid;
@@ -85,7 +143,12 @@ impl Store {
     /// The stored bytes of record `seq` (exported as they are when they
     /// cannot be decoded, so a backup keeps even a damaged trail intact).
     pub(super) fn audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.db().get(one(AUDIT, seq))?.map(|v| v.to_vec()))
+        Ok(self
+            .db()
+            .range(one(AUDIT, seq)..one(AUDIT + 1, 0))
+            .next()
+            .transpose()?
+            .and_then(|(k, v)| raw_in(&k, &v, seq)))
     }
 
     /// A test seam for `parlor audit verify` (tests/audit.rs): edits the
@@ -99,12 +162,36 @@ impl Store {
         seq: u64,
         edit: &mut dyn FnMut(&mut Vec<u8>),
     ) -> Result<bool> {
-        let Some(mut v) = self.audit_raw(seq)? else {
+        let Some((key, value)) = self
+            .db()
+            .range(one(AUDIT, seq)..one(AUDIT + 1, 0))
+            .next()
+            .transpose()?
+        else {
+            return Ok(false);
+        };
+        let Some(mut v) = raw_in(&key, &value, seq) else {
             return Ok(false);
         };
         edit(&mut v);
+        // A block is written back whole with that record's bytes edited.
+        let block = match value.split_first() {
+            Some((&BLOCK, body)) => codec::decode::<Block>(body).ok(),
+            _ => None,
+        };
+        let value = match block {
+            Some(mut block) => {
+                for (s, bytes) in &mut block {
+                    if *s == seq {
+                        *bytes = std::mem::take(&mut v);
+                    }
+                }
+                block_value(&block)
+            }
+            None => v,
+        };
         let mut b = WriteBatch::default();
-        b.insert(&one(AUDIT, seq), &v);
+        b.insert(&key, &value);
         self.write_through(b)?;
         self.checkpoint()
             .map_err(|e| StoreError(format!("syncing the store: {e}")))?;
@@ -112,7 +199,27 @@ impl Store {
     }
 }
 
+/// A block's value: its tag, then the records.
+fn block_value(block: &Block) -> Vec<u8> {
+    let mut value = vec![BLOCK];
+    value.extend(codec::encode(block));
+    value
+}
+
 impl WriteBatch {
+    /// Appends a group commit's records (ascending seqs) as blocks of
+    /// `BLOCK_RECORDS` at most, each under its last record's seq.
+    pub fn put_audit_blocks(&mut self, records: &[(u64, Sealed)]) {
+        for chunk in records.chunks(BLOCK_RECORDS) {
+            let block: Block = chunk
+                .iter()
+                .map(|(seq, r)| (*seq, codec::encode(r)))
+                .collect();
+            let (last, _) = chunk[chunk.len() - 1];
+            self.insert(&one(AUDIT, last), &block_value(&block));
+        }
+    }
+
     /// Appends audit record `seq`.
     pub fn put_audit(&mut self, seq: u64, record: &Sealed) {
         self.put(&one(AUDIT, seq), record);
@@ -135,6 +242,88 @@ mod tests {
             json: format!("{{\"at\":{at_ms}}}"),
             hash: [at_ms as u8; 32],
         }
+    }
+
+    /// Blocks (the sequencer's) after single records (restore's, and
+    /// older stores'): read back as one ascending trail, from any seq,
+    /// found by time, each record damaged or read raw on its own.
+    #[test]
+    fn blocks_and_single_records_read_as_one_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let mut b = WriteBatch::default();
+        for seq in 1..=3u64 {
+            b.put_audit(seq, &sealed(seq * 10));
+        }
+        s.write_through(b).unwrap();
+        // Two groups' blocks: 4..=8 and 9..=9, then a single again.
+        for group in [4..=8u64, 9..=9] {
+            let records: Vec<(u64, Sealed)> = group.map(|q| (q, sealed(q * 10))).collect();
+            let mut b = WriteBatch::default();
+            b.put_audit_blocks(&records);
+            s.write_through(b).unwrap();
+        }
+        let mut b = WriteBatch::default();
+        b.put_audit(10, &sealed(100));
+        s.write_through(b).unwrap();
+        let all: Vec<(u64, u64)> = s
+            .audit_from(1)
+            .map(|r| r.unwrap())
+            .map(|(q, r)| (q, r.unwrap().at_ms))
+            .collect();
+        assert_eq!(all, (1..=10).map(|q| (q, q * 10)).collect::<Vec<_>>());
+        let from: Vec<u64> = s.audit_from(6).map(|r| r.unwrap().0).collect();
+        assert_eq!(from, [6, 7, 8, 9, 10]);
+        assert_eq!(s.audit_last().unwrap().unwrap().0, 10);
+        for (ms, first) in [
+            (0, 1),
+            (35, 4),
+            (50, 5),
+            (61, 7),
+            (90, 9),
+            (100, 10),
+            (101, 11),
+        ] {
+            assert_eq!(s.audit_first_at(ms).unwrap(), first, "at {ms}");
+        }
+        // Six keys for ten records: four singles, two blocks.
+        assert_eq!(s.db().scan_prefix([AUDIT]).count(), 6);
+        let raw = s.audit_raw(6).unwrap().unwrap();
+        assert_eq!(codec::decode::<Sealed>(&raw).unwrap(), sealed(60));
+        assert!(s.damage_audit_record(6, &mut |v| v[0] ^= 0xff).unwrap());
+        let ok: Vec<(u64, bool)> = s
+            .audit_from(4)
+            .map(|r| r.unwrap())
+            .map(|(q, r)| (q, r.is_ok()))
+            .collect();
+        assert_eq!(
+            ok,
+            [
+                (4, true),
+                (5, true),
+                (6, false),
+                (7, true),
+                (8, true),
+                (9, true),
+                (10, true)
+            ]
+        );
+        // The damaged bytes read back raw as they are now (a backup keeps
+        // them so).
+        assert_ne!(s.audit_raw(6).unwrap().unwrap(), raw);
+        assert!(!s.damage_audit_record(11, &mut |_| {}).unwrap());
+        // A big group's records go in blocks of BLOCK_RECORDS at most, and
+        // a scan counts the records it takes, not the blocks it decodes.
+        let n = 2 * BLOCK_RECORDS as u64 + 5;
+        let records: Vec<(u64, Sealed)> = (11..11 + n).map(|q| (q, sealed(200))).collect();
+        let mut b = WriteBatch::default();
+        b.put_audit_blocks(&records);
+        s.write_through(b).unwrap();
+        assert_eq!(s.db().scan_prefix([AUDIT]).count(), 6 + 3);
+        let before = s.scanned();
+        let seqs: Vec<u64> = s.audit_from(70).take(3).map(|r| r.unwrap().0).collect();
+        assert_eq!((seqs, s.scanned() - before), (vec![70, 71, 72], 3));
+        assert_eq!(s.audit_last().unwrap().unwrap().0, 10 + n);
     }
 
     #[test]
