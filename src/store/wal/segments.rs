@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{align8, record_crc, sync_dir, HEADER, MAGIC, REC_HEAD, VERSION};
+use super::{align8, record_crc, sync_dir, write_out, HEADER, MAGIC, REC_HEAD, VERSION};
 use crate::store::space::Space;
 use crate::store::CommitError;
 
@@ -78,6 +78,9 @@ pub fn remove_spare(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A spare segment is written out this much at a time.
+const SPARE_STEP: u64 = 256 * 1024;
+
 /// State shared by the writer and the checkpoint thread.
 pub struct Shared {
     dir: PathBuf,
@@ -112,12 +115,16 @@ impl Shared {
         let made = (|| {
             let f = File::create(&partial)?;
             f.write_all_at(&header(), 0)?;
-            let zeros = vec![0u8; 256 * 1024];
+            // Written out a step at a time, each waited for: the whole
+            // segment left to the `fsync` would be a burst of megabytes
+            // the log's next `fdatasync` queues behind (measured: 12 ms).
+            let zeros = vec![0u8; SPARE_STEP as usize];
             let mut off = HEADER;
             while off < self.segment_bytes {
-                let n = (self.segment_bytes - off).min(zeros.len() as u64) as usize;
-                f.write_all_at(&zeros[..n], off)?;
-                off += n as u64;
+                let n = (self.segment_bytes - off).min(SPARE_STEP);
+                f.write_all_at(&zeros[..n as usize], off)?;
+                write_out(&f, off, n, true)?;
+                off += n;
             }
             f.sync_all()?;
             fs::rename(&partial, &spare)?;
