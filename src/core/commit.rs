@@ -4,7 +4,8 @@
 //! Every write is a *job* run on one dedicated thread, in arrival order:
 //!
 //! 1. the job reads what it needs, checks its rules, assigns ids from the
-//!    counters owned here, and fills a batch, which is applied atomically;
+//!    counters owned here, and fills a batch, durable with its group or
+//!    not at all (one log record; sled gets it a key at a time after);
 //! 2. jobs arriving while the previous flush ran are taken together
 //!    (group commit), up to `MAX_BATCH`;
 //! 3. the group's writes become one record of the write-ahead log,

@@ -1,7 +1,8 @@
-//! Write batches: the writes a job makes, applied atomically. Each
-//! keyspace adds its own `put_*` / `remove_*` methods next to its reads
-//! (`users`, `rooms`, …); here are the batch itself, its encoding as a
-//! write-ahead log record's payload, and the decoding back at replay.
+//! Write batches: the writes a job makes, durable together (in its
+//! group's log record). Each keyspace adds its own `put_*` / `remove_*`
+//! methods next to its reads (`users`, `rooms`, …); here are the batch
+//! itself, its encoding as a write-ahead log record's payload, and the
+//! decoding back at replay.
 
 use serde::Serialize;
 
