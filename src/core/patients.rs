@@ -54,14 +54,9 @@ impl Core {
             return Err(hidden());
         }
         let reader = caller.id;
-        // The index is trusted here only once the room itself reads back:
-        // a group's writes reach sled one key at a time, and the index's
-        // key may land before the room's. The writer's lookup below sees
-        // the whole group.
+        // The index entry reaches sled after the room it names (a group's
+        // writes are applied in the order they were staged).
         if let Some(room) = self.store.patient_chat(patient.id)? {
-            if self.store.room(room)?.is_none() {
-                return self.make_patient_chat(patient, reader).await;
-            }
             return Ok(PatientChat {
                 room,
                 patient,

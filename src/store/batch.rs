@@ -51,7 +51,9 @@ pub(super) fn decode_ops(mut p: &[u8]) -> std::result::Result<Ops<'_>, String> {
 }
 
 /// One job's writes: durable together (one log record per group), applied
-/// to sled a key at a time after the sync. Built by `core::commit` jobs only.
+/// to sled a key at a time after the sync, in the order they were staged
+/// (stage a record before what is derived from it). Built by
+/// `core::commit` jobs only.
 #[derive(Default)]
 pub struct WriteBatch(Vec<Op>);
 

@@ -33,10 +33,11 @@ impl Store {
                 return Err(e);
             }
         };
-        // Now durable: into sled, one write at a time (sled's
-        // `apply_batch` would hand a buffer to its I/O threads each time;
-        // the log already makes the group atomic across a crash, and
-        // readers of messages wait for `visible`, raised after this).
+        // Now durable: into sled, one write at a time, in staging order
+        // (sled's `apply_batch` would hand a buffer to its I/O threads
+        // each time; the log already makes the group atomic across a
+        // crash, readers of messages wait for `visible`, raised after
+        // this, and a derived key lands after the record it derives from).
         // The index is taken after the append: a compaction swaps it only
         // while it holds the log and every appended record is applied.
         let db = self.db();

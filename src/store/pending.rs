@@ -2,7 +2,10 @@
 //! writer's thread reads it ([`Store::stage`]), and the reads that see
 //! those writes before sled has them (`raw_get`, `get`, `prefix`), so a
 //! job reads what the jobs before it in the group wrote. `commit` takes
-//! the writes once the group's log record is durable.
+//! the writes once the group's log record is durable, in the order they
+//! were staged: a job stages a record before what is derived from it (a
+//! room before its patient-chat index entry), so a reader outside the
+//! group that finds the derived key in sled finds its record too.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +17,9 @@ use super::{codec, Result, Store, StoreError, WriteBatch};
 #[derive(Default)]
 pub(super) struct Pending {
     thread: Option<std::thread::ThreadId>,
-    /// Last write per key: `None` removes.
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Last write per key (`None` removes), with the position at which the
+    /// key was first staged in the group.
+    writes: BTreeMap<Vec<u8>, (usize, Option<Vec<u8>>)>,
 }
 
 impl Store {
@@ -27,19 +31,28 @@ impl Store {
     pub fn stage(&self, batch: WriteBatch) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.thread = Some(std::thread::current().id());
-        p.writes.extend(batch.into_writes());
+        for (key, write) in batch.into_writes() {
+            let next = p.writes.len();
+            // A key written again keeps its first position: whatever was
+            // derived from it since was staged after it.
+            p.writes.entry(key).or_insert((next, None)).1 = write;
+        }
     }
 
-    /// Takes the group's staged writes, leaving none: to apply them to
-    /// sled once the group is durable, or to drop them if it was refused.
-    pub(super) fn take_pending(&self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-        std::mem::take(
+    /// Takes the group's staged writes, leaving none, in the order they
+    /// were first staged: to apply them to sled once the group is
+    /// durable, or to drop them if it was refused.
+    pub(super) fn take_pending(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let writes = std::mem::take(
             &mut self
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .writes,
-        )
+        );
+        let mut staged: Vec<_> = writes.into_iter().collect();
+        staged.sort_unstable_by_key(|(_, (at, _))| *at);
+        staged.into_iter().map(|(k, (_, w))| (k, w)).collect()
     }
 
     /// The calling thread's pending writes, if it is building a group.
@@ -52,7 +65,7 @@ impl Store {
     pub(super) fn raw_get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>> {
         let key = key.as_ref();
         if let Some(p) = self.pending_here() {
-            if let Some(w) = p.writes.get(key) {
+            if let Some((_, w)) = p.writes.get(key) {
                 return Ok(w.as_deref().map(sled::IVec::from));
             }
         }
@@ -63,7 +76,7 @@ impl Store {
     pub(super) fn pending_range(&self, lo: &[u8], hi: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         let mut out = BTreeMap::new();
         if let Some(p) = self.pending_here() {
-            for (k, w) in p.writes.range(lo.to_vec()..=hi.to_vec()) {
+            for (k, (_, w)) in p.writes.range(lo.to_vec()..=hi.to_vec()) {
                 out.insert(k.clone(), w.clone());
             }
         }
@@ -108,7 +121,7 @@ impl Store {
             }
             if order == std::cmp::Ordering::Less {
                 merged.extend(durable.next());
-            } else if let Some((k, Some(v))) = pending.next() {
+            } else if let Some((k, (_, Some(v)))) = pending.next() {
                 merged.push((
                     sled::IVec::from(k.as_slice()),
                     sled::IVec::from(v.as_slice()),
@@ -131,8 +144,49 @@ impl Store {
 mod tests {
     use crate::model::{Participant, RoomId, UserId};
     use crate::store::keys::{two, PARTICIPANT};
-    use crate::store::testing::fresh;
+    use crate::store::testing::{commit, fresh};
     use crate::store::WriteBatch;
+
+    /// A group reaches sled in the order its writes were staged, not in
+    /// key order: a record staged before what is derived from it lands
+    /// first. A key written again keeps its first place and its last value.
+    #[test]
+    fn a_group_is_applied_in_staging_order_each_key_once() {
+        let (_dir, s) = fresh();
+        let mut before = WriteBatch::default();
+        before.insert(b"zz-order-a", b"a0");
+        s.write_through(before).unwrap();
+        let mut events = s.db().db.watch_prefix(b"zz-order-");
+        let mut first = WriteBatch::default();
+        first.insert(b"zz-order-c", b"c1");
+        first.insert(b"zz-order-a", b"a1");
+        let mut second = WriteBatch::default();
+        second.insert(b"zz-order-b", b"b1");
+        second.insert(b"zz-order-c", b"c2");
+        second.remove(b"zz-order-a");
+        commit(&s, vec![first, second]);
+        let applied: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..3)
+            .map(
+                |_| match events.next_timeout(std::time::Duration::from_secs(5)) {
+                    Ok(sled::Event::Insert { key, value }) => (key.to_vec(), Some(value.to_vec())),
+                    Ok(sled::Event::Remove { key }) => (key.to_vec(), None),
+                    Err(e) => panic!("no apply seen: {e:?}"),
+                },
+            )
+            .collect();
+        let want: [(&[u8], Option<&[u8]>); 3] = [
+            (b"zz-order-c", Some(b"c2")),
+            (b"zz-order-a", None),
+            (b"zz-order-b", Some(b"b1")),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(applied, want);
+        assert_eq!(s.raw_get(b"zz-order-c").unwrap().unwrap(), b"c2"[..]);
+        assert!(s.raw_get(b"zz-order-a").unwrap().is_none());
+    }
 
     /// A job reads a small keyspace whole with the group's pending writes
     /// merged in order: added, replaced and removed keys.
