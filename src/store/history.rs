@@ -137,3 +137,47 @@ impl From<ApplyError> for io::Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A paced writer flushes once per `PACE_BYTES` written (not before,
+    /// not per write), pauses about as long as the flush took, and passes
+    /// a failed flush on; an unpaced one never flushes.
+    #[test]
+    fn a_pace_flushes_once_per_step_and_pauses_as_long() {
+        let mut flushes = 0;
+        let count = |n: &mut i32| {
+            *n += 1;
+            Ok(())
+        };
+        let mut pace = Pace::shared();
+        let step = PACE_BYTES / 4 + 1;
+        for _ in 0..4 {
+            pace.wrote(step - 2, || count(&mut flushes)).unwrap();
+        }
+        assert_eq!(flushes, 0, "flushed before a step was written");
+        let t = Instant::now();
+        pace.wrote(8, || {
+            flushes += 1;
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(flushes, 1);
+        assert!(t.elapsed() >= Duration::from_millis(60), "no pause");
+        for _ in 0..3 {
+            pace.wrote(step, || count(&mut flushes)).unwrap();
+        }
+        assert_eq!(flushes, 1, "the count starts again after a flush");
+        let failed = pace.wrote(step, || Err(io::Error::other("disk gone")));
+        assert_eq!(failed.unwrap_err().to_string(), "disk gone");
+
+        let mut open = Pace::unpaced();
+        for _ in 0..64 {
+            open.wrote(PACE_BYTES, || count(&mut flushes)).unwrap();
+        }
+        assert_eq!(flushes, 1);
+    }
+}

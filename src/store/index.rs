@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::open::Options;
+use super::wal::sync_dir;
 use super::{OpenError, StoreError};
 
 /// The pointer file: the name of the directory that holds the current
@@ -139,10 +140,6 @@ impl Index {
         }
         Ok(())
     }
-}
-
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// The name of the directory a compaction at log record `seq` makes.

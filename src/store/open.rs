@@ -296,7 +296,7 @@ impl Store {
         store
             .checkpoint()
             .and_then(|_| store.db().sync_files())
-            .and_then(|()| index::sync_dir(dir))
+            .and_then(|()| wal::sync_dir(dir))
             .map_err(|e| match space::is_no_space(&e) {
                 true => OpenError::Other(format!("{NO_SPACE} ({e})")),
                 false => OpenError::Other(format!("syncing the store: {e}")),

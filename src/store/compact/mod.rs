@@ -252,7 +252,7 @@ impl Store {
         let base = history::write_base(&self.db(), &self.wal_dir, seq, &mut Pace::shared())?;
         out.base_took = started.elapsed();
         let started = Instant::now();
-        index::sync_dir(&self.dir)?;
+        wal::sync_dir(&self.dir)?;
         if stop == Step::BaseWritten {
             return Ok(None);
         }
@@ -267,7 +267,7 @@ impl Store {
         // Most of it made durable first, while checkpoints go on…
         fresh.sync()?;
         fresh.sync_files()?;
-        index::sync_dir(&self.dir)?;
+        wal::sync_dir(&self.dir)?;
         // …then no checkpoint from here to the swap (the checkpoint file
         // must not name a record the new index does not hold durably),
         // which waits only for the few records since.

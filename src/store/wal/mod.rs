@@ -96,7 +96,9 @@ fn align8(n: u64) -> u64 {
     (n + 7) & !7
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a directory's entries durable (files created, renamed or
+/// removed in it): the log's and the index's.
+pub(in crate::store) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
