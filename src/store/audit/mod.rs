@@ -11,10 +11,14 @@
 //! - a *single* record under its own seq (`restore`'s, a backup's
 //!   records, and every record written before blocks were).
 //!
-//! Each record is `codec`-encoded `Sealed` on its own, inside a block
-//! too, so damage to one record's bytes leaves the others readable.
+//! Each record is `codec`-encoded on its own, inside a block too, so
+//! damage to one record's bytes leaves the others readable: a single
+//! record as `Sealed`, a block's as `Packed` (its JSON shortened by
+//! `packed`; blocks written before that hold `Sealed`s).
 //! Nothing here removes an audit key: the trail is only appended to (by
 //! the sequencer, or by `restore` before any sequencer runs).
+
+mod packed;
 
 use super::keys::*;
 use super::{codec, Result, Store, StoreError, WriteBatch};
@@ -33,8 +37,39 @@ pub struct Sealed {
 pub type StoredAudit = std::result::Result<Sealed, String>;
 
 /// The first byte of a block's value (a single record's is `codec`'s
-/// version byte, never this).
-const BLOCK: u8 = 0xB1;
+/// version byte, never these): its records as `Packed`, or — blocks
+/// written before records were packed — as `Sealed`.
+const BLOCK: u8 = 0xB2;
+const SEALED_BLOCK: u8 = 0xB1;
+
+/// A record as a block keeps it: `Sealed` with its JSON packed
+/// (`packed::pack`, given the record's seq and time).
+#[derive(Serialize, Deserialize)]
+struct Packed {
+    at_ms: u64,
+    json: Vec<u8>,
+    hash: [u8; 32],
+}
+
+impl Packed {
+    fn new(seq: u64, r: &Sealed) -> Packed {
+        Packed {
+            at_ms: r.at_ms,
+            json: packed::pack(seq, r.at_ms, &r.json),
+            hash: r.hash,
+        }
+    }
+
+    fn unpack(self, seq: u64) -> StoredAudit {
+        let json = packed::unpack(seq, self.at_ms, &self.json)
+            .ok_or("its packed JSON is not UTF-8 text")?;
+        Ok(Sealed {
+            at_ms: self.at_ms,
+            json,
+            hash: self.hash,
+        })
+    }
+}
 
 /// A block's records: each one's seq and its `codec` bytes.
 type Block = Vec<(u64, Vec<u8>)>;
@@ -49,10 +84,16 @@ const BLOCK_RECORDS: usize = 64;
 fn stored(key: &[u8], value: &[u8]) -> Vec<(u64, StoredAudit)> {
     let seq = tail_u64(key);
     match value.split_first() {
-        Some((&BLOCK, body)) => match codec::decode::<Block>(body) {
+        Some((&tag @ (BLOCK | SEALED_BLOCK), body)) => match codec::decode::<Block>(body) {
             Ok(block) => block
                 .into_iter()
-                .map(|(seq, bytes)| (seq, codec::decode(&bytes)))
+                .map(|(seq, bytes)| match tag {
+                    BLOCK => (
+                        seq,
+                        codec::decode::<Packed>(&bytes).and_then(|p| p.unpack(seq)),
+                    ),
+                    _ => (seq, codec::decode(&bytes)),
+                })
                 .collect(),
             Err(why) => vec![(seq, Err(format!("an undecodable block ({why})")))],
         },
@@ -63,7 +104,7 @@ fn stored(key: &[u8], value: &[u8]) -> Vec<(u64, StoredAudit)> {
 /// The stored bytes of record `seq` under one key: a block's entry, or
 /// the whole value (a single record, or a block that cannot be decoded).
 fn raw_in(key: &[u8], value: &[u8], seq: u64) -> Option<Vec<u8>> {
-    if let Some((&BLOCK, body)) = value.split_first() {
+    if let Some((&(BLOCK | SEALED_BLOCK), body)) = value.split_first() {
         if let Ok(block) = codec::decode::<Block>(body) {
             return block.into_iter().find(|(s, _)| *s == seq).map(|(_, b)| b);
         }
@@ -176,17 +217,19 @@ impl Store {
         edit(&mut v);
         // A block is written back whole with that record's bytes edited.
         let block = match value.split_first() {
-            Some((&BLOCK, body)) => codec::decode::<Block>(body).ok(),
+            Some((&tag @ (BLOCK | SEALED_BLOCK), body)) => {
+                codec::decode::<Block>(body).ok().map(|b| (tag, b))
+            }
             _ => None,
         };
         let value = match block {
-            Some(mut block) => {
+            Some((tag, mut block)) => {
                 for (s, bytes) in &mut block {
                     if *s == seq {
                         *bytes = std::mem::take(&mut v);
                     }
                 }
-                block_value(&block)
+                block_value(tag, &block)
             }
             None => v,
         };
@@ -200,8 +243,8 @@ impl Store {
 }
 
 /// A block's value: its tag, then the records.
-fn block_value(block: &Block) -> Vec<u8> {
-    let mut value = vec![BLOCK];
+fn block_value(tag: u8, block: &Block) -> Vec<u8> {
+    let mut value = vec![tag];
     value.extend(codec::encode(block));
     value
 }
@@ -213,10 +256,10 @@ impl WriteBatch {
         for chunk in records.chunks(BLOCK_RECORDS) {
             let block: Block = chunk
                 .iter()
-                .map(|(seq, r)| (*seq, codec::encode(r)))
+                .map(|(seq, r)| (*seq, codec::encode(&Packed::new(*seq, r))))
                 .collect();
             let (last, _) = chunk[chunk.len() - 1];
-            self.insert(&one(AUDIT, last), &block_value(&block));
+            self.insert(&one(AUDIT, last), &block_value(BLOCK, &block));
         }
     }
 
@@ -289,7 +332,8 @@ mod tests {
         // Six keys for ten records: four singles, two blocks.
         assert_eq!(s.db().scan_prefix([AUDIT]).count(), 6);
         let raw = s.audit_raw(6).unwrap().unwrap();
-        assert_eq!(codec::decode::<Sealed>(&raw).unwrap(), sealed(60));
+        let packed = codec::decode::<Packed>(&raw).unwrap();
+        assert_eq!(packed.unpack(6).unwrap(), sealed(60));
         assert!(s.damage_audit_record(6, &mut |v| v[0] ^= 0xff).unwrap());
         let ok: Vec<(u64, bool)> = s
             .audit_from(4)
@@ -324,6 +368,65 @@ mod tests {
         let seqs: Vec<u64> = s.audit_from(70).take(3).map(|r| r.unwrap().0).collect();
         assert_eq!((seqs, s.scanned() - before), (vec![70, 71, 72], 3));
         assert_eq!(s.audit_last().unwrap().unwrap().0, 10 + n);
+    }
+
+    /// A `chat.post` record as the sequencer seals it.
+    fn post(seq: u64, at_ms: u64) -> Sealed {
+        Sealed {
+            at_ms,
+            json: format!(
+                r#"{{"seq":{seq},"at":"{}","kind":"chat.post","actor":"1234","tenant":"clinic-north","instance":"main","patient":"1234","detail":{{"message":"{}","room":"77","sender":"1234"}}}}"#,
+                crate::model::time::rfc3339(at_ms),
+                seq + 100_000
+            ),
+            hash: [seq as u8; 32],
+        }
+    }
+
+    /// A block keeps its records packed, in a fraction of the bytes; a
+    /// block written before records were packed (`Sealed`s) reads the
+    /// same, damage to it included.
+    #[test]
+    fn packed_blocks_are_smaller_and_sealed_blocks_still_read() {
+        let (_dir, s) = super::super::testing::fresh();
+        let at = 1_796_540_685_123;
+        let older: Vec<(u64, Sealed)> = (1..=10).map(|q| (q, post(q, at + q))).collect();
+        let newer: Vec<(u64, Sealed)> = (11..=20).map(|q| (q, post(q, at + q))).collect();
+        let sealed_block: Block = older.iter().map(|(q, r)| (*q, codec::encode(r))).collect();
+        let mut b = WriteBatch::default();
+        b.insert(&one(AUDIT, 10), &block_value(SEALED_BLOCK, &sealed_block));
+        b.put_audit_blocks(&newer);
+        s.write_through(b).unwrap();
+        let sizes: Vec<usize> = s
+            .db()
+            .scan_prefix([AUDIT])
+            .map(|kv| kv.unwrap().1.len())
+            .collect();
+        assert_eq!(sizes.len(), 2);
+        assert!(
+            sizes[1] * 2 < sizes[0],
+            "packed {} vs {}",
+            sizes[1],
+            sizes[0]
+        );
+        let all: Vec<(u64, Sealed)> = s
+            .audit_from(1)
+            .map(|r| r.unwrap())
+            .map(|(q, r)| (q, r.unwrap()))
+            .collect();
+        assert_eq!(all, [older, newer].concat());
+        assert_eq!(s.audit_first_at(at + 15).unwrap(), 15);
+        assert_eq!(s.audit_first_at(at + 5).unwrap(), 5);
+        for seq in [3, 13] {
+            assert!(s.damage_audit_record(seq, &mut |v| v[0] ^= 0xff).unwrap());
+        }
+        let ok: Vec<u64> = s
+            .audit_from(1)
+            .map(|r| r.unwrap())
+            .filter(|(_, r)| r.is_err())
+            .map(|(q, _)| q)
+            .collect();
+        assert_eq!(ok, [3, 13]);
     }
 
     #[test]

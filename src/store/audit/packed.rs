@@ -1,0 +1,174 @@
+//! A record's JSON as a block keeps it: the same text, shorter. What every
+//! record repeats becomes one byte: the opening `{"seq":N,"at":"T","kind":"`
+//! (its seq and time, which the block and `Sealed::at_ms` hold anyway),
+//! member names, the common kinds. Those bytes are control bytes, which
+//! `serde_json` never writes unescaped; a text that holds one anyway is
+//! kept as it is, after [`LITERAL`]. A `chat.post` record's ~190 bytes
+//! become ~45: what a record adds to sled is most of its cost (issue 17's
+//! measurements, README).
+
+use crate::model::time::rfc3339;
+
+/// First byte of a text kept as it is.
+const LITERAL: u8 = 0;
+/// The opening, with the record's own seq and time.
+const OPENING: u8 = 1;
+/// Byte `FIRST_TOKEN + i` stands for `TOKENS[i]`.
+const FIRST_TOKEN: u8 = 2;
+const TOKENS: [&str; 30] = [
+    r#"","actor":""#,
+    r#"","tenant":""#,
+    r#"","instance":""#,
+    r#"","patient":""#,
+    r#"","detail":{"#,
+    r#"","tenant":null,"instance":null,"detail":{"#,
+    r#""message":""#,
+    r#"","room":""#,
+    r#""room":""#,
+    r#"","sender":""#,
+    r#""count":"#,
+    r#","first":""#,
+    r#"","last":""#,
+    r#""}}"#,
+    r#"}}"#,
+    r#"","#,
+    r#"":""#,
+    "chat.post",
+    "chat.read",
+    "chat.archive",
+    "auth.login",
+    "auth.logout",
+    "auth.fail",
+    "token.issue",
+    r#""addr":""#,
+    r#""user":""#,
+    r#""method":""#,
+    r#""messages":"#,
+    r#""name":""#,
+    r#""url":""#,
+];
+
+/// The first bytes of `TOKENS`.
+const STARTS: &[u8] = b"\"},cat";
+
+fn opening(seq: u64, at_ms: u64) -> String {
+    format!(r#"{{"seq":{seq},"at":"{}","kind":""#, rfc3339(at_ms))
+}
+
+/// `json` of record `seq` made at `at_ms`, packed.
+pub(super) fn pack(seq: u64, at_ms: u64, json: &str) -> Vec<u8> {
+    if json.bytes().any(|b| b < 0x20) {
+        let mut out = vec![LITERAL];
+        out.extend_from_slice(json.as_bytes());
+        return out;
+    }
+    let mut out = Vec::with_capacity(json.len() / 2);
+    let open = opening(seq, at_ms);
+    let mut rest = match json.strip_prefix(open.as_str()) {
+        Some(rest) => {
+            out.push(OPENING);
+            rest.as_bytes()
+        }
+        None => json.as_bytes(),
+    };
+    while let Some((&b, after)) = rest.split_first() {
+        // The longest token here, if any (most bytes start none).
+        let token = STARTS
+            .contains(&b)
+            .then(|| {
+                TOKENS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| rest.starts_with(t.as_bytes()))
+                    .max_by_key(|(_, t)| t.len())
+            })
+            .flatten();
+        match token {
+            Some((i, t)) => {
+                out.push(FIRST_TOKEN + i as u8);
+                rest = &rest[t.len()..];
+            }
+            None => {
+                out.push(b);
+                rest = after;
+            }
+        }
+    }
+    out
+}
+
+/// The JSON that `pack(seq, at_ms, json)` packed. `None`: not valid text
+/// (damaged bytes).
+pub(super) fn unpack(seq: u64, at_ms: u64, packed: &[u8]) -> Option<String> {
+    if let Some((&LITERAL, text)) = packed.split_first() {
+        return String::from_utf8(text.to_vec()).ok();
+    }
+    let mut out = Vec::with_capacity(packed.len() * 4);
+    for &b in packed {
+        match b {
+            OPENING => out.extend_from_slice(opening(seq, at_ms).as_bytes()),
+            b if b >= FIRST_TOKEN && b < FIRST_TOKEN + TOKENS.len() as u8 => {
+                out.extend_from_slice(TOKENS[(b - FIRST_TOKEN) as usize].as_bytes())
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POST: &str = r#"{"seq":812,"at":"2026-12-06T07:04:45.123Z","kind":"chat.post","actor":"1234","tenant":"clinic-north","instance":"main","patient":"1234","detail":{"message":"104573","room":"77","sender":"1234"}}"#;
+    const AT: u64 = 1_796_540_685_123;
+
+    #[test]
+    fn starts_are_the_tokens_first_bytes() {
+        let mut firsts: Vec<u8> = TOKENS.iter().map(|t| t.as_bytes()[0]).collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        let mut starts = STARTS.to_vec();
+        starts.sort_unstable();
+        assert_eq!(firsts, starts);
+    }
+
+    #[test]
+    fn a_post_record_packs_to_a_quarter_and_back() {
+        assert_eq!(rfc3339(AT), "2026-12-06T07:04:45.123Z");
+        let packed = pack(812, AT, POST);
+        assert!(packed.len() * 4 < POST.len(), "{} bytes", packed.len());
+        assert_eq!(packed[..2], [OPENING, FIRST_TOKEN + 17]);
+        assert_eq!(unpack(812, AT, &packed).as_deref(), Some(POST));
+    }
+
+    /// Whatever the text, it comes back: another record's opening, the
+    /// tokens' bytes at every place, no workspace, non-ASCII, control
+    /// bytes (kept literally), nothing.
+    #[test]
+    fn any_text_comes_back_as_it_was() {
+        let texts = [
+            POST.to_string(),
+            POST.replace("812", "813"),
+            r#"{"seq":1,"at":"1970-01-01T00:00:00.000Z","kind":"backup","actor":"cli","tenant":null,"instance":null,"detail":{}}"#.into(),
+            TOKENS.concat(),
+            format!("é{}ü\"}}}}\",\"", TOKENS.join("ß")),
+            "tab\there, a NUL \0 and \u{1f}".into(),
+            "\u{1}\u{2}".into(),
+            String::new(),
+        ];
+        for t in &texts {
+            let packed = pack(812, AT, t);
+            assert_eq!(
+                unpack(812, AT, &packed).as_deref(),
+                Some(t.as_str()),
+                "{t:?}"
+            );
+        }
+        // The opening is only ever the record's own: another seq or time
+        // unpacks to another text (and so to a hash that does not match).
+        let packed = pack(812, AT, POST);
+        assert_ne!(unpack(813, AT, &packed).as_deref(), Some(POST));
+        assert_ne!(unpack(812, AT + 1, &packed).as_deref(), Some(POST));
+    }
+}
