@@ -97,7 +97,7 @@ impl Index {
     /// left. Durability is unchanged (that is the checkpoint's fsync).
     /// Elsewhere than Linux, nothing.
     pub fn start_writeback(&self) -> io::Result<()> {
-        super::wal::write_out(&self.data_file, 0, 0, false)
+        super::wal::start_writeback(&self.data_file)
     }
 
     /// sled writes its `conf` file and creates its files without ever

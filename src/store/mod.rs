@@ -48,6 +48,7 @@ mod index;
 pub mod keys;
 mod messages;
 mod open;
+mod pace;
 mod patients;
 mod pending;
 mod postings;

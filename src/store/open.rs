@@ -33,7 +33,7 @@ fn open_index(
         .map_err(|e| OpenError::Other(format!("finding the store's index: {e}")))?;
     let db = Index::open(&at, opts)?;
     if let (true, Some((_, path))) = (db.is_empty(), base) {
-        history::load_base(&db, path, &mut history::Pace::unpaced()).map_err(|e| {
+        history::load_base(&db, path, &mut super::pace::Pace::unpaced()).map_err(|e| {
             OpenError::Other(format!("loading {} into the index: {e}", path.display()))
         })?;
     }

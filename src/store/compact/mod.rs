@@ -41,8 +41,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::history::{self, Pace};
+use super::history;
 use super::index::{self, Index};
+use super::pace::Pace;
 use super::{wal, OpenError, Store};
 
 /// What a compaction did.

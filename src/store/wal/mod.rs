@@ -102,35 +102,24 @@ pub(in crate::store) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Starts writing bytes `off..off + len` of `file` out to the disk
-/// (`len` 0: to the end of the file), and with `wait` waits until they
-/// are written (`sync_file_range`). Not durability — no metadata, no
-/// disk cache flush: that is `fsync`'s — but a big write that goes out
-/// a step at a time never puts more than a step in the disk's queue
-/// ahead of the log's `fdatasync`. Elsewhere than Linux, nothing.
-pub(crate) fn write_out(file: &File, off: u64, len: u64, wait: bool) -> io::Result<()> {
+/// Starts writing `file`'s dirty pages out to the disk without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Not durability — no
+/// metadata, no disk cache flush: that is `fsync`'s — but what goes out
+/// now is not left for the next `fsync` to write in a burst. Elsewhere
+/// than Linux, nothing.
+pub(crate) fn start_writeback(file: &File) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let flags = match wait {
-            true => {
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER
-            }
-            false => libc::SYNC_FILE_RANGE_WRITE,
-        };
-        let (off, len) = (
-            libc::off64_t::try_from(off).map_err(io::Error::other)?,
-            libc::off64_t::try_from(len).map_err(io::Error::other)?,
-        );
         // SAFETY: a plain system call on a file the caller holds open.
-        if unsafe { libc::sync_file_range(file.as_raw_fd(), off, len, flags) } != 0 {
+        let r =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        if r != 0 {
             return Err(io::Error::last_os_error());
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (file, off, len, wait);
+    let _ = file;
     Ok(())
 }
 

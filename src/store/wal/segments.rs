@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{align8, record_crc, sync_dir, write_out, HEADER, MAGIC, REC_HEAD, VERSION};
+use super::{align8, record_crc, sync_dir, HEADER, MAGIC, REC_HEAD, VERSION};
+use crate::store::pace::Pace;
 use crate::store::space::Space;
 use crate::store::CommitError;
 
@@ -78,8 +79,8 @@ pub fn remove_spare(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A spare segment is written out this much at a time.
-const SPARE_STEP: u64 = 256 * 1024;
+/// A spare segment is made durable this much at a time.
+const SPARE_STEP: usize = 256 * 1024;
 
 /// State shared by the writer and the checkpoint thread.
 pub struct Shared {
@@ -115,15 +116,19 @@ impl Shared {
         let made = (|| {
             let f = File::create(&partial)?;
             f.write_all_at(&header(), 0)?;
-            // Written out a step at a time, each waited for: the whole
-            // segment left to the `fsync` would be a burst of megabytes
-            // the log's next `fdatasync` queues behind (measured: 12 ms).
-            let zeros = vec![0u8; SPARE_STEP as usize];
+            // Made durable a step at a time, with a pause after each
+            // (`Pace`): 16 MiB written at once and left to one `fsync`,
+            // or only pushed to the disk (`sync_file_range`), is a burst
+            // the log's next `fdatasync` waits behind — its cache flush
+            // then carries the zeros (measured: the second with a spare
+            // made had a p99 of 10–35 ms at 5,000 msg/s, the others 2–3).
+            let zeros = vec![0u8; SPARE_STEP];
+            let mut pace = Pace::every(SPARE_STEP);
             let mut off = HEADER;
             while off < self.segment_bytes {
-                let n = (self.segment_bytes - off).min(SPARE_STEP);
+                let n = (self.segment_bytes - off).min(SPARE_STEP as u64);
                 f.write_all_at(&zeros[..n as usize], off)?;
-                write_out(&f, off, n, true)?;
+                pace.wrote(n as usize, || f.sync_data())?;
                 off += n;
             }
             f.sync_all()?;
