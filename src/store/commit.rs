@@ -28,7 +28,7 @@ impl Store {
             Ok(seq) => seq,
             Err(e) => {
                 if let CommitError::Refused = e {
-                    self.take_pending();
+                    drop(self.take_pending());
                 }
                 return Err(e);
             }

@@ -42,7 +42,7 @@ impl Store {
     /// Takes the group's staged writes, leaving none, in the order they
     /// were first staged: to apply them to sled once the group is
     /// durable, or to drop them if it was refused.
-    pub(super) fn take_pending(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub(super) fn take_pending(&self) -> impl ExactSizeIterator<Item = (Vec<u8>, Option<Vec<u8>>)> {
         let writes = std::mem::take(
             &mut self
                 .pending
@@ -52,7 +52,7 @@ impl Store {
         );
         let mut staged: Vec<_> = writes.into_iter().collect();
         staged.sort_unstable_by_key(|(_, (at, _))| *at);
-        staged.into_iter().map(|(k, (_, w))| (k, w)).collect()
+        staged.into_iter().map(|(k, (_, w))| (k, w))
     }
 
     /// The calling thread's pending writes, if it is building a group.
