@@ -102,27 +102,6 @@ pub(in crate::store) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Starts writing `file`'s dirty pages out to the disk without waiting
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Not durability — no
-/// metadata, no disk cache flush: that is `fsync`'s — but what goes out
-/// now is not left for the next `fsync` to write in a burst. Elsewhere
-/// than Linux, nothing.
-pub(crate) fn start_writeback(file: &File) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain system call on a file the caller holds open.
-        let r =
-            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
-    Ok(())
-}
-
 /// Locks the log's directory for this process (`flock`, released when
 /// the file is dropped): taken before anything in it is changed, so that
 /// an open that finds the store in use leaves a running daemon's files
