@@ -76,10 +76,15 @@ pub(super) fn pack(seq: u64, at_ms: u64, json: &str) -> Vec<u8> {
         let token = STARTS
             .contains(&b)
             .then(|| {
+                // The second byte first: most candidates differ there,
+                // and a whole comparison is a call.
                 TOKENS
                     .iter()
                     .enumerate()
-                    .filter(|(_, t)| rest.starts_with(t.as_bytes()))
+                    .filter(|(_, t)| {
+                        let t = t.as_bytes();
+                        rest.get(1) == t.get(1) && rest.starts_with(t)
+                    })
                     .max_by_key(|(_, t)| t.len())
             })
             .flatten();
