@@ -162,7 +162,7 @@ pub struct Entry {
     actor: Actor,
     workspace: Option<Workspace>,
     patient: Option<UserId>,
-    detail: BTreeMap<String, Value>,
+    detail: BTreeMap<&'static str, Value>,
 }
 
 impl Entry {
@@ -193,8 +193,8 @@ impl Entry {
     }
 
     /// One member of `detail`: a string, a number or a list of strings.
-    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Entry {
-        self.detail.insert(key.into(), value.into());
+    pub fn detail(mut self, key: &'static str, value: impl Into<Value>) -> Entry {
+        self.detail.insert(key, value.into());
         self
     }
 }

@@ -303,13 +303,19 @@ pub fn words(text: &str) -> Vec<String> {
 /// Lowercase hex of `bytes` (hashes, keys and digests as the wire and
 /// the exports show them).
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits")
+}
+
+/// [`hex`] into `out` (twice as long as `bytes`), for a caller that
+/// must not allocate (the audit chain hashes one per record).
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    s
 }
 
 /// Longest indexed word, in bytes; longer words are not searchable.

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::Entry;
 use crate::error::Result;
-use crate::model::hex;
 use crate::model::time::rfc3339;
+use crate::model::{hex, hex_into};
 use crate::store::{Sealed, StoredAudit};
 
 /// A record as `GET /admin/audit` and `parlor audit export` show it; its
@@ -60,8 +60,10 @@ impl Sealed {
 
 /// The chain: SHA-256 of the previous hash (hex) and the canonical JSON.
 pub fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut prev_hex = [0u8; 64];
+    hex_into(prev, &mut prev_hex);
     let mut h = Sha256::new();
-    h.update(hex(prev).as_bytes());
+    h.update(prev_hex);
     h.update(canonical);
     h.finalize().into()
 }
@@ -104,30 +106,26 @@ impl Head {
     /// `entry` sealed as the record after this head, at `now_ms`: the
     /// record to store and the new head.
     pub fn seal(&self, now_ms: u64, actor: String, e: Entry) -> (Head, Sealed) {
-        let (tenant, instance) = match e.workspace {
-            Some(ws) => (Some(ws.tenant), Some(ws.instance)),
-            None => (None, None),
-        };
-        let record = Record {
-            seq: self.seq + 1,
-            at: rfc3339(now_ms),
-            kind: e.kind.as_str().into(),
-            actor,
-            tenant,
-            instance,
-            patient: e.patient.map(|p| p.to_string()),
-            detail: e.detail,
-            hash: None,
-        };
-        // The canonical JSON: `hash` is `None`, so not serialized.
-        let json = serde_json::to_vec(&record).expect("serializing a record");
-        let hash = chain_hash(&self.hash, &json);
+        let seq = self.seq + 1;
+        let ws = e.workspace.as_ref();
+        // The canonical JSON, as `Record::canonical` writes it.
+        let json = serde_json::to_string(&Canonical {
+            seq,
+            at: &rfc3339(now_ms),
+            kind: e.kind.as_str(),
+            actor: &actor,
+            tenant: ws.map(|w| w.tenant.as_str()),
+            instance: ws.map(|w| w.instance.as_str()),
+            patient: e.patient.map(|p| p.0),
+            detail: &e.detail,
+        })
+        .expect("serializing a record");
+        let hash = chain_hash(&self.hash, json.as_bytes());
         let head = Head {
-            seq: record.seq,
+            seq,
             hash,
             at_ms: now_ms,
         };
-        let json = String::from_utf8(json).expect("serde_json writes UTF-8");
         (
             head,
             Sealed {
@@ -136,6 +134,29 @@ impl Head {
                 hash,
             },
         )
+    }
+}
+
+/// What sealing serializes: a [`Record`] without `hash`, borrowed from
+/// the entry (its members, in the same order, serialize as `Record`'s
+/// do; a user id as a string).
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: u64,
+    at: &'a str,
+    kind: &'a str,
+    actor: &'a str,
+    tenant: Option<&'a str>,
+    instance: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_string")]
+    patient: Option<u64>,
+    detail: &'a BTreeMap<&'static str, Value>,
+}
+
+fn as_string<S: serde::Serializer>(id: &Option<u64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
     }
 }
 
@@ -281,6 +302,36 @@ mod tests {
         assert_eq!(hex(&sealed.hash), KNOWN_HASH);
         assert_eq!((head.seq, head.hash), (1, sealed.hash));
         assert_eq!(sealed.record().unwrap().hash.as_deref(), Some(KNOWN_HASH));
+    }
+
+    /// Sealing writes what `Record::canonical` writes, whatever the
+    /// entry holds: `verify` compares the two.
+    #[test]
+    fn a_sealed_record_is_in_canonical_form() {
+        let ws = Workspace::new("clinic", "main").unwrap();
+        let entries = [
+            Entry::new(Kind::Backup, Actor::Cli),
+            Entry::new(Kind::UserErase, Actor::User(UserId(3)))
+                .workspace(&ws)
+                .patient(UserId(u64::MAX))
+                .detail("names", vec!["a\"b".to_string(), "\\\n\u{1}é".into()])
+                .detail("messages", 12_345_678_901u64)
+                .detail("addr", "::1"),
+            Entry::new(Kind::AuthFail, Actor::Unknown)
+                .workspace(&ws)
+                .detail("zeta", "last")
+                .detail("alpha", "first"),
+        ];
+        let mut head = Head::default();
+        for e in entries {
+            let (h, sealed) = head.seal(1_700_000_000_000, "actor \"x\"".into(), e);
+            assert_eq!(
+                String::from_utf8(sealed.record().unwrap().canonical()).unwrap(),
+                sealed.json
+            );
+            assert_eq!(h.hash, chain_hash(&head.hash, sealed.json.as_bytes()));
+            head = h;
+        }
     }
 
     const KNOWN_HASH: &str = "ff862b2eebb1a678476000b6bb45fa6822146914a1a6dacbefc6b097c6a660c4";

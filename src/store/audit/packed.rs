@@ -48,11 +48,29 @@ const TOKENS: [&str; 30] = [
     r#""url":""#,
 ];
 
-/// The first bytes of `TOKENS`.
-const STARTS: &[u8] = b"\"},cat";
+/// For each byte, the indices of the tokens that start with it, longest
+/// first: most bytes start none, and the first that matches is the
+/// longest.
+fn starting_with(b: u8) -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<[Vec<u8>; 256]> = std::sync::OnceLock::new();
+    &TABLE.get_or_init(|| {
+        std::array::from_fn(|first| {
+            let mut found: Vec<u8> = (0..TOKENS.len() as u8)
+                .filter(|&i| TOKENS[i as usize].as_bytes()[0] == first as u8)
+                .collect();
+            found.sort_by_key(|&i| std::cmp::Reverse(TOKENS[i as usize].len()));
+            found
+        })
+    })[b as usize]
+}
 
-fn opening(seq: u64, at_ms: u64) -> String {
-    format!(r#"{{"seq":{seq},"at":"{}","kind":""#, rfc3339(at_ms))
+/// Appends the opening of record `seq` made at `at_ms` to `out`.
+fn opening(seq: u64, at_ms: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(br#"{"seq":"#);
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(br#","at":""#);
+    out.extend_from_slice(rfc3339(at_ms).as_bytes());
+    out.extend_from_slice(br#"","kind":""#);
 }
 
 /// `json` of record `seq` made at `at_ms`, packed.
@@ -63,35 +81,29 @@ pub(super) fn pack(seq: u64, at_ms: u64, json: &str) -> Vec<u8> {
         return out;
     }
     let mut out = Vec::with_capacity(json.len() / 2);
-    let open = opening(seq, at_ms);
-    let mut rest = match json.strip_prefix(open.as_str()) {
+    opening(seq, at_ms, &mut out);
+    let mut rest = match json.as_bytes().strip_prefix(out.as_slice()) {
         Some(rest) => {
+            out.clear();
             out.push(OPENING);
-            rest.as_bytes()
+            rest
         }
-        None => json.as_bytes(),
+        None => {
+            out.clear();
+            json.as_bytes()
+        }
     };
     while let Some((&b, after)) = rest.split_first() {
-        // The longest token here, if any (most bytes start none).
-        let token = STARTS
-            .contains(&b)
-            .then(|| {
-                // The second byte first: most candidates differ there,
-                // and a whole comparison is a call.
-                TOKENS
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| {
-                        let t = t.as_bytes();
-                        rest.get(1) == t.get(1) && rest.starts_with(t)
-                    })
-                    .max_by_key(|(_, t)| t.len())
-            })
-            .flatten();
+        // The second byte first: most candidates differ there, and a
+        // whole comparison is a call.
+        let token = starting_with(b).iter().find(|&&i| {
+            let t = TOKENS[i as usize].as_bytes();
+            rest.get(1) == t.get(1) && rest.starts_with(t)
+        });
         match token {
-            Some((i, t)) => {
-                out.push(FIRST_TOKEN + i as u8);
-                rest = &rest[t.len()..];
+            Some(&i) => {
+                out.push(FIRST_TOKEN + i);
+                rest = &rest[TOKENS[i as usize].len()..];
             }
             None => {
                 out.push(b);
@@ -111,7 +123,7 @@ pub(super) fn unpack(seq: u64, at_ms: u64, packed: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(packed.len() * 4);
     for &b in packed {
         match b {
-            OPENING => out.extend_from_slice(opening(seq, at_ms).as_bytes()),
+            OPENING => opening(seq, at_ms, &mut out),
             b if b >= FIRST_TOKEN && b < FIRST_TOKEN + TOKENS.len() as u8 => {
                 out.extend_from_slice(TOKENS[(b - FIRST_TOKEN) as usize].as_bytes())
             }
@@ -129,13 +141,15 @@ mod tests {
     const AT: u64 = 1_796_540_685_123;
 
     #[test]
-    fn starts_are_the_tokens_first_bytes() {
-        let mut firsts: Vec<u8> = TOKENS.iter().map(|t| t.as_bytes()[0]).collect();
-        firsts.sort_unstable();
-        firsts.dedup();
-        let mut starts = STARTS.to_vec();
-        starts.sort_unstable();
-        assert_eq!(firsts, starts);
+    fn each_token_is_found_by_its_first_byte_longest_first() {
+        for (i, t) in TOKENS.iter().enumerate() {
+            let found = starting_with(t.as_bytes()[0]);
+            assert!(found.contains(&(i as u8)), "{t}");
+            let lens: Vec<usize> = found.iter().map(|&j| TOKENS[j as usize].len()).collect();
+            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{lens:?}");
+        }
+        let all: usize = (0..=255u8).map(|b| starting_with(b).len()).sum();
+        assert_eq!(all, TOKENS.len());
     }
 
     #[test]
