@@ -12,7 +12,7 @@
 //! behind a purge. With each message go its postings and its webhook
 //! delivery (`derived::on_delete`); its log entry stays, marked, so ids
 //! are never given again. Once a run deleted anything, the store is
-//! compacted (`Store::compact`: the deleted text leaves every file), and
+//! compacted (`Store::compact_with`: the deleted text leaves every file), and
 //! only then is the run's one `retention.purge` record written, with its
 //! counts: the record says the purge is done.
 //!

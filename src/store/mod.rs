@@ -16,7 +16,7 @@
 //! sled's files cannot be opened, rebuilds the index from the log's
 //! history (`rebuild`): every record from 1, or, once the store was
 //! compacted, the base snapshot and the records after it. Compaction
-//! ([`Store::compact`], `compact`) is what makes deleted data leave the
+//! ([`Store::compact_with`], `compact`) is what makes deleted data leave the
 //! disk: a new base replaces the log's old segments, and a fresh index,
 //! built from that base, replaces sled's files, swapped in while the
 //! sequencer runs.

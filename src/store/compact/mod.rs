@@ -4,7 +4,7 @@
 //!
 //! A deleted value stays on disk in the log (every record that wrote it)
 //! and in sled's files (a removed key's bytes stay in sled's segments
-//! until its own GC happens to rewrite them). So [`Store::compact`], at
+//! until its own GC happens to rewrite them). So [`Store::compact_with`], at
 //! the log's last record S when it is called:
 //!
 //! 1. rotates the log, so that records after S start a new segment;
@@ -20,9 +20,9 @@
 //!    a deleted value — catches it up with the records committed since
 //!    (read from the log), makes it durable, and points `DIR/INDEX` at it;
 //! 4. pauses the sequencer for the swap only ([`Swap`]): where no record
-//!    is being appended — a job of the sequencer's (`compact_with`), or
-//!    holding the log's appending end ([`Store::compact`]) — waits for the
-//!    last appended record to be applied, replays the few records since
+//!    is being appended — a job of the sequencer's (the daemon's,
+//!    `compact_with`), or, in tests, holding the log's appending end
+//!    (`Store::compact`) — waits for the last appended record to be applied, replays the few records since
 //!    the catch-up into the new index, and makes it the one the store
 //!    reads and writes;
 //! 5. deletes the old index's files, the damaged indexes kept for
@@ -138,24 +138,27 @@ fn open_err(e: OpenError) -> io::Error {
 }
 
 impl Store {
-    /// Compacts the store (see the module header): when it returns, no
-    /// file under the store's directory holds a key or value deleted or
-    /// overwritten by a record committed before it was called, and the
-    /// store holds the same data. Called from a background thread while
-    /// the sequencer commits: the sequencer waits only for the swap
-    /// ([`Compaction::pause`]), whatever the store's size. One at a time.
-    ///
-    /// sled 0.34 panics on some I/O errors (a failing disk): such a panic
-    /// is this compaction's error, not its thread's end. Whatever step it
-    /// stopped at, the store opens whole (see the module header).
+    /// [`Store::compact_with`] with the swap run on the calling thread
+    /// (`swap_here`): the tests' form, where no sequencer runs or one is
+    /// blocked at its next append.
+    #[cfg(test)]
     pub fn compact(&self) -> io::Result<Compaction> {
         self.compact_with(&|s| self.swap_here(s))
     }
 
-    /// [`Store::compact`], the swap run by `swap` — given to the
-    /// sequencer as a job of its own, which calls [`Swap::run`]: the pause
-    /// is then that job's, at the sequencer's priority, whatever the
-    /// compaction's thread runs at.
+    /// Compacts the store (see the module header): when it returns, no
+    /// file under the store's directory holds a key or value deleted or
+    /// overwritten by a record committed before it was called, and the
+    /// store holds the same data. Called from a background thread while
+    /// the sequencer commits; the swap is run by `swap` — the daemon's
+    /// gives it to the sequencer as a job of its own, which calls
+    /// [`Swap::run`]: the sequencer waits only for the swap
+    /// ([`Compaction::pause`]), at its own priority, whatever the store's
+    /// size and whatever the compaction's thread runs at. One at a time.
+    ///
+    /// sled 0.34 panics on some I/O errors (a failing disk): such a panic
+    /// is this compaction's error, not its thread's end. Whatever step it
+    /// stopped at, the store opens whole (see the module header).
     pub fn compact_with(&self, swap: &dyn Fn(Swap) -> io::Result<()>) -> io::Result<Compaction> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.compact_until(Step::Done, swap)
@@ -332,7 +335,8 @@ impl Store {
 
     /// Runs a swap on the calling thread, holding the log's appending end:
     /// the sequencer blocks at its next append meanwhile (from the moment
-    /// the lock is taken: before, it may be appending).
+    /// the lock is taken: before, it may be appending). Tests' only.
+    #[cfg(test)]
     fn swap_here(&self, swap: Swap) -> io::Result<()> {
         let w = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         let last = w.next_seq() - 1;

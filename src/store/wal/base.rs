@@ -1,6 +1,6 @@
 //! Base snapshots: the log's history up to a record, as the state it left.
 //!
-//! A compaction (`Store::compact`) writes `base-<seq, 20 digits>.snap`
+//! A compaction (`Store::compact_with`) writes `base-<seq, 20 digits>.snap`
 //! beside the segments: every key and value the index held as of record
 //! `seq`, in key order. From then on the log's history is that base plus
 //! the records after `seq`, and the segments holding only records at or

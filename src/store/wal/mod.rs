@@ -11,7 +11,7 @@
 //! filesystem's reordering mode, see `tests/powercut.rs`), so when it
 //! cannot, the index is rebuilt from the log (`Store::open_with`). A
 //! checkpoint therefore deletes nothing. The history starts at record 1,
-//! or at a *base* (`base`): a compaction (`Store::compact`) writes the
+//! or at a *base* (`base`): a compaction (`Store::compact_with`) writes the
 //! state as of a record, then deletes the segments holding only records
 //! up to it, so that deleted data leaves the log. The history is then the
 //! newest base plus the records after it.
