@@ -161,6 +161,37 @@ mod tests {
         assert_eq!(unpack(812, AT, &packed).as_deref(), Some(POST));
     }
 
+    /// The bytes `4988e45` packed these records to (printed by that
+    /// commit's `pack`): blocks it wrote unpack to the same text, and
+    /// packing still writes them — the format has not moved.
+    #[test]
+    fn blocks_packed_by_an_earlier_parlor_read_the_same() {
+        const READ: &str = r#"{"seq":9,"at":"2026-12-06T07:04:45.123Z","kind":"chat.read","actor":"client:ehr","tenant":null,"instance":null,"detail":{"count":3,"first":"10","last":"12","room":"4"}}"#;
+        let golden: [(u64, &str, &[u8]); 2] = [
+            (
+                812,
+                POST,
+                &[
+                    1, 19, 2, 49, 50, 51, 52, 3, 99, 108, 105, 110, 105, 99, 45, 110, 111, 114,
+                    116, 104, 4, 109, 97, 105, 110, 5, 49, 50, 51, 52, 6, 8, 49, 48, 52, 53, 55,
+                    51, 9, 55, 55, 11, 49, 50, 51, 52, 15,
+                ],
+            ),
+            (
+                9,
+                READ,
+                &[
+                    1, 20, 2, 99, 108, 105, 101, 110, 116, 58, 101, 104, 114, 7, 12, 51, 13, 49,
+                    48, 14, 49, 50, 9, 52, 15,
+                ],
+            ),
+        ];
+        for (seq, text, packed) in golden {
+            assert_eq!(unpack(seq, AT, packed).as_deref(), Some(text));
+            assert_eq!(pack(seq, AT, text), packed);
+        }
+    }
+
     /// Whatever the text, it comes back: another record's opening, the
     /// tokens' bytes at every place, no workspace, non-ASCII, control
     /// bytes (kept literally), nothing.
