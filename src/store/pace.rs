@@ -37,10 +37,7 @@ impl Pace {
 
     /// Never flushes nor pauses: nothing else needs the disk (open).
     pub(super) fn unpaced() -> Pace {
-        Pace {
-            every: usize::MAX,
-            written: 0,
-        }
+        Pace::every(usize::MAX)
     }
 
     /// `n` more bytes written; `flush` makes what was written reach the
